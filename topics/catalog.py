@@ -1,0 +1,68 @@
+"""The topic catalog: names, keys, partitions and configs of every stepstream topic."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from topics.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """One topic: its full name, partition count and broker configs."""
+
+    name: str
+    partitions: int
+    config: dict[str, str]
+    key: str
+    holds: str
+
+
+class Catalog:
+    """Topic names and specs for one prefix."""
+
+    def __init__(self, settings: Settings) -> None:
+        p = settings.prefix
+        n = settings.partitions
+        max_bytes = str(settings.max_record_bytes + 64 * 1024)
+        self.events = p + "events"
+        self.runs = p + "runs"
+        self.tasks = p + "tasks"
+        self.functions = p + "functions"
+        self.dlq = p + "dlq"
+        self.partitions = n
+        delete = {"cleanup.policy": "delete", "max.message.bytes": max_bytes}
+        self.specs: list[TopicSpec] = [
+            TopicSpec(self.events, n, {**delete, "retention.ms": str(7 * 86_400_000)},
+                      "event id", "user events, as sent"),
+            # The run log is the source of truth: replay rebuilds every state table from it,
+            # so it is kept for ever unless the operator decides otherwise.
+            TopicSpec(self.runs, n, {**delete, "retention.ms": "-1"},
+                      "run partition key", "the run log"),
+            TopicSpec(self.tasks, n, {**delete, "retention.ms": str(86_400_000)},
+                      "run id", "work for workers"),
+            TopicSpec(self.functions, 1, {"cleanup.policy": "compact",
+                                          "max.message.bytes": max_bytes},
+                      "function id", "function registry"),
+            TopicSpec(self.dlq, n, {**delete, "retention.ms": str(14 * 86_400_000)},
+                      "original key", "records that could not be decoded or applied"),
+        ]
+
+    def spec(self, name: str) -> TopicSpec:
+        for s in self.specs:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+def partition_for(key: str | bytes, partitions: int) -> int:
+    """The partition a key lives on.
+
+    Every producer sets the partition explicitly with this function instead of relying
+    on a client's default partitioner, so that the engine can tell which partition (and
+    so which state table) holds a run without asking the broker.
+    """
+    if isinstance(key, str):
+        key = key.encode()
+    return zlib.crc32(key) % partitions

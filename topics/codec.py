@@ -1,0 +1,169 @@
+"""The one codec for every topic: msgpack with limits.
+
+Decoding untrusted bytes is bounded: total size, nesting depth, no ext types (so no
+timestamps or custom objects), string map keys only, and known record kinds/versions.
+Anything else raises :class:`DecodeError` with a reason fit for the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+from typing import Any
+
+import msgpack
+
+from topics.records import RECORD_TYPES, Outcome, OutcomesReported, Record
+
+_FIELDS: dict[type, tuple[str, ...]] = {
+    t: tuple(f.name for f in fields(t)) for t in (*RECORD_TYPES.values(), Outcome)
+}
+_REQUIRED: dict[type, frozenset[str]] = {
+    t: frozenset(
+        f.name for f in fields(t)
+        if f.default is f.default_factory  # both MISSING: no default at all
+    )
+    for t in (*RECORD_TYPES.values(), Outcome)
+}
+
+
+class DecodeError(ValueError):
+    """Bytes that are not a valid stepstream record; ``str(err)`` is the reason."""
+
+
+class PayloadError(ValueError):
+    """A user value that cannot go on the wire (not JSON-compatible, too deep, too big)."""
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise DecodeError(f"msgpack ext type {code} is not allowed")
+
+
+def encode(record: Record) -> bytes:
+    """Serialize a record to its wire form."""
+    body: dict[str, Any] = {"k": record.KIND, "v": record.VERSION}
+    for name in _FIELDS[type(record)]:
+        body[name] = getattr(record, name)
+    if isinstance(record, OutcomesReported):
+        body["outcomes"] = [_outcome_to_wire(o) for o in record.outcomes]
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def _outcome_to_wire(o: Outcome) -> dict[str, Any]:
+    out: dict[str, Any] = {"op": o.op}
+    for name in _FIELDS[Outcome][1:]:
+        value = getattr(o, name)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def decode(data: bytes | None, *, max_bytes: int = 8 * 1024 * 1024, max_depth: int = 64,
+           expect: tuple[type, ...] | None = None) -> Record:
+    """Parse wire bytes into a record, enforcing the limits; raises :class:`DecodeError`."""
+    if data is None:
+        raise DecodeError("record has no value")
+    if len(data) > max_bytes:
+        raise DecodeError(f"record is {len(data)} bytes, over the {max_bytes}-byte limit")
+    try:
+        body = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_no_ext,
+                               use_list=True)
+    except DecodeError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise DecodeError(f"not valid msgpack: {type(exc).__name__}: {exc}") from None
+    if not isinstance(body, dict):
+        raise DecodeError(f"record must be a map, got {type(body).__name__}")
+    _check_tree(body, max_depth)
+    kind = body.pop("k", None)
+    version = body.pop("v", None)
+    cls = RECORD_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise DecodeError(f"unknown record kind {kind!r}")
+    if expect is not None and cls not in expect:
+        names = ", ".join(t.KIND for t in expect)
+        raise DecodeError(f"record kind {kind!r} does not belong on this topic (expected {names})")
+    if version != cls.VERSION:
+        raise DecodeError(f"unsupported version {version!r} of {kind!r} (this build reads "
+                          f"version {cls.VERSION})")
+    record = _build(cls, body, kind)
+    if isinstance(record, OutcomesReported):
+        if not isinstance(record.outcomes, list):
+            raise DecodeError("outcomes.reported: 'outcomes' must be a list")
+        outcomes = []
+        for raw in record.outcomes:
+            if not isinstance(raw, dict):
+                raise DecodeError("outcomes.reported: each outcome must be a map")
+            outcomes.append(_build(Outcome, raw, "outcome"))
+        record.outcomes = outcomes
+    return record
+
+
+def _build(cls: type, body: dict[str, Any], kind: str) -> Any:
+    missing = _REQUIRED[cls] - body.keys()
+    if missing:
+        raise DecodeError(f"{kind}: missing field(s) {', '.join(sorted(missing))}")
+    unknown = body.keys() - set(_FIELDS[cls])
+    if unknown:
+        raise DecodeError(f"{kind}: unknown field(s) {', '.join(sorted(unknown))}")
+    try:
+        return cls(**body)
+    except TypeError as exc:
+        raise DecodeError(f"{kind}: {exc}") from None
+
+
+def _check_tree(value: Any, max_depth: int) -> None:
+    """Reject over-deep nesting and non-string map keys (after msgpack's own checks)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            raise DecodeError(f"nesting deeper than {max_depth} levels")
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if not isinstance(k, str):
+                    raise DecodeError(f"map key {k!r} is not a string")
+                if isinstance(v, dict | list):
+                    stack.append((v, depth + 1))
+        elif isinstance(node, list):
+            for v in node:
+                if isinstance(v, dict | list):
+                    stack.append((v, depth + 1))
+
+
+def check_payload(value: Any, *, what: str, max_depth: int = 64,
+                  max_bytes: int | None = None) -> int:
+    """Check that ``value`` is JSON-compatible and within limits; return its encoded size.
+
+    ``what`` names the value in the error ("step 'charge' output", "event data").
+    """
+    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
+    while stack:
+        node, depth, path = stack.pop()
+        if depth > max_depth:
+            raise PayloadError(f"{what} is nested deeper than {max_depth} levels")
+        if node is None or isinstance(node, bool | int | str):
+            if isinstance(node, int) and not -(2**63) <= node < 2**64:
+                raise PayloadError(f"{what}{path}: integer {node} does not fit in 64 bits")
+            continue
+        if isinstance(node, float):
+            if not math.isfinite(node):
+                raise PayloadError(f"{what}{path}: {node} is not a finite number")
+            continue
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if not isinstance(k, str):
+                    raise PayloadError(f"{what}{path}: key {k!r} is not a string")
+                stack.append((v, depth + 1, f"{path}.{k}"))
+            continue
+        if isinstance(node, list | tuple):
+            for i, v in enumerate(node):
+                stack.append((v, depth + 1, f"{path}[{i}]"))
+            continue
+        raise PayloadError(
+            f"{what}{path}: a value of type {type(node).__name__} is not JSON-serializable"
+        )
+    size = len(msgpack.packb(value, use_bin_type=True))
+    if max_bytes is not None and size > max_bytes:
+        raise PayloadError(f"{what} is {size} bytes, over the {max_bytes}-byte limit")
+    return size

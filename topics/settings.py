@@ -1,0 +1,102 @@
+"""Configuration shared by the engine and the SDK.
+
+Values come from a mapping (normally ``os.environ``) passed in by the caller, so this
+module stays free of I/O. Every field has a default that works with the dev broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+DEV_BROKER_ADDRESS = "127.0.0.1:9092"
+# `stepstream dev` writes the address of the broker it started here (relative to the
+# working directory), so that clients started beside it find it without configuration.
+DEV_BROKER_FILE = ".stepstream/dev-broker"
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything that both sides of the wire must agree on, plus client tuning."""
+
+    brokers: str | None = None
+    prefix: str = "stepstream."
+    partitions: int = 8
+    replication: int = 1
+    max_event_bytes: int = 512 * KIB
+    max_step_output_bytes: int = 1 * MIB
+    max_record_bytes: int = 8 * MIB
+    max_depth: int = 64
+    session_timeout_ms: int = 6000
+    heartbeat_interval_ms: int = 1000
+    # Tansu answers a fetch only when fetch.wait.max.ms has passed, so this bounds the
+    # latency of every hop on the dev broker. Real Kafka wakes fetches on new data, so a
+    # larger value there only saves idle requests.
+    fetch_wait_max_ms: int = 5
+    linger_ms: int = 1
+
+    @staticmethod
+    def from_env(env: Mapping[str, str], **overrides: Any) -> Settings:
+        """Read ``STEPSTREAM_*`` variables; ``overrides`` win over the environment."""
+        values: dict[str, Any] = {}
+        for f in fields(Settings):
+            raw = env.get("STEPSTREAM_" + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            if f.type in ("int", int):
+                try:
+                    values[f.name] = int(raw)
+                except ValueError:
+                    raise SettingsError(
+                        f"STEPSTREAM_{f.name.upper()} must be an integer, got {raw!r}"
+                    ) from None
+            else:
+                values[f.name] = raw
+        if "brokers" not in values and env.get("KAFKA_BOOTSTRAP_SERVERS"):
+            values["brokers"] = env["KAFKA_BOOTSTRAP_SERVERS"]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = Settings(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        for name in ("partitions", "replication", "max_event_bytes", "max_record_bytes",
+                     "max_depth", "max_step_output_bytes"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_event_bytes > self.max_record_bytes:
+            raise SettingsError("max_event_bytes cannot exceed max_record_bytes")
+
+    def with_brokers(self, brokers: str) -> Settings:
+        return replace(self, brokers=brokers)
+
+    def consumer_tuning(self) -> dict[str, Any]:
+        """librdkafka settings every stepstream consumer uses."""
+        return {
+            "session.timeout.ms": self.session_timeout_ms,
+            "heartbeat.interval.ms": self.heartbeat_interval_ms,
+            "fetch.wait.max.ms": self.fetch_wait_max_ms,
+            "fetch.message.max.bytes": self.max_record_bytes,
+            # cooperative-sticky lost partitions on Tansu; eager range is correct everywhere.
+            "partition.assignment.strategy": "range",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+
+    def producer_tuning(self) -> dict[str, Any]:
+        """librdkafka settings every stepstream producer uses: durable and idempotent."""
+        return {
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": self.linger_ms,
+            "message.max.bytes": self.max_record_bytes + 64 * KIB,
+            "compression.type": "none",
+        }
