@@ -59,7 +59,7 @@ def _outcome_to_wire(o: Outcome) -> dict[str, Any]:
 
 
 def decode(data: bytes | None, *, max_bytes: int = 8 * 1024 * 1024, max_depth: int = 64,
-           expect: tuple[type, ...] | None = None) -> Record:
+           expect: tuple[Any, ...] | None = None) -> Record:
     """Parse wire bytes into a record, enforcing the limits; raises :class:`DecodeError`."""
     if data is None:
         raise DecodeError("record has no value")
@@ -77,7 +77,7 @@ def decode(data: bytes | None, *, max_bytes: int = 8 * 1024 * 1024, max_depth: i
     _check_tree(body, max_depth)
     kind = body.pop("k", None)
     version = body.pop("v", None)
-    cls = RECORD_TYPES.get(kind) if isinstance(kind, str) else None
+    cls: Any = RECORD_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise DecodeError(f"unknown record kind {kind!r}")
     if expect is not None and cls not in expect:
@@ -90,7 +90,7 @@ def decode(data: bytes | None, *, max_bytes: int = 8 * 1024 * 1024, max_depth: i
     if isinstance(record, OutcomesReported):
         if not isinstance(record.outcomes, list):
             raise DecodeError("outcomes.reported: 'outcomes' must be a list")
-        outcomes = []
+        outcomes: list[Outcome] = []
         for raw in record.outcomes:
             if not isinstance(raw, dict):
                 raise DecodeError("outcomes.reported: each outcome must be a map")

@@ -54,8 +54,9 @@ class FunctionRegistered:
 class RunRequested:
     """The router matched an event to a function: start a run. Topic ``runs``.
 
-    ``retries`` is copied from the function definition when the run is requested, so
-    the run's fold never consults the registry and replay is independent of it.
+    ``retries`` and ``backoff_base_ms`` are fixed when the run is requested, so the
+    run's fold never consults the registry or configuration and replay is independent
+    of both.
     """
 
     KIND: ClassVar[str] = "run.requested"
@@ -67,6 +68,7 @@ class RunRequested:
     event: dict[str, JSON]
     events: list[dict[str, JSON]]
     retries: int
+    backoff_base_ms: int
     ts: int
 
 

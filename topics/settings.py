@@ -42,6 +42,8 @@ class Settings:
     # larger value there only saves idle requests.
     fetch_wait_max_ms: int = 5
     linger_ms: int = 1
+    # First retry waits about this long; each further retry doubles it (with jitter).
+    retry_backoff_base_ms: int = 1000
 
     @staticmethod
     def from_env(env: Mapping[str, str], **overrides: Any) -> Settings:

@@ -1,0 +1,53 @@
+"""The engine process: the processor loop on its own thread, and queries over its state."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from engine.processor import Processor
+from engine.queries import Queries
+from topics.settings import Settings
+
+log = logging.getLogger("stepstream.engine")
+
+
+class Engine:
+    """Router, run processor and timers for the partitions this process is assigned.
+
+    ``start()`` returns at once; ``wait_ready()`` blocks until the first partition
+    assignment is restored; ``stop()`` finishes the current batch and closes cleanly.
+    """
+
+    def __init__(self, settings: Settings, state_dir: Path) -> None:
+        self.settings = settings
+        self.processor = Processor(settings, state_dir)
+        self.queries = Queries(self.processor)
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="stepstream-processor",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.processor.run()
+        except BaseException as exc:
+            self.error = exc
+            log.exception("processor stopped")
+            raise
+
+    def wait_ready(self, timeout: float = 60) -> bool:
+        return self.processor.ready.wait(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout: float = 30) -> None:
+        self.processor.stop()
+        if self._thread is not None:
+            self._thread.join(timeout)

@@ -1,0 +1,110 @@
+"""Apply a batch of raw ``runs`` records to one partition's tables.
+
+Shared by the live processor and by replay, so both fold the same way: records at
+offsets already applied are skipped, undecodable or inapplicable records become dead
+letters, and everything else goes through the pure fold against one :class:`BatchView`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from engine import fold
+from engine.state import BatchView, PartitionStore
+from topics.codec import DecodeError, decode
+from topics.records import DeadLetter, OutcomesReported, RunRequested, TimerFired
+from topics.settings import Settings
+
+log = logging.getLogger("stepstream.processor")
+
+RUNS_RECORDS = (RunRequested, OutcomesReported, TimerFired)
+
+
+class RawRecord(Protocol):
+    """What the fold needs of a consumed message (confluent_kafka.Message has it)."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> Any: ...
+    def value(self) -> Any: ...
+
+
+@dataclass(slots=True)
+class BatchResult:
+    view: BatchView
+    emits: list[fold.Emit] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    next_offset: int = 0
+    applied: int = 0
+
+
+def apply_batch(store: PartitionStore, records: Sequence[RawRecord], settings: Settings, *,
+                live_from: int) -> BatchResult:
+    """Fold ``records`` (one partition, offset order) into a new view of ``store``.
+
+    Emits from records below ``live_from`` are dropped: those records were processed
+    (and their emits produced) before, and are folded again only to rebuild state.
+    If the fold itself raises on a record, that record becomes a dead letter and the
+    batch is folded again without it, so no half-applied change survives.
+    """
+    poisoned: dict[int, str] = {}
+    while True:
+        try:
+            return _fold_all(store, records, settings, live_from, poisoned)
+        except _FoldCrash as crash:
+            poisoned[crash.offset] = crash.reason
+
+
+class _FoldCrash(Exception):
+    def __init__(self, offset: int, reason: str) -> None:
+        super().__init__(reason)
+        self.offset = offset
+        self.reason = reason
+
+
+def _fold_all(store: PartitionStore, records: Sequence[RawRecord], settings: Settings,
+              live_from: int, poisoned: dict[int, str]) -> BatchResult:
+    result = BatchResult(BatchView(store), next_offset=store.next_offset())
+    now = int(time.time() * 1000)
+    for msg in records:
+        offset = msg.offset()
+        assert offset is not None
+        if offset < result.next_offset:
+            continue  # applied in an earlier batch: the stored offset says so
+        result.next_offset = offset + 1
+        reason = poisoned.get(offset)
+        if reason is None:
+            try:
+                rec = decode(msg.value(), max_bytes=settings.max_record_bytes,
+                             max_depth=settings.max_depth, expect=RUNS_RECORDS)
+                emits = fold.apply(result.view, rec)
+            except DecodeError as exc:
+                reason = f"undecodable: {exc}"
+            except fold.NotApplicable as exc:
+                reason = f"not applicable: {exc}"
+            except Exception as exc:
+                log.exception("fold failed on %s[%s]@%s", msg.topic(), msg.partition(), offset)
+                raise _FoldCrash(offset, f"fold error: {type(exc).__name__}: {exc}") from exc
+            else:
+                result.applied += 1
+                if offset >= live_from:
+                    result.emits.extend(emits)
+                continue
+        if offset >= live_from:
+            result.dead.append(dead_letter(msg, reason, now))
+    return result
+
+
+def dead_letter(msg: RawRecord, reason: str, now_ms: int) -> DeadLetter:
+    key = msg.key()
+    value = msg.value()
+    return DeadLetter(source_topic=msg.topic() or "", partition=msg.partition() or 0,
+                      offset=msg.offset() or 0,
+                      key=key if isinstance(key, bytes) else None,
+                      value=value if isinstance(value, bytes) else None,
+                      reason=reason, ts=now_ms)

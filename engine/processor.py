@@ -1,0 +1,355 @@
+"""The engine's processor loop: router, run fold and timer service on one consumer.
+
+One consumer in group ``{prefix}engine`` reads ``events`` and ``runs``. Each turn:
+
+1. catch up on the function registry (``functions``, read whole by every engine);
+2. take a batch: ``poll`` for the first record, then drain what is already fetched;
+3. route events to ``RunRequested`` records; fold ``runs`` records per partition
+   against a per-batch view of that partition's RocksDB tables;
+4. produce what the batch emitted (idempotent producer, acks=all) and flush;
+5. write each partition's state changes and its next offset in one WriteBatch;
+6. commit offsets to Kafka asynchronously (RocksDB's offsets win on restart);
+7. fire due timers as ``TimerFired`` records onto the run's own partition.
+
+A crash anywhere re-delivers at most the last batch; the fold ignores what it has
+applied, and consumers of emitted records dedupe by deterministic ids and sequences.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from engine import fold
+from engine.apply import apply_batch, dead_letter
+from engine.router import Registry, route
+from engine.state import PartitionStore, parse_timer_key
+from topics.catalog import Catalog, partition_for
+from topics.codec import DecodeError, decode, encode
+from topics.records import DeadLetter, Event, FunctionRegistered, Record, TimerFired
+from topics.settings import Settings
+
+log = logging.getLogger("stepstream.processor")
+
+# A fired timer whose TimerFired has not come back through the log within this long is
+# fired again (the first may have been lost with a crashed producer).
+TIMER_REFIRE_MS = 5000
+MAX_POLL_WAIT_S = 0.1
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Processor:
+    """Owns the consumer, producer and partition stores of one engine process."""
+
+    def __init__(self, settings: Settings, state_dir: Path, *, batch_size: int = 5000,
+                 clock_ms: Callable[[], int] = now_ms) -> None:
+        if not settings.brokers:
+            raise ValueError("no Kafka brokers configured")
+        self.settings = settings
+        self.catalog = Catalog(settings)
+        self.state_dir = state_dir
+        self.batch_size = batch_size
+        self.clock_ms = clock_ms
+        self.registry = Registry()
+        self.stores: dict[int, PartitionStore] = {}
+        self.stores_lock = threading.Lock()
+        self.live_from: dict[int, int] = {}
+        self.next_due: dict[int, int | None] = {}
+        self.inflight_timers: dict[tuple[int, str, str], int] = {}
+        self.ready = threading.Event()
+        self.stopping = threading.Event()
+        self.applied = 0
+        self.produce_errors: list[str] = []
+        base = {"bootstrap.servers": settings.brokers}
+        self.consumer = Consumer({
+            **base, **settings.consumer_tuning(),
+            "group.id": settings.prefix + "engine",
+            "client.id": "stepstream-engine",
+        })
+        self.registry_consumer = Consumer({
+            **base, **settings.consumer_tuning(),
+            "group.id": settings.prefix + "engine-registry",
+            "enable.partition.eof": True,
+        })
+        self.producer = Producer({**base, **settings.producer_tuning(),
+                                  "client.id": "stepstream-engine"})
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def run(self) -> None:
+        """The loop; returns when :meth:`stop` is called."""
+        self._load_registry()
+        self.consumer.subscribe([self.catalog.events, self.catalog.runs],
+                                on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_revoke)
+        try:
+            while not self.stopping.is_set():
+                self._drain_registry()
+                batch = self._take_batch(self._poll_wait_s())
+                if batch:
+                    self._process(batch)
+                self._fire_timers()
+        finally:
+            self._shutdown()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def owned_stores(self) -> list[PartitionStore]:
+        with self.stores_lock:
+            return list(self.stores.values())
+
+    def _shutdown(self) -> None:
+        self.producer.flush(10)
+        try:
+            self.consumer.close()
+        except Exception:  # closing during broker loss must not hide the real error
+            log.exception("consumer close failed")
+        self.registry_consumer.close()
+        with self.stores_lock:
+            for store in self.stores.values():
+                store.close()
+            self.stores.clear()
+
+    # --- registry ----------------------------------------------------------------
+
+    def _load_registry(self) -> None:
+        """Read the whole function registry before routing any event."""
+        self.registry_consumer.assign([TopicPartition(self.catalog.functions, 0,
+                                                      OFFSET_BEGINNING)])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            msgs = self.registry_consumer.consume(500, 0.2)
+            if any((e := m.error()) is not None and e.code() == KafkaError._PARTITION_EOF
+                   for m in msgs):
+                self._apply_registry(msgs)
+                return
+            self._apply_registry(msgs)
+        log.warning("function registry not read to its end within 30 s; going on")
+
+    def _drain_registry(self) -> None:
+        msgs = self.registry_consumer.consume(500, 0)
+        if msgs:
+            self._apply_registry(msgs)
+
+    def _apply_registry(self, msgs: list[Message]) -> None:
+        for m in msgs:
+            if m.error():
+                continue
+            if m.value() is None:
+                key = m.key()
+                if isinstance(key, bytes):
+                    self.registry.remove(key.decode())
+                continue
+            try:
+                rec = decode(m.value(), max_bytes=self.settings.max_record_bytes,
+                             max_depth=self.settings.max_depth, expect=(FunctionRegistered,))
+            except DecodeError as exc:
+                # The registry is read by every engine; only the group's owner of
+                # events reports it, to avoid one dead letter per engine process.
+                log.error("undecodable function definition at offset %s: %s", m.offset(), exc)
+                continue
+            assert isinstance(rec, FunctionRegistered)
+            self.registry.apply(rec)
+
+    # --- partitions ----------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        runs = [tp for tp in partitions if tp.topic == self.catalog.runs]
+        committed = {tp.partition: tp.offset
+                     for tp in (consumer.committed(runs, timeout=30) if runs else [])}
+        for tp in runs:
+            p = tp.partition
+            store = PartitionStore(self.state_dir / f"runs-{p}")
+            with self.stores_lock:
+                self.stores[p] = store
+            start = store.next_offset()
+            # Records below the group's committed offset were processed (and their
+            # emits produced) by whoever owned the partition before: fold them again
+            # silently to rebuild state, then go live.
+            self.live_from[p] = max(committed.get(p, 0), 0)
+            self.next_due[p] = store.next_due()
+            tp.offset = start
+            log.info("runs[%d]: restoring from offset %d, live from %d", p, start,
+                     self.live_from[p])
+        consumer.assign(partitions)
+        self.ready.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            if tp.topic != self.catalog.runs:
+                continue
+            with self.stores_lock:
+                store = self.stores.pop(tp.partition, None)
+            if store is not None:
+                store.close()
+            self.next_due.pop(tp.partition, None)
+            self.live_from.pop(tp.partition, None)
+        self.inflight_timers = {k: v for k, v in self.inflight_timers.items()
+                                if k[0] in self.stores}
+        try:
+            consumer.unassign()
+        except Exception:
+            log.debug("unassign during revoke failed", exc_info=True)
+
+    # --- the batch ---------------------------------------------------------------
+
+    def _poll_wait_s(self) -> float:
+        wait = MAX_POLL_WAIT_S
+        now = self.clock_ms()
+        for due in self.next_due.values():
+            if due is not None:
+                wait = min(wait, max(0.0, (due - now) / 1000))
+        return wait
+
+    def _take_batch(self, wait_s: float) -> list[Message]:
+        # consume(n, t) blocks until n records or t; poll() returns on the first record.
+        first = self.consumer.poll(wait_s)
+        if first is None:
+            return []
+        return [first, *self.consumer.consume(self.batch_size - 1, 0)]
+
+    def _process(self, batch: list[Message]) -> None:
+        now = self.clock_ms()
+        out: list[tuple[str, int, str | bytes | None, bytes]] = []
+        by_partition: dict[int, list[Message]] = defaultdict(list)
+        commits: dict[tuple[str, int], int] = {}
+        for m in batch:
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error: %s", err)
+                continue
+            topic, p, offset = m.topic(), m.partition(), m.offset()
+            assert topic is not None and p is not None and offset is not None
+            if topic == self.catalog.events:
+                out.extend(self._route(m, now))
+                commits[(topic, p)] = offset + 1
+            else:
+                by_partition[p].append(m)
+
+        views = []
+        for p, msgs in by_partition.items():
+            store = self.stores.get(p)
+            if store is None:
+                continue  # revoked while the batch was in flight; the next owner has it
+            result = apply_batch(store, msgs, self.settings, live_from=self.live_from.get(p, 0))
+            self.applied += result.applied
+            for e in result.emits:
+                out.append(self._emit_target(e))
+            for d in result.dead:
+                out.append(self._dead_target(d))
+            views.append((p, store, result))
+            commits[(self.catalog.runs, p)] = result.next_offset
+
+        self._produce_all(out)
+        for p, _store, result in views:
+            result.view.commit(result.next_offset)
+            self._after_commit(p, result.view)
+        if commits:
+            self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in
+                                          commits.items()], asynchronous=True)
+
+    def _route(self, m: Message, now: int) -> list[tuple[str, int, str | bytes | None, bytes]]:
+        try:
+            event = decode(m.value(), max_bytes=self.settings.max_record_bytes,
+                           max_depth=self.settings.max_depth, expect=(Event,))
+        except DecodeError as exc:
+            return [self._dead_target(dead_letter(m, f"undecodable: {exc}", now))]
+        assert isinstance(event, Event)
+        out: list[tuple[str, int, str | bytes | None, bytes]] = []
+        for req in route(event, self.registry, now_ms=now,
+                         backoff_base_ms=self.settings.retry_backoff_base_ms):
+            p = partition_for(req.partition_key, self.catalog.partitions)
+            out.append((self.catalog.runs, p, req.partition_key, encode(req)))
+        return out
+
+    def _emit_target(self, e: fold.Emit) -> tuple[str, int, str, bytes]:
+        topic = {"tasks": self.catalog.tasks, "runs": self.catalog.runs}[e.topic]
+        return topic, partition_for(e.key, self.catalog.partitions), e.key, encode(e.record)
+
+    def _dead_target(self, d: DeadLetter) -> tuple[str, int, bytes | None, bytes]:
+        key = d.key
+        p = partition_for(key, self.catalog.partitions) if key else d.partition % \
+            self.catalog.partitions
+        return self.catalog.dlq, p, key, encode(d)
+
+    def _produce_all(self, out: list[tuple[str, int, Any, bytes]]) -> None:
+        if not out:
+            return
+        failures: list[str] = []
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        for topic, p, key, value in out:
+            while True:
+                try:
+                    self.producer.produce(topic, value, key, partition=p, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    self.producer.poll(0.05)
+        remaining = self.producer.flush(60)
+        if remaining or failures:
+            # State is not written, so the batch is re-applied on restart; refusing to go
+            # on is the only way not to lose emitted records.
+            raise RuntimeError(f"could not produce {remaining} record(s): {failures[:3]}")
+
+    def _after_commit(self, p: int, view: Any) -> None:
+        if view.new_timers:
+            due = min(view.new_timers)
+            current = self.next_due.get(p)
+            self.next_due[p] = due if current is None else min(current, due)
+        for key in view.deletes:
+            if key.startswith(b"t/"):
+                _due, run_id, timer_id = parse_timer_key(key)
+                self.inflight_timers.pop((p, run_id, timer_id), None)
+
+    # --- timers ------------------------------------------------------------------
+
+    def _fire_timers(self) -> None:
+        now = self.clock_ms()
+        fired = False
+        for p, store in list(self.stores.items()):
+            due_at = self.next_due.get(p)
+            if due_at is None or due_at > now:
+                continue
+            waiting_inflight = fired_here = False
+            for due, run_id, timer_id in store.due_timers(now):
+                key = (p, run_id, timer_id)
+                sent = self.inflight_timers.get(key)
+                if sent is not None and now - sent < TIMER_REFIRE_MS:
+                    waiting_inflight = True
+                    continue
+                state = store.get_run(run_id)
+                pkey = state["partition_key"] if state else run_id
+                rec: Record = TimerFired(run_id=run_id, timer_id=timer_id, due_ms=due, ts=now)
+                self.producer.produce(self.catalog.runs, encode(rec), pkey, partition=p)
+                self.inflight_timers[key] = now
+                fired = fired_here = True
+            # Fired timers stay in the table until their TimerFired is applied: look at
+            # them again a little later, and at the next not-yet-due timer on time.
+            upcoming = store.next_due(after=now)
+            if waiting_inflight or fired_here:
+                upcoming = now + 50 if upcoming is None else min(upcoming, now + 50)
+            self.next_due[p] = upcoming
+        if fired:
+            self.producer.poll(0)

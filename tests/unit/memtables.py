@@ -1,0 +1,37 @@
+"""An in-memory implementation of the fold's Tables, for pure tests."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import msgpack
+
+
+class MemTables:
+    def __init__(self) -> None:
+        self.runs: dict[str, dict[str, Any]] = {}
+        self.timers: set[tuple[int, str, str]] = set()
+        self.index: set[tuple[str, str]] = set()
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        return self.runs.get(run_id)
+
+    def put_run(self, run_id: str, state: dict[str, Any]) -> None:
+        self.runs[run_id] = state
+
+    def put_timer(self, due_ms: int, run_id: str, timer_id: str) -> None:
+        self.timers.add((due_ms, run_id, timer_id))
+
+    def delete_timer(self, due_ms: int, run_id: str, timer_id: str) -> None:
+        self.timers.discard((due_ms, run_id, timer_id))
+
+    def index_event(self, event_id: str, run_id: str) -> None:
+        self.index.add((event_id, run_id))
+
+    def snapshot(self) -> bytes:
+        return msgpack.packb([sorted(self.runs.items()), sorted(self.timers),
+                              sorted(self.index)])
+
+    def clone(self) -> MemTables:
+        return copy.deepcopy(self)
