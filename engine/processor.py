@@ -162,9 +162,11 @@ class Processor:
                 rec = decode(m.value(), max_bytes=self.settings.max_record_bytes,
                              max_depth=self.settings.max_depth, expect=(FunctionRegistered,))
             except DecodeError as exc:
-                # The registry is read by every engine; only the group's owner of
-                # events reports it, to avoid one dead letter per engine process.
+                # Every engine process reads the whole registry, so with several engines
+                # the same bad definition is dead-lettered once by each of them.
                 log.error("undecodable function definition at offset %s: %s", m.offset(), exc)
+                self._produce_all([self._dead_target(
+                    dead_letter(m, f"undecodable: {exc}", self.clock_ms()))])
                 continue
             assert isinstance(rec, FunctionRegistered)
             self.registry.apply(rec)

@@ -1,0 +1,373 @@
+"""The ``stepstream`` command line.
+
+Commands: ``dev`` (everything on one machine, with a dev broker), ``engine`` (against
+configured brokers), ``worker``, ``send``, ``runs show|list``, ``replay``. A malformed
+argument prints one line and exits 2; a failure at run time prints one line and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from topics.settings import SettingsError
+
+DEFAULT_API = "http://127.0.0.1:8288"
+_APP_REF = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+
+
+class CliError(Exception):
+    """A failure to report as one line; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, not argparse's usage block: the message says what is wrong, and
+        # --help is there for the rest.
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# --- argument types ---------------------------------------------------------------
+
+
+def app_ref(value: str) -> str:
+    """``module:attribute`` (dotted names allowed on both sides)."""
+    if not _APP_REF.match(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not module:attribute (for example 'shop.app:client')")
+    return value
+
+
+def port(value: str) -> int:
+    """A TCP port number, 0-65535."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"port {n} is out of range 0-65535")
+    return n
+
+
+def positive(value: str) -> int:
+    """An integer of at least 1."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} must be at least 1")
+    return n
+
+
+def list_limit(value: str) -> int:
+    """An integer from 1 to 1000."""
+    n = positive(value)
+    if n > 1000:
+        raise argparse.ArgumentTypeError(f"{n} is over the maximum of 1000")
+    return n
+
+
+def json_object(value: str) -> dict[str, Any]:
+    """Event data: a JSON object."""
+    try:
+        data = json.loads(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"event data is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise argparse.ArgumentTypeError("event data must be a JSON object, like '{\"k\": 1}'")
+    return data
+
+
+def api_url(value: str) -> str:
+    """An http(s) base URL."""
+    parsed = urllib.parse.urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+# --- parser -----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every command."""
+    p = _Parser(prog="stepstream", description="Durable functions for Python on Kafka.")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more logging (-v info, -vv debug)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = sub.add_parser("dev", help="run a dev broker, the engine, the API and a worker")
+    dev.add_argument("--app", type=app_ref, help="module:client to run a worker for")
+    dev.add_argument("--port", type=port, default=8288, help="HTTP API port (8288)")
+    dev.add_argument("--host", default="127.0.0.1", help="HTTP API host (127.0.0.1)")
+    dev.add_argument("--broker-port", type=port,
+                     help="dev broker port (9092 if free, else any free port)")
+    dev.add_argument("--state-dir", type=Path, default=Path(".stepstream/state"),
+                     help="engine state directory (.stepstream/state)")
+    dev.add_argument("--concurrency", type=positive, help="worker concurrency")
+
+    eng = sub.add_parser("engine", help="run the engine and API against configured brokers")
+    eng.add_argument("--port", type=port, default=8288, help="HTTP API port (8288)")
+    eng.add_argument("--host", default="0.0.0.0", help="HTTP API host (0.0.0.0)")
+    eng.add_argument("--state-dir", type=Path, default=Path(".stepstream/engine-state"),
+                     help="engine state directory (.stepstream/engine-state)")
+    eng.add_argument("--no-create-topics", action="store_true",
+                     help="only check that the topics exist")
+
+    wrk = sub.add_parser("worker", help="run the functions of module:client")
+    wrk.add_argument("app", type=app_ref, metavar="module:client")
+    wrk.add_argument("--concurrency", type=positive, help="concurrent runs")
+
+    snd = sub.add_parser("send", help="send one event")
+    snd.add_argument("name", help="event name, e.g. shop/order.created")
+    snd.add_argument("data", type=json_object, nargs="?", default={},
+                     help="event data as a JSON object")
+    snd.add_argument("--id", dest="event_id", help="event id (default: a new ULID)")
+
+    runs = sub.add_parser("runs", help="inspect runs through the HTTP API")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True, metavar="show|list")
+    show = runs_sub.add_parser("show", help="one run with its timeline")
+    show.add_argument("run_id")
+    show.add_argument("--api", type=api_url, help=f"API base URL ({DEFAULT_API})")
+    lst = runs_sub.add_parser("list", help="recent runs, newest first")
+    lst.add_argument("--limit", type=list_limit, default=20, help="how many (20)")
+    lst.add_argument("--before", help="only runs older than this run id")
+    lst.add_argument("--api", type=api_url, help=f"API base URL ({DEFAULT_API})")
+
+    rep = sub.add_parser("replay", help="rebuild every state table from the topics")
+    rep.add_argument("--state-dir", type=Path,
+                     help="empty directory to rebuild into (default: a new temp dir)")
+    return p
+
+
+# --- commands ---------------------------------------------------------------------
+
+
+def _settings() -> Any:
+    from engine.brokers import load_settings
+
+    try:
+        return load_settings(os.environ)
+    except SettingsError as exc:
+        raise CliError(str(exc), 2) from None
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """``stepstream dev``."""
+    from engine.serve import DevOptions, run_dev
+
+    return run_dev(DevOptions(app=args.app, host=args.host, port=args.port,
+                              broker_port=args.broker_port, state_dir=args.state_dir,
+                              concurrency=args.concurrency))
+
+
+def cmd_engine(args: argparse.Namespace) -> int:
+    """``stepstream engine``."""
+    from engine.brokers import configured_brokers
+    from engine.serve import EngineOptions, run_engine
+
+    if not configured_brokers(os.environ):
+        raise CliError("no brokers configured: set STEPSTREAM_BROKERS (or "
+                       "KAFKA_BOOTSTRAP_SERVERS), or use `stepstream dev`", 2)
+    return run_engine(EngineOptions(host=args.host, port=args.port,
+                                    state_dir=args.state_dir,
+                                    create_topics=not args.no_create_topics))
+
+
+def load_app(ref: str) -> Any:
+    """Import ``module:attribute`` with the working directory on ``sys.path``;
+    raises :class:`CliError` (exit 2) with one line if that fails."""
+    module_name, _, attr_path = ref.partition(":")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise CliError(f"cannot import {module_name!r}: no module named {exc.name!r} "
+                           f"(looked in {cwd} and sys.path)", 2) from None
+        raise CliError(f"cannot import {module_name!r}: {_where(exc)}", 2) from None
+    except Exception as exc:  # the user's module failed while importing
+        raise CliError(f"cannot import {module_name!r}: {_where(exc)}", 2) from None
+    obj: Any = module
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise CliError(f"module {module_name!r} has no attribute {attr_path!r}", 2
+                           ) from None
+    return obj
+
+
+def _where(exc: BaseException) -> str:
+    """``Type: message (file:line)`` for the innermost frame of an exception."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if isinstance(exc, SyntaxError) and exc.filename:
+        at = f" ({exc.filename}:{exc.lineno})"
+    elif frames:
+        at = f" ({frames[-1].filename}:{frames[-1].lineno})"
+    else:
+        at = ""
+    return f"{type(exc).__name__}: {exc}{at}"
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """``stepstream worker module:client``: duck-typed, so the engine never imports sdk."""
+    client = load_app(args.app)
+    factory = getattr(client, "worker", None)
+    if not callable(factory):
+        raise CliError(f"{args.app} has no worker() method: is it a stepstream Client?", 2)
+    worker = factory(concurrency=args.concurrency) if args.concurrency else factory()
+    try:
+        worker.run()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    """``stepstream send NAME [JSON] [--id ID]``: prints the event id."""
+    from engine.ingest import EventIngest, IngestError
+
+    settings = _settings()
+    event: dict[str, Any] = {"name": args.name, "data": args.data}
+    if args.event_id is not None:
+        event["id"] = args.event_id
+    ingest = EventIngest(settings, delivery_timeout=15)
+    try:
+        ingest.prepare([event])  # a bad event is an argument error, broker or not
+        _check_events_topic(settings)
+        (event_id,) = ingest.send_sync([event])
+    except IngestError as exc:
+        raise CliError(exc.message, 2 if exc.status in (400, 413) else 1) from None
+    finally:
+        ingest.close()
+    print(event_id)
+    return 0
+
+
+def _check_events_topic(settings: Any) -> None:
+    """Fail fast with a clear line when the broker or the events topic is not there,
+    instead of waiting for a delivery timeout."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from engine.brokers import resolve_brokers
+    from topics.catalog import Catalog
+
+    _, source = resolve_brokers(os.environ)
+    topic = Catalog(settings).events
+    admin = AdminClient({"bootstrap.servers": settings.brokers, "log_level": 0})
+    try:
+        meta = admin.list_topics(timeout=5)
+    except KafkaException:
+        raise CliError(f"cannot reach the broker at {settings.brokers} (from {source}); "
+                       f"is `stepstream dev` running?") from None
+    if topic not in meta.topics:
+        raise CliError(f"topic {topic!r} does not exist on {settings.brokers}; start "
+                       f"`stepstream dev` or `stepstream engine` first")
+
+
+def _api_base(args: argparse.Namespace) -> str:
+    return (args.api or os.environ.get("STEPSTREAM_API") or DEFAULT_API).rstrip("/")
+
+
+def api_get(base: str, path: str) -> Any:
+    """GET ``base + path`` and decode JSON; raises :class:`CliError` on any failure.
+    A 404 raises with the API's own message."""
+    url = base + path
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read()).get("error") or exc.reason
+        except (ValueError, AttributeError):
+            message = exc.reason
+        raise CliError(f"{message} (HTTP {exc.code} from {url})" if exc.code != 404
+                       else str(message)) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CliError(f"cannot reach the stepstream API at {base} ({reason}); is "
+                       f"`stepstream dev` running? (set --api or STEPSTREAM_API)") from None
+    except ValueError:
+        raise CliError(f"{url} did not answer with JSON; is that the stepstream API?"
+                       ) from None
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """``stepstream runs show|list``."""
+    from rich.console import Console
+
+    from engine.views import runs_table, timeline_text
+
+    base = _api_base(args)
+    # Piped output has no terminal width; rich would assume 80 columns and squeeze the
+    # tables, so give it room (a terminal's own width is used as is).
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    if args.runs_command == "show":
+        body = api_get(base, "/v1/runs/" + urllib.parse.quote(args.run_id, safe=""))
+        console.print(timeline_text(body["data"]))
+        return 0
+    query = {"limit": str(args.limit)}
+    if args.before:
+        query["before"] = args.before
+    body = api_get(base, "/v1/runs?" + urllib.parse.urlencode(query))
+    if not body.get("data"):
+        console.print("no runs")
+        return 0
+    console.print(runs_table(body["data"]))
+    if body.get("next"):
+        console.print(f"more: stepstream runs list --limit {args.limit} --before {body['next']}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """``stepstream replay``: prints the state hash of the rebuilt tables."""
+    from engine.replay import ReplayError, replay
+
+    settings = _settings()
+    state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="stepstream-replay-"))
+    print(f"replaying into {state_dir}", file=sys.stderr)
+    try:
+        print(replay(settings, Path(state_dir)))
+    except ReplayError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+COMMANDS = {"dev": cmd_dev, "engine": cmd_engine, "worker": cmd_worker, "send": cmd_send,
+            "runs": cmd_runs, "replay": cmd_replay}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``stepstream`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except CliError as exc:
+        print(f"stepstream {args.command}: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130

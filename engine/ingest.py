@@ -1,0 +1,242 @@
+"""Event ingest: validate events sent by users and append them to the ``events`` topic.
+
+A batch is validated as a whole before anything is produced, and :meth:`EventIngest.send`
+returns only when the broker acknowledged every event (acks=all, idempotent producer), so
+an acknowledged event is never lost. If delivery fails part-way some events of the batch
+may be stored; the sender retries with the same ids and the router starts at most one run
+per event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from topics.catalog import Catalog, partition_for
+from topics.codec import PayloadError, check_payload, encode
+from topics.ids import new_ulid
+from topics.records import Event
+from topics.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Fields Inngest's SDKs put on an event that stepstream does not keep ("v" is a schema
+# version string, "user" is user metadata); accepted and dropped so those senders work.
+_IGNORED_FIELDS = frozenset({"v", "user"})
+_KNOWN_FIELDS = frozenset({"name", "data", "id", "ts"})
+
+
+class IngestError(Exception):
+    """A batch that was refused (``status`` 400 bad input, 413 too large) or could not be
+    stored (503); ``message`` is fit to show the sender."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+def validate_event(raw: Any, settings: Settings, *, now: int, index: int = 0) -> Event:
+    """Turn one raw JSON event into an :class:`Event`, filling ``id``/``ts``/``data``
+    defaults; raises :class:`IngestError` (400, or 413 when it is too large)."""
+    where = f"event {index}"
+    if not isinstance(raw, dict):
+        raise IngestError(f"{where}: must be a JSON object, got {_json_type(raw)}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise IngestError(f"{where}: 'name' is required and must be a non-empty string")
+    where = f"event {index} ({name!r})"
+    unknown = raw.keys() - _KNOWN_FIELDS - _IGNORED_FIELDS
+    if unknown:
+        raise IngestError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    data = raw.get("data")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise IngestError(f"{where}: 'data' must be a JSON object, got {_json_type(data)}")
+    event_id = raw.get("id")
+    # Inngest treats an empty id like a missing one, so senders that always set the
+    # field keep working.
+    if event_id is None or event_id == "":
+        event_id = new_ulid(now)
+    elif not isinstance(event_id, str):
+        raise IngestError(f"{where}: 'id' must be a string, got {_json_type(event_id)}")
+    ts = raw.get("ts")
+    if ts is None:
+        ts = now
+    elif isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
+        raise IngestError(
+            f"{where}: 'ts' must be a non-negative integer (milliseconds since the epoch)"
+        )
+    try:
+        check_payload(data, what=f"{where} data", max_depth=settings.max_depth)
+    except PayloadError as exc:
+        raise IngestError(str(exc)) from None
+    return Event(name=name, data=data, id=event_id, ts=ts)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+class EventIngest:
+    """Produces validated events to the ``events`` topic: key and partition from the
+    event id, producer settings from :meth:`Settings.producer_tuning`.
+
+    The producer is created on first use; a background thread serves its delivery
+    callbacks. ``delivery_timeout`` bounds how long a send waits for the broker.
+    """
+
+    def __init__(self, settings: Settings, *, delivery_timeout: float = 30.0) -> None:
+        self.settings = settings
+        self.topic = Catalog(settings).events
+        self.delivery_timeout = delivery_timeout
+        self._producer: Producer | None = None
+        self._poller: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Create the producer now rather than on the first send: an idempotent producer
+        needs a round of broker requests (about a second on Tansu) before its first
+        delivery, which would otherwise land on the first sender."""
+        self._ensure_producer()
+
+    def prepare(self, raw: Sequence[Any], now: int | None = None) -> list[tuple[Event, bytes]]:
+        """Validate a whole batch and encode it; raises :class:`IngestError` on the first
+        bad event, so nothing of a bad batch is ever produced."""
+        now = now_ms() if now is None else now
+        out = []
+        for i, item in enumerate(raw):
+            event = validate_event(item, self.settings, now=now, index=i)
+            value = encode(event)
+            if len(value) > self.settings.max_event_bytes:
+                raise IngestError(
+                    f"event {i} ({event.name!r}) is {len(value)} bytes encoded, over the "
+                    f"{self.settings.max_event_bytes}-byte limit", 413)
+            out.append((event, value))
+        return out
+
+    async def send(self, raw: Sequence[Any]) -> list[str]:
+        """Validate and store a batch of raw JSON events; return their ids once every one
+        is acknowledged by the broker. Raises :class:`IngestError`."""
+        batch = self.prepare(raw)
+        if not batch:
+            return []
+        futures = self._produce(batch)
+        await asyncio.wait([asyncio.wrap_future(f) for f in futures],
+                           timeout=self.delivery_timeout + 5)
+        return self._results(batch, futures)
+
+    def send_sync(self, raw: Sequence[Any]) -> list[str]:
+        """Blocking :meth:`send`, for scripts and the CLI."""
+        batch = self.prepare(raw)
+        if not batch:
+            return []
+        futures = self._produce(batch)
+        concurrent.futures.wait(futures, timeout=self.delivery_timeout + 5)
+        return self._results(batch, futures)
+
+    def _results(self, batch: list[tuple[Event, bytes]],
+                 futures: list[concurrent.futures.Future[None]]) -> list[str]:
+        for (event, _), fut in zip(batch, futures, strict=True):
+            if not fut.done():
+                raise IngestError(f"event {event.id}: no acknowledgement from the broker "
+                                  f"in time", 503)
+            exc = fut.exception()
+            if exc is not None:
+                raise IngestError(f"event {event.id} was not stored: {exc}", 503)
+        return [event.id for event, _ in batch]
+
+    def _produce(self, batch: list[tuple[Event, bytes]]) -> list[concurrent.futures.Future[None]]:
+        producer = self._ensure_producer()
+        futures: list[concurrent.futures.Future[None]] = []
+        for event, value in batch:
+            fut: concurrent.futures.Future[None] = concurrent.futures.Future()
+            futures.append(fut)
+            key = event.id.encode()
+            self._produce_one(producer, key, value, fut)
+        return futures
+
+    def _produce_one(self, producer: Producer, key: bytes, value: bytes,
+                     fut: concurrent.futures.Future[None]) -> None:
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                fut.set_exception(KafkaException(err))
+            else:
+                fut.set_result(None)
+
+        deadline = time.monotonic() + self.delivery_timeout
+        while True:
+            try:
+                producer.produce(self.topic, value=value, key=key,
+                                 partition=partition_for(key, self.settings.partitions),
+                                 on_delivery=delivered)
+                return
+            except BufferError:
+                # The local queue is full: the poller thread drains it as deliveries
+                # complete, so wait briefly instead of failing the batch.
+                if time.monotonic() > deadline:
+                    fut.set_exception(KafkaException(KafkaError(KafkaError._QUEUE_FULL)))
+                    return
+                time.sleep(0.005)
+            except KafkaException as exc:
+                fut.set_exception(exc)
+                return
+
+    def _ensure_producer(self) -> Producer:
+        with self._lock:
+            if self._closing.is_set():
+                raise IngestError("event ingest is closed", 503)
+            if self._producer is None:
+                if not self.settings.brokers:
+                    raise IngestError("no brokers configured (set STEPSTREAM_BROKERS)", 503)
+                conf = {"bootstrap.servers": self.settings.brokers,
+                        **self.settings.producer_tuning(),
+                        "message.timeout.ms": int(self.delivery_timeout * 1000)}
+                self._producer = Producer(conf)
+                self._poller = threading.Thread(target=self._poll_loop, args=(self._producer,),
+                                                name="stepstream-ingest-poll", daemon=True)
+                self._poller.start()
+            return self._producer
+
+    def _poll_loop(self, producer: Producer) -> None:
+        while not self._closing.is_set():
+            producer.poll(0.1)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush outstanding events (up to ``timeout`` seconds) and stop the producer."""
+        with self._lock:
+            self._closing.set()
+            producer, self._producer = self._producer, None
+            poller, self._poller = self._poller, None
+        if poller is not None:
+            poller.join()
+        if producer is not None:
+            remaining = producer.flush(timeout)
+            if remaining:
+                log.warning("%d event(s) not delivered when ingest closed", remaining)
