@@ -1,0 +1,22 @@
+"""Shared fixtures: one real Tansu broker per test session (integration tests only)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[str]:
+    """The address of the session's broker: STEPSTREAM_TEST_BROKERS if set (a real Kafka
+    cluster), else a Tansu dev broker started for this session on a free port."""
+    external = os.environ.get("STEPSTREAM_TEST_BROKERS")
+    if external:
+        yield external
+        return
+    from engine.devbroker import DevBroker
+
+    with DevBroker() as dev:
+        yield dev.address

@@ -1,0 +1,167 @@
+"""A stepstream stack on the session broker: topics under a fresh prefix, an engine
+(in this process or as a child process) and workers (threads or child processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from engine.app import Engine
+from engine.provision import ensure_topics
+from topics.catalog import Catalog
+from topics.codec import decode
+from topics.records import DeadLetter
+from topics.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 30, what: str = "condition",
+             every: float = 0.02) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+class Stack:
+    def __init__(self, broker: str, tmp: Path, *, partitions: int = 4,
+                 backoff_ms: int = 100) -> None:
+        self.prefix = f"t{uuid.uuid4().hex[:8]}."
+        self.settings = Settings(brokers=broker, prefix=self.prefix, partitions=partitions,
+                                 retry_backoff_base_ms=backoff_ms)
+        self.catalog = Catalog(self.settings)
+        self.tmp = tmp
+        ensure_topics(self.settings)
+        self.engine: Engine | None = None
+        self.children: list[subprocess.Popen[bytes]] = []
+        self.workers: list[tuple[Any, threading.Thread]] = []
+
+    # --- environment for child processes --------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        return {**os.environ, "STEPSTREAM_BROKERS": s.brokers or "",
+                "STEPSTREAM_PREFIX": s.prefix, "STEPSTREAM_PARTITIONS": str(s.partitions),
+                "STEPSTREAM_RETRY_BACKOFF_BASE_MS": str(s.retry_backoff_base_ms),
+                "PYTHONPATH": str(ROOT)}
+
+    # --- engine ---------------------------------------------------------------------
+
+    def start_engine(self, state_dir: Path | None = None) -> Engine:
+        self.engine = Engine(self.settings, state_dir or self.tmp / "state")
+        self.engine.start()
+        assert self.engine.wait_ready(60), "engine got no partitions"
+        return self.engine
+
+    def spawn(self, *args: str, log: str = "child") -> subprocess.Popen[bytes]:
+        out = open(self.tmp / f"{log}.log", "ab")  # noqa: SIM115 - closed with the child
+        proc = subprocess.Popen([sys.executable, "-m", "engine", *args], env=self.env(),
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        self.children.append(proc)
+        return proc
+
+    # --- workers --------------------------------------------------------------------
+
+    def start_worker(self, client: Any, concurrency: int = 50) -> Any:
+        worker = client.worker(concurrency=concurrency)
+        thread = threading.Thread(target=lambda: asyncio.run(worker.run_async()), daemon=True)
+        thread.start()
+        self.workers.append((worker, thread))
+        return worker
+
+    def wait_functions(self, *fn_ids: str, timeout: float = 30) -> None:
+        """Until the engine's registry holds every function (workers publish at start)."""
+        def known() -> bool:
+            if self.engine is not None:
+                have = {f["id"] for f in self.engine.queries.functions()}
+            else:
+                have = {f["id"] for f in self.api("/v1/functions")["data"]}
+            return set(fn_ids) <= have
+        wait_for(known, timeout, f"functions {fn_ids} registered")
+
+    # --- observing ------------------------------------------------------------------
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        assert self.engine is not None
+        return self.engine.queries.get_run(run_id)
+
+    def runs_for(self, event_id: str) -> list[dict[str, Any]]:
+        assert self.engine is not None
+        return self.engine.queries.runs_for_event(event_id)
+
+    def finished_run(self, event_id: str, timeout: float = 30) -> dict[str, Any]:
+        def done() -> dict[str, Any] | None:
+            runs = self.runs_for(event_id)
+            if runs and runs[0]["status"] in ("completed", "failed", "cancelled"):
+                return runs[0]
+            return None
+        return wait_for(done, timeout, f"a finished run for event {event_id}")
+
+    def api(self, path: str, port: int = 8288) -> Any:
+        return self.api_at(port, path)
+
+    @staticmethod
+    def api_at(port: int, path: str) -> Any:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def dead_letters(self, expect: int, timeout: float = 30) -> list[DeadLetter]:
+        c = Consumer({"bootstrap.servers": self.settings.brokers, "group.id": uuid.uuid4().hex,
+                      **self.settings.consumer_tuning()})
+        c.assign([TopicPartition(self.catalog.dlq, p, 0)
+                  for p in range(self.settings.partitions)])
+        found: list[DeadLetter] = []
+        try:
+            def enough() -> bool:
+                for m in c.consume(100, 0.1):
+                    if not m.error():
+                        rec = decode(m.value())
+                        assert isinstance(rec, DeadLetter)
+                        found.append(rec)
+                return len(found) >= expect
+            wait_for(enough, timeout, f"{expect} dead letters")
+        finally:
+            c.close()
+        return found
+
+    def produce_raw(self, topic: str, value: bytes, key: bytes = b"junk",
+                    partition: int = 0) -> None:
+        p = Producer({"bootstrap.servers": self.settings.brokers})
+        p.produce(topic, value, key, partition=partition)
+        assert p.flush(10) == 0
+
+    # --- teardown -------------------------------------------------------------------
+
+    def close(self) -> None:
+        for worker, thread in self.workers:
+            worker.stop()
+            thread.join(30)
+        for proc in self.children:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        if self.engine is not None:
+            self.engine.stop()
