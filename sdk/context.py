@@ -1,0 +1,47 @@
+"""``ctx``: what a function is called with."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from sdk.events import Event
+from sdk.step import Step
+
+
+@dataclass(slots=True)
+class Context:
+    """The argument of every function.
+
+    ``event`` is the triggering event, ``events`` all of them (more than one for
+    batches), ``attempt`` counts the function's retries (0 first), ``step`` is the step
+    API and ``logger`` a logger that stays quiet while memoized steps are replayed, so
+    each line is logged once per run rather than once per execution.
+    """
+
+    event: Event
+    events: list[Event]
+    run_id: str
+    attempt: int
+    step: Step
+    logger: logging.LoggerAdapter[logging.Logger]
+
+
+class ReplayQuietLogger(logging.LoggerAdapter[logging.Logger]):
+    """Drops records while ``replaying()`` is true; tags the rest with the run id."""
+
+    def __init__(self, logger: logging.Logger, run_id: str,
+                 replaying: Callable[[], bool]) -> None:
+        super().__init__(logger, {"run_id": run_id})
+        self._replaying = replaying
+
+    def isEnabledFor(self, level: int) -> bool:
+        return not self._replaying() and self.logger.isEnabledFor(level)
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        extra = dict(self.extra or {})
+        extra.update(kwargs.get("extra") or {})
+        kwargs["extra"] = extra
+        return msg, kwargs

@@ -1,0 +1,107 @@
+"""Events as users write them, triggers, and their checked conversion to wire records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sdk.errors import ConfigError, EventError
+from topics import records
+from topics.codec import PayloadError, check_payload
+from topics.settings import Settings
+
+
+@dataclass(slots=True)
+class Event:
+    """A named fact with data.
+
+    ``id`` and ``ts`` (epoch milliseconds) are filled in when the event is sent if
+    left ``None``. Events with the same id within 24 hours start at most one run, so
+    set ``id`` yourself to make a send idempotent.
+    """
+
+    name: str
+    data: dict[str, Any] = field(default_factory=dict)
+    id: str | None = None
+    ts: int | None = None
+
+    @staticmethod
+    def from_wire(body: Any) -> Event:
+        """An :class:`Event` from its wire form (a map with name, data, id, ts)."""
+        if not isinstance(body, dict):
+            return Event(name="", data={})
+        data = body.get("data")
+        ts = body.get("ts")
+        return Event(
+            name=str(body.get("name") or ""),
+            data=data if isinstance(data, dict) else {},
+            id=body.get("id") if isinstance(body.get("id"), str) else None,
+            ts=ts if isinstance(ts, int) and not isinstance(ts, bool) else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerEvent:
+    """Run the function for each event whose name matches ``event``.
+
+    ``event`` may contain ``*`` wildcards ("shop/order.*"). ``expression`` is an
+    optional CEL filter over ``event`` ("event.data.total > 0").
+    """
+
+    event: str
+    expression: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.event, str) or not self.event.strip():
+            raise ConfigError("TriggerEvent.event must be a non-empty event name")
+        if self.expression is not None and (
+            not isinstance(self.expression, str) or not self.expression.strip()
+        ):
+            raise ConfigError("TriggerEvent.expression must be a non-empty string or None")
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"event": self.event, "expression": self.expression}
+
+
+def to_record(event: Event, *, default_id: str, now_ms: int, settings: Settings) -> records.Event:
+    """Check ``event`` and build its wire record; raises :class:`EventError`.
+
+    ``default_id`` is used when the event has no id, ``now_ms`` when it has no ts.
+    """
+    if not isinstance(event, Event):
+        raise EventError(f"expected an sdk.Event, got {type(event).__name__}")
+    if not isinstance(event.name, str) or not event.name.strip():
+        raise EventError(f"event name must be a non-empty string, got {event.name!r}")
+    if not isinstance(event.data, dict):
+        raise EventError(
+            f"event {event.name!r}: data must be a dict, got {type(event.data).__name__}"
+        )
+    if event.id is not None and (not isinstance(event.id, str) or not event.id):
+        raise EventError(f"event {event.name!r}: id must be a non-empty string or None")
+    if event.ts is not None and (isinstance(event.ts, bool) or not isinstance(event.ts, int)):
+        raise EventError(f"event {event.name!r}: ts must be epoch milliseconds (int) or None")
+    what = f"event {event.name!r} data"
+    try:
+        size = check_payload(event.data, what=what, max_depth=settings.max_depth)
+    except PayloadError as exc:
+        raise EventError(str(exc)) from None
+    if size > settings.max_event_bytes:
+        raise EventError(
+            f"event {event.name!r} is too large: its data is {size} bytes, over the "
+            f"{settings.max_event_bytes}-byte limit (max_event_bytes)"
+        )
+    return records.Event(
+        name=event.name,
+        data=event.data,
+        id=event.id if event.id is not None else default_id,
+        ts=event.ts if event.ts is not None else now_ms,
+    )
+
+
+def as_list(events: Event | list[Event] | tuple[Event, ...]) -> list[Event]:
+    """One event or a sequence of them, as a list; rejects anything else."""
+    if isinstance(events, Event):
+        return [events]
+    if isinstance(events, list | tuple):
+        return list(events)
+    raise EventError(f"expected an sdk.Event or a list of them, got {type(events).__name__}")

@@ -1,0 +1,152 @@
+"""One execution of a function for a task: the pure core of the worker.
+
+:func:`execute` calls the function with the task's memoized outcomes and returns the
+new outcomes it produced plus the events its ``send_event`` steps want delivered. No
+Kafka here; time comes from an injected clock, so it is tested without a broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+from sdk import outcomes
+from sdk.context import Context, ReplayQuietLogger
+from sdk.durations import wall_ms
+from sdk.errors import NonRetriableError, StepError
+from sdk.events import Event
+from sdk.function import Function
+from sdk.step import ExecutionState, Interrupt, Step, start_line
+from topics import records
+from topics.settings import Settings
+
+function_logger = logging.getLogger("stepstream.function")
+
+
+@dataclass(slots=True)
+class ExecutionResult:
+    """What one execution produced.
+
+    ``outcomes`` go into one ``OutcomesReported``. ``sends`` maps the id of each new
+    ``send_event`` step to the events that must be delivered before that step's
+    outcome is reported.
+    """
+
+    outcomes: list[records.Outcome]
+    sends: dict[str, list[records.Event]] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        """True if the function itself completed or failed (no new steps)."""
+        return any(o.op in (records.FUNCTION_COMPLETED, records.FUNCTION_FAILED)
+                   for o in self.outcomes)
+
+
+def check_task(task: records.Task) -> str | None:
+    """Why ``task`` is malformed, or None. The codec checks fields exist, not types."""
+    for name in ("run_id", "fn_id", "app_id", "partition_key"):
+        value = getattr(task, name)
+        if not isinstance(value, str) or not value:
+            return f"task.{name} must be a non-empty string"
+    for name in ("seq", "attempt", "ts"):
+        value = getattr(task, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"task.{name} must be an integer"
+    if not isinstance(task.event, dict):
+        return "task.event must be a map"
+    if not isinstance(task.events, list) or not all(isinstance(e, dict) for e in task.events):
+        return "task.events must be a list of maps"
+    if not isinstance(task.steps, dict) or not all(isinstance(v, dict)
+                                                   for v in task.steps.values()):
+        return "task.steps must map step ids to maps"
+    if not isinstance(task.step_attempts, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in task.step_attempts.values()
+    ):
+        return "task.step_attempts must map step ids to integers"
+    return None
+
+
+async def execute(
+    function: Function,
+    task: records.Task,
+    *,
+    settings: Settings,
+    now_ms: Callable[[], int] = wall_ms,
+    executor: Executor | None = None,
+    logger: logging.Logger | None = None,
+) -> ExecutionResult:
+    """Run ``function`` once against ``task``'s memoized steps.
+
+    Returns the outcomes to report: the new steps met (one, or several from
+    ``step.parallel``), or else the function's own completion or failure.
+    Cancellation (worker shutdown) propagates; nothing is reported then.
+    """
+    base_logger = logger or function_logger
+    state = ExecutionState(
+        run_id=task.run_id,
+        steps=task.steps,
+        step_attempts=task.step_attempts,
+        settings=settings,
+        now_ms=now_ms,
+        logger=logging.LoggerAdapter(base_logger, {"run_id": task.run_id}),
+        executor=executor,
+    )
+    event = Event.from_wire(task.event)
+    ctx = Context(
+        event=event,
+        events=[Event.from_wire(e) for e in task.events] or [event],
+        run_id=task.run_id,
+        attempt=task.attempt,
+        step=Step(state),
+        logger=ReplayQuietLogger(base_logger, task.run_id, lambda: state.replaying),
+    )
+    # The body runs in its own task with a fresh line of control, so its context
+    # variables never leak into the caller's.
+    body = asyncio.get_running_loop().create_task(_invoke(function, ctx), context=start_line())
+    error: Exception | None = None
+    output: Any = None
+    try:
+        output = await body
+    except Interrupt:
+        pass
+    except Exception as exc:
+        error = exc
+
+    if state.found_new:
+        # Whatever the body did after meeting a new step (swallowing the interrupt,
+        # returning, raising) is ignored: it ran past a step whose outcome is unknown.
+        found = state.outcomes()
+        if not found:
+            # Only if a step's own execution was torn down by a BaseException that
+            # the body then swallowed; try again.
+            return ExecutionResult([records.Outcome(
+                op=records.FUNCTION_FAILED, retriable=True,
+                error=outcomes.error_named("Interrupted", "a new step ended without outcome"),
+            )])
+        reported = {o.step_id for o in found}
+        return ExecutionResult(found, {k: v for k, v in state.sends.items() if k in reported})
+    if error is not None:
+        if not isinstance(error, NonRetriableError | StepError):
+            base_logger.warning("run %s: function %s raised %s: %s", task.run_id, function.id,
+                                type(error).__name__, error)
+        return ExecutionResult([outcomes.function_failed(error, now_ms=now_ms())])
+    return ExecutionResult([outcomes.function_completed(function.id, output, settings)])
+
+
+async def _invoke(function: Function, ctx: Context) -> Any:
+    return await function.handler(ctx)
+
+
+def function_not_found(task: records.Task) -> ExecutionResult:
+    """The report for a task naming a function this app does not have."""
+    return ExecutionResult([records.Outcome(
+        op=records.FUNCTION_FAILED, retriable=False,
+        error=outcomes.error_named(
+            "FunctionNotFound",
+            f"app {task.app_id!r} has no function {task.fn_id!r} in this worker",
+        ),
+    )])

@@ -1,0 +1,107 @@
+"""A durable producer whose deliveries can be awaited from threads or asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from typing import Any
+
+import confluent_kafka
+
+from topics.catalog import partition_for
+from topics.settings import Settings
+
+log = logging.getLogger("stepstream.producer")
+
+# How long a blocked sender waits for the local queue to drain before trying again.
+_QUEUE_FULL_WAIT_S = 0.005
+
+
+class DeliveryError(RuntimeError):
+    """The broker did not acknowledge a record."""
+
+
+class Producer:
+    """One idempotent, acks=all producer.
+
+    A daemon thread polls it, so delivery callbacks run without the callers doing
+    anything; each record gets a :class:`concurrent.futures.Future` resolved on
+    delivery, which threads wait on and asyncio awaits.
+    """
+
+    def __init__(self, settings: Settings, *, client_id: str = "stepstream-sdk") -> None:
+        if not settings.brokers:
+            raise ValueError("settings.brokers is not set")
+        self.settings = settings
+        self._producer = confluent_kafka.Producer({
+            "bootstrap.servers": settings.brokers,
+            "client.id": client_id,
+            **settings.producer_tuning(),
+        })
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name=f"{client_id}-deliveries",
+                                        daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.1)
+
+    def produce_nowait(self, topic: str, key: str | bytes | None, value: bytes,
+                       partition: int | None = None) -> concurrent.futures.Future[None]:
+        """Queue one record; the future resolves when it is acknowledged.
+
+        ``partition`` defaults to :func:`~topics.catalog.partition_for` of the key.
+        Raises ``BufferError`` when the local queue is full.
+        """
+        if partition is None:
+            partition = partition_for(key or b"", self.settings.partitions)
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def delivered(err: Any, msg: Any) -> None:
+            if future.done():
+                return
+            if err is not None:
+                future.set_exception(DeliveryError(f"{topic}[{partition}]: {err}"))
+            else:
+                future.set_result(None)
+
+        self._producer.produce(topic, value=value, key=key, partition=partition,
+                               on_delivery=delivered)
+        return future
+
+    def produce(self, topic: str, key: str | bytes | None, value: bytes,
+                partition: int | None = None) -> concurrent.futures.Future[None]:
+        """Like :meth:`produce_nowait`, but waits (blocking) while the queue is full."""
+        while True:
+            try:
+                return self.produce_nowait(topic, key, value, partition)
+            except BufferError:
+                self._producer.poll(_QUEUE_FULL_WAIT_S)
+
+    async def send(self, topic: str, key: str | bytes | None, value: bytes,
+                   partition: int | None = None) -> None:
+        """Produce one record and wait until it is acknowledged; raises DeliveryError."""
+        while True:
+            try:
+                future = self.produce_nowait(topic, key, value, partition)
+                break
+            except BufferError:
+                await asyncio.sleep(_QUEUE_FULL_WAIT_S)
+        await asyncio.wrap_future(future)
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait for queued records; return how many are still undelivered."""
+        return int(self._producer.flush(timeout))
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Deliver what is queued (up to ``timeout``) and stop the delivery thread."""
+        if self._closed.is_set():
+            return
+        left = self.flush(timeout)
+        if left:
+            log.warning("producer closed with %d undelivered record(s)", left)
+        self._closed.set()
+        self._thread.join()

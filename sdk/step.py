@@ -1,0 +1,322 @@
+"""``ctx.step``: memoized steps over one execution of a function.
+
+Replay model: every ``step.*`` call whose id has a memoized outcome returns it (or
+raises :class:`~sdk.errors.StepError`) at once, without suspending, so replays take
+the same path every time. The first new step of a line of control is executed (or
+planned, for sleeps), its outcome collected, and that line is stopped with
+:class:`Interrupt`. A line of control is the function body, or one callable given
+to :meth:`Step.parallel`; that is how parallel steps get reported together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import datetime
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, TypeVar, overload
+
+from sdk import outcomes
+from sdk.durations import Duration, datetime_ms, duration_ms
+from sdk.errors import EventError, StepError
+from sdk.events import Event, as_list, to_record
+from topics import records
+from topics.ids import sent_event_id, ulid_ms
+from topics.settings import Settings
+
+T = TypeVar("T")
+
+
+class Interrupt(BaseException):
+    """Stops the function after a new step; internal.
+
+    A BaseException so that ``except Exception`` in user code does not swallow it.
+    """
+
+
+@dataclass(slots=True)
+class _Line:
+    """One line of control; ``stopped`` once it met a new step."""
+
+    stopped: bool = False
+
+
+# Parallel callables run as asyncio tasks, which copy the context, so each one sees
+# the line it was started with.
+_line: contextvars.ContextVar[_Line] = contextvars.ContextVar("stepstream_line")
+_in_step: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "stepstream_in_step", default=None
+)
+
+
+@dataclass(slots=True)
+class ExecutionState:
+    """What one execution knows and what it has found; shared by all its lines."""
+
+    run_id: str
+    steps: dict[str, dict[str, Any]]
+    step_attempts: dict[str, int]
+    settings: Settings
+    now_ms: Callable[[], int]
+    logger: logging.Logger | logging.LoggerAdapter[Any]
+    executor: Executor | None = None
+    used: set[str] = field(default_factory=set)
+    names: dict[str, str] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+    visited: set[str] = field(default_factory=set)
+    # Outcomes in the order their steps were met, so reports are deterministic even
+    # when parallel steps finish in any order.
+    slots: list[records.Outcome | None] = field(default_factory=list)
+    sends: dict[str, list[records.Event]] = field(default_factory=dict)
+
+    def next_id(self, user_id: str) -> str:
+        """The step id for the next use of ``user_id``: "x", then "x:1", "x:2", ..."""
+        if not isinstance(user_id, str) or not user_id:
+            raise TypeError(f"a step id must be a non-empty string, got {user_id!r}")
+        if user_id not in self.used:
+            step_id = user_id
+        else:
+            n = self.counters.get(user_id, 1)
+            while f"{user_id}:{n}" in self.used:
+                n += 1
+            self.counters[user_id] = n + 1
+            step_id = f"{user_id}:{n}"
+        self.used.add(step_id)
+        self.names[step_id] = user_id
+        return step_id
+
+    @property
+    def found_new(self) -> bool:
+        return bool(self.slots)
+
+    @property
+    def replaying(self) -> bool:
+        """True while the function is still walking through memoized steps."""
+        return not self.slots and len(self.visited) < len(self.steps)
+
+    def outcomes(self) -> list[records.Outcome]:
+        return [o for o in self.slots if o is not None]
+
+
+_MISSING: Any = object()
+
+
+class Step:
+    """The step API of one execution (``ctx.step``)."""
+
+    def __init__(self, state: ExecutionState) -> None:
+        self._state = state
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _enter(self, user_id: str) -> str:
+        """The step id for this call of ``user_id``."""
+        outer = _in_step.get()
+        if outer is not None:
+            raise RuntimeError(
+                f"step {user_id!r} was called inside step {outer!r}: steps cannot be nested"
+            )
+        return self._state.next_id(user_id)
+
+    def _memo(self, step_id: str) -> Any:
+        """The memoized value of ``step_id``, ``_MISSING``, or raise its StepError."""
+        entry = self._state.steps.get(step_id)
+        if entry is None:
+            return _MISSING
+        self._state.visited.add(step_id)
+        if isinstance(entry, dict) and entry.get("error") is not None:
+            err = entry["error"]
+            err = err if isinstance(err, dict) else {"message": str(err)}
+            raise StepError(
+                str(err.get("message", "")),
+                name=str(err.get("name") or "Error"),
+                stack=err.get("stack") if isinstance(err.get("stack"), str) else None,
+                step_id=step_id,
+            )
+        return entry.get("data") if isinstance(entry, dict) else None
+
+    def _begin_new(self, step_id: str) -> int:
+        """Claim the current line for the new step ``step_id``; return its slot."""
+        line = _line.get(None)
+        if line is None:
+            raise RuntimeError("ctx.step was used outside the execution of its function")
+        if line.stopped:
+            raise Interrupt()
+        line.stopped = True
+        self._state.slots.append(None)
+        return len(self._state.slots) - 1
+
+    def _finish(self, slot: int, outcome: records.Outcome) -> NoReturn:
+        self._state.slots[slot] = outcome
+        raise Interrupt()
+
+    # -- the API ---------------------------------------------------------------------
+
+    @overload
+    async def run(self, step_id: str, handler: Callable[..., Awaitable[T]], *args: Any) -> T: ...
+
+    @overload
+    async def run(self, step_id: str, handler: Callable[..., T], *args: Any) -> T: ...
+
+    async def run(self, step_id: str, handler: Callable[..., Any], *args: Any) -> Any:
+        """Run ``handler(*args)`` once as step ``step_id`` and return its result.
+
+        ``handler`` may be sync (run in a thread) or async. Its result must be
+        JSON-compatible; it is memoized, so later executions get the stored value.
+        Raises :class:`~sdk.errors.StepError` if the step failed for good.
+        """
+        step_id = self._enter(step_id)
+        memo = self._memo(step_id)
+        if memo is not _MISSING:
+            return memo
+        if not callable(handler):
+            raise TypeError(f"step {step_id!r}: handler is not callable")
+        slot = self._begin_new(step_id)
+        name = self._state.names[step_id]
+        state = self._state
+        state.logger.debug("step %r: running (attempt %d)", step_id,
+                           state.step_attempts.get(step_id, 0))
+        started = state.now_ms()
+        token = _in_step.set(step_id)
+        try:
+            value = await _call(handler, args, state.executor)
+        except Exception as exc:
+            self._finish(slot, outcomes.step_failed(step_id, name, exc,
+                                                           now_ms=state.now_ms(),
+                                                           started_at=started))
+        finally:
+            _in_step.reset(token)
+        self._finish(slot, outcomes.step_completed(
+            step_id, name, value, state.settings, started_at=started, ended_at=state.now_ms()
+        ))
+
+    async def sleep(self, step_id: str, duration: Duration) -> None:
+        """Pause the run for ``duration`` without holding a worker.
+
+        ``duration`` is milliseconds (int), a timedelta, or "500ms", "2s", "5m", "1h", "1d".
+        """
+        ms = duration_ms(duration)
+        await self._sleep(step_id, lambda now: now + ms)
+
+    async def sleep_until(self, step_id: str, until: datetime.datetime | str) -> None:
+        """Pause the run until ``until`` (a naive datetime is UTC)."""
+        target = datetime_ms(until)
+        await self._sleep(step_id, lambda now: target)
+
+    async def _sleep(self, step_id: str, until: Callable[[int], int]) -> None:
+        step_id = self._enter(step_id)
+        if self._memo(step_id) is not _MISSING:
+            return
+        slot = self._begin_new(step_id)
+        self._finish(slot, records.Outcome(op=records.STEP_SLEEP, step_id=step_id,
+                                           name=self._state.names[step_id],
+                                           until_ms=until(self._state.now_ms())))
+
+    async def send_event(self, step_id: str, events: Event | list[Event]) -> list[str]:
+        """Send one event or a list of them, once, as step ``step_id``; return their ids.
+
+        Events without an id get one derived from the run and step, so a step that is
+        executed again sends the same ids and the duplicates are ignored downstream.
+        """
+        step_id = self._enter(step_id)
+        memo = self._memo(step_id)
+        if memo is not _MISSING:
+            return memo
+        slot = self._begin_new(step_id)
+        state = self._state
+        now = state.now_ms()
+        name = self._state.names[step_id]
+        try:
+            wire = [
+                to_record(e, default_id=sent_event_id(state.run_id, step_id, i,
+                                                      _id_time(state.run_id)),
+                          now_ms=now, settings=state.settings)
+                for i, e in enumerate(as_list(events))
+            ]
+        except EventError as exc:
+            # The same events would fail the same way on a retry.
+            failure = outcomes.error_named("EventError", f"step {step_id!r}: {exc}")
+            self._finish(slot, records.Outcome(
+                op=records.STEP_FAILED, step_id=step_id, name=name, error=failure,
+                retriable=False, started_at=now, ended_at=now,
+            ))
+        state.sends[step_id] = wire
+        self._finish(slot, records.Outcome(
+            op=records.STEP_COMPLETED, step_id=step_id, name=name,
+            output=[e.id for e in wire], started_at=now, ended_at=now,
+        ))
+
+    async def parallel(
+        self, callables: Iterable[Callable[[], Awaitable[Any]] | Awaitable[Any]]
+    ) -> tuple[Any, ...]:
+        """Run several lines of steps concurrently; return their results in order.
+
+        Each item is a zero-argument callable returning an awaitable (typically
+        ``lambda: ctx.step.run(...)``). New steps met by all of them are run together
+        and reported at once; the function continues past ``parallel`` only when every
+        line's steps are memoized.
+        """
+        items = list(callables)
+        for item in items:
+            if not callable(item) and not inspect.isawaitable(item):
+                raise TypeError(
+                    "step.parallel takes callables returning awaitables, "
+                    f"got {type(item).__name__}"
+                )
+        line = _line.get(None)
+        if line is None:
+            raise RuntimeError("ctx.step was used outside the execution of its function")
+        if line.stopped:
+            raise Interrupt()
+        tasks = [asyncio.ensure_future(_run_line(item)) for item in items]
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        if any(isinstance(r, Interrupt) for r in results):
+            line.stopped = True
+            raise Interrupt()
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return tuple(results)
+
+
+async def _run_line(item: Callable[[], Awaitable[Any]] | Awaitable[Any]) -> Any:
+    # Runs inside its own task, so this set only affects this line.
+    _line.set(_Line())
+    result = item() if callable(item) else item
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+async def _call(handler: Callable[..., Any], args: tuple[Any, ...],
+                executor: Executor | None) -> Any:
+    if inspect.iscoroutinefunction(handler):
+        return await handler(*args)
+    loop = asyncio.get_running_loop()
+    ctx = contextvars.copy_context()
+    value = await loop.run_in_executor(executor, lambda: ctx.run(handler, *args))
+    if inspect.isawaitable(value):
+        # A sync callable that returns a coroutine (a lambda around an async call).
+        value = await value
+    return value
+
+
+def _id_time(run_id: str) -> int:
+    """The time part for ids derived from ``run_id``: fixed for the run, so derived ids
+    come out the same on every execution."""
+    try:
+        return ulid_ms(run_id) if len(run_id) == 26 else 0
+    except ValueError:
+        return 0
+
+
+def start_line() -> contextvars.Context:
+    """A context whose line of control is fresh: run the function body in it."""
+    ctx = contextvars.copy_context()
+    ctx.run(_line.set, _Line())
+    ctx.run(_in_step.set, None)
+    return ctx
