@@ -35,7 +35,11 @@ def run_id_for(fn_id: str, event_id: str, event_ts: int) -> str:
 
 
 def sent_event_id(run_id: str, step_id: str, index: int, ts: int) -> str:
-    """The id of the ``index``-th event sent by step ``step_id`` of a run."""
+    """The id of the ``index``-th event sent by step ``step_id`` of a run.
+
+    ``ts`` must be fixed for the run (the SDK passes the run id's own time), so that
+    re-executing the step after a crash derives the same ids and downstream dedupes.
+    """
     return derived_ulid(ts, "send", run_id, step_id, str(index))
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import urllib.error
 from collections import Counter
 from collections.abc import Iterator
@@ -17,7 +19,7 @@ import pytest
 import sdk
 from engine.devbroker import free_port
 from engine.replay import replay
-from tests.integration.harness import Stack, wait_for
+from tests.integration.harness import ROOT, Stack, wait_for
 
 pytestmark = pytest.mark.kafka
 APP = "tests.integration.apps.durable:client"
@@ -149,3 +151,9 @@ def test_replay_hash_equals_live_hash(stack: Stack, tmp_path: Path) -> None:
     assert stack.engine is not None
     live = stack.engine.queries.state_hash()
     assert replay(stack.settings, tmp_path / "replayed") == live
+    # And through the command a user types.
+    cli = subprocess.run([sys.executable, "-m", "engine", "replay", "--state-dir",
+                          str(tmp_path / "replayed-cli")], env=stack.env(), cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.split()[-1] == live
