@@ -57,14 +57,16 @@ def apply_batch(store: PartitionStore, records: Sequence[RawRecord], settings: S
         try:
             return _fold_all(store, records, settings, live_from, poisoned)
         except _FoldCrash as crash:
+            crash.view.discard()
             poisoned[crash.offset] = crash.reason
 
 
 class _FoldCrash(Exception):
-    def __init__(self, offset: int, reason: str) -> None:
+    def __init__(self, offset: int, reason: str, view: BatchView) -> None:
         super().__init__(reason)
         self.offset = offset
         self.reason = reason
+        self.view = view
 
 
 def _fold_all(store: PartitionStore, records: Sequence[RawRecord], settings: Settings,
@@ -89,7 +91,8 @@ def _fold_all(store: PartitionStore, records: Sequence[RawRecord], settings: Set
                 reason = f"not applicable: {exc}"
             except Exception as exc:
                 log.exception("fold failed on %s[%s]@%s", msg.topic(), msg.partition(), offset)
-                raise _FoldCrash(offset, f"fold error: {type(exc).__name__}: {exc}") from exc
+                raise _FoldCrash(offset, f"fold error: {type(exc).__name__}: {exc}",
+                                 result.view) from exc
             else:
                 result.applied += 1
                 if offset >= live_from:

@@ -100,7 +100,8 @@ def _requested(tables: Tables, rec: RunRequested) -> list[Emit]:
         "app_id": rec.app_id,
         "partition_key": rec.partition_key,
         "event": rec.event,
-        "events": rec.events,
+        # The triggering event is not stored twice: ``events`` holds a batch only.
+        "events": [] if rec.events == [rec.event] else rec.events,
         "status": "queued",
         "requested_at": rec.ts,
         "started_at": None,
@@ -321,7 +322,7 @@ def _dispatch(state: RunState, now: int) -> Emit:
     _note(state, now, "task.dispatched", detail={"seq": seq})
     task = Task(run_id=state["run_id"], fn_id=state["fn_id"], app_id=state["app_id"], seq=seq,
                 partition_key=state["partition_key"], event=state["event"],
-                events=state["events"], attempt=max([state["attempt"], *step_attempts.values()]),
+                events=state["events"] or [state["event"]], attempt=max([state["attempt"], *step_attempts.values()]),
                 steps=memo, step_attempts=step_attempts, ts=now)
     return Emit("tasks", state["run_id"], task)
 

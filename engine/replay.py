@@ -8,6 +8,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from engine.apply import apply_batch
+from engine.processor import tune_gc
 from engine.state import PartitionStore, state_hash
 from topics.catalog import Catalog
 from topics.settings import Settings
@@ -22,6 +23,7 @@ def replay(settings: Settings, state_dir: Path, *, timeout_s: float = 600) -> st
     state hash (equal to the live engine's for the same history)."""
     if state_dir.exists() and any(state_dir.iterdir()):
         raise ReplayError(f"{state_dir} is not empty; replay writes into a fresh directory")
+    tune_gc()
     catalog = Catalog(settings)
     consumer = Consumer({
         "bootstrap.servers": settings.brokers, **settings.consumer_tuning(),

@@ -9,6 +9,7 @@ whose report was acknowledged, so a worker that dies mid-task leaves it to anoth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -39,6 +40,8 @@ log = logging.getLogger("stepstream.worker")
 # Keep the consumer thread's poll short so that pause/resume, commits and stop
 # requests take effect quickly; a poll returns at once when a record arrives.
 POLL_TIMEOUT_S = 0.05
+# How long a saturated worker waits for a free slot before serving the consumer anyway.
+FULL_WAIT_S = 1.0
 MAX_REPORT_BACKOFF_S = 5.0
 
 
@@ -81,7 +84,7 @@ class Worker:
         self._stop_requested = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._consumer: Any = None
-        self._paused = False
+        self._slot_freed = asyncio.Event()
         # Set once the functions are registered and the worker is consuming.
         self.ready = threading.Event()
 
@@ -207,27 +210,18 @@ class Worker:
 
     # -- consumer thread -------------------------------------------------------------
 
-    def _poll(self, room: int, queued: int) -> list[Any]:
-        """One round on the consumer thread: flow control, commits, then records.
+    def _poll(self, room: int) -> list[Any]:
+        """One round on the consumer thread: commits, then up to ``room`` records.
 
-        ``room`` is how many more records the worker takes now, ``queued`` how many
-        tasks wait for a slot. Fetching pauses when the queue holds ``prefetch`` tasks
-        and resumes when it is half empty, not as soon as one slot frees: librdkafka
-        starts fetching a resumed partition only on its fetcher's next wake-up, up to
-        a second later (measured), and the queued tasks cover that gap.
+        The worker never pauses its partitions: on Tansu a resumed partition is fetched
+        again only ~750 ms later (measured), which starved a busy worker. Instead, when
+        every slot and the backlog are full the loop waits for a slot before polling, and
+        then takes one record per round, so rebalance callbacks are still served and the
+        backlog grows by at most one task per second while the worker is saturated.
         """
         consumer = self._consumer
-        if queued >= self.prefetch and not self._paused:
-            consumer.pause(consumer.assignment())
-            self._paused = True
-        elif queued <= self.prefetch // 2 and self._paused:
-            consumer.resume(consumer.assignment())
-            self._paused = False
         self._commit()
-        # Polling goes on while paused: it serves rebalances and keeps the member
-        # within max.poll.interval.ms. A record can still come from a partition
-        # assigned during this poll; it is queued.
-        msg = consumer.poll(POLL_TIMEOUT_S)
+        msg = consumer.poll(POLL_TIMEOUT_S if room > 0 else 0)
         if msg is None:
             return []
         batch = [msg]
@@ -246,8 +240,6 @@ class Worker:
             self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
-        # A new assignment starts unpaused; the next round pauses it again if full.
-        self._paused = False
         self._tracker.forget([tp.partition for tp in partitions])
         log.info("worker %s: assigned %s", self.worker_id,
                  sorted(tp.partition for tp in partitions))
@@ -277,10 +269,14 @@ class Worker:
         loop = asyncio.get_running_loop()
         while not self._stop_requested:
             self._start_queued()
-            queued = len(self._backlog)
-            room = self.concurrency + self.prefetch - len(self._running) - queued
-            batch = await loop.run_in_executor(self._consumer_thread, self._poll, room,
-                                               queued)
+            room = self.concurrency + self.prefetch - len(self._running) - len(self._backlog)
+            if room <= 0:
+                self._slot_freed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot_freed.wait(), FULL_WAIT_S)
+                room = max(0, self.concurrency + self.prefetch - len(self._running)
+                           - len(self._backlog))
+            batch = await loop.run_in_executor(self._consumer_thread, self._poll, room)
             for msg in batch:
                 self._accept(msg)
 
@@ -393,6 +389,7 @@ class Worker:
 
     def _on_job_done(self, runner: asyncio.Task[None]) -> None:
         self._running.discard(runner)
+        self._slot_freed.set()
         if not runner.cancelled() and runner.exception() is not None:
             log.error("worker %s: task runner failed", self.worker_id,
                       exc_info=runner.exception())

@@ -112,23 +112,27 @@ def _build(cls: type, body: dict[str, Any], kind: str) -> Any:
         raise DecodeError(f"{kind}: {exc}") from None
 
 
-def _check_tree(value: Any, max_depth: int) -> None:
-    """Reject over-deep nesting and non-string map keys (after msgpack's own checks)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > max_depth:
-            raise DecodeError(f"nesting deeper than {max_depth} levels")
-        if isinstance(node, dict):
-            for k, v in node.items():
-                if not isinstance(k, str):
-                    raise DecodeError(f"map key {k!r} is not a string")
-                if isinstance(v, dict | list):
-                    stack.append((v, depth + 1))
-        elif isinstance(node, list):
-            for v in node:
-                if isinstance(v, dict | list):
-                    stack.append((v, depth + 1))
+def _check_tree(value: Any, max_depth: int, depth: int = 1) -> None:
+    """Reject over-deep nesting and non-string map keys (after msgpack's own checks).
+
+    Recursive with exact type tests: this runs on every record the engine reads, and is
+    about twice as fast as an explicit stack with isinstance. Recursion is bounded by
+    ``max_depth``, and msgpack itself refuses nesting beyond 1024 levels.
+    """
+    if depth > max_depth:
+        raise DecodeError(f"nesting deeper than {max_depth} levels")
+    if type(value) is dict:
+        for k, v in value.items():
+            if type(k) is not str:
+                raise DecodeError(f"map key {k!r} is not a string")
+            t = type(v)
+            if t is dict or t is list:
+                _check_tree(v, max_depth, depth + 1)
+    else:
+        for v in value:
+            t = type(v)
+            if t is dict or t is list:
+                _check_tree(v, max_depth, depth + 1)
 
 
 def check_payload(value: Any, *, what: str, max_depth: int = 64,
