@@ -100,15 +100,19 @@ def decode(data: bytes | None, *, max_bytes: int = 8 * 1024 * 1024, max_depth: i
 
 
 def _build(cls: type, body: dict[str, Any], kind: str) -> Any:
-    missing = _REQUIRED[cls] - body.keys()
-    if missing:
-        raise DecodeError(f"{kind}: missing field(s) {', '.join(sorted(missing))}")
-    unknown = body.keys() - set(_FIELDS[cls])
-    if unknown:
-        raise DecodeError(f"{kind}: unknown field(s) {', '.join(sorted(unknown))}")
+    # The constructor itself rejects missing and unknown fields; the set arithmetic
+    # runs only to phrase the error, keeping the common path to one call.
     try:
         return cls(**body)
     except TypeError as exc:
+        missing = _REQUIRED[cls] - body.keys()
+        if missing:
+            raise DecodeError(f"{kind}: missing field(s) {', '.join(sorted(missing))}"
+                              ) from None
+        unknown = body.keys() - set(_FIELDS[cls])
+        if unknown:
+            raise DecodeError(f"{kind}: unknown field(s) {', '.join(sorted(unknown))}"
+                              ) from None
         raise DecodeError(f"{kind}: {exc}") from None
 
 

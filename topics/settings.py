@@ -40,7 +40,7 @@ class Settings:
     # Tansu answers a fetch only when fetch.wait.max.ms has passed, so this bounds the
     # latency of every hop on the dev broker. Real Kafka wakes fetches on new data, so a
     # larger value there only saves idle requests.
-    fetch_wait_max_ms: int = 5
+    fetch_wait_max_ms: int = 10
     linger_ms: int = 1
     # First retry waits about this long; each further retry doubles it (with jitter).
     retry_backoff_base_ms: int = 1000
