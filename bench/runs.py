@@ -20,11 +20,13 @@ queueing). All processes share this machine's clock.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import socket
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,6 +80,20 @@ class System:
     key_for: Callable[[str, int], str]
     children: list[Child] = field(default_factory=list)
     sender: sdk.Client | None = None
+    api_port: int | None = None  # the engine's HTTP API, to ask about unseen runs
+
+    def run_status(self, run_id: str) -> str:
+        """What the engine says of a run the observer has not seen complete."""
+        if self.api_port is None:
+            return "unknown"
+        url = f"http://127.0.0.1:{self.api_port}/v1/runs/{run_id}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                run = json.loads(resp.read())["data"]
+        except Exception as exc:
+            return f"not found ({type(exc).__name__})"
+        last = run["timeline"][-1] if run["timeline"] else {}
+        return f"{run['status']} (last: {last.get('type')})"
 
     def alive(self) -> bool:
         return all(c.alive for c in self.children)
@@ -101,10 +117,11 @@ def start_ours(broker: str, partitions: int, work: Path, concurrency: int) -> Sy
     ensure_topics(settings)
     env = settings_env(settings)
     observer = Observer(settings, Catalog(settings).runs, completed_run_id)
-    system = System("stepstream", settings, observer, pipeline_app.run_id)
+    system = System("stepstream", settings, observer, pipeline_app.run_id,
+                    api_port=_free_port())
     try:
         system.children.append(Child("engine", "engine", [
-            "engine", "--host", "127.0.0.1", "--port", str(_free_port()),
+            "engine", "--host", "127.0.0.1", "--port", str(system.api_port),
             "--state-dir", str(work / "engine-state")], env, work / "engine.log"))
         system.children.append(Child("worker", "engine", [
             "worker", "bench.pipeline_app:client", "--concurrency", str(concurrency)],
@@ -284,6 +301,9 @@ def offered_load(system: System, rate: float, duration: float, drain: float
         out["overall_rate"] = len(done) / (max(done.values()) - start)
     if len(done) < n:
         out["error"] = f"{n - len(done)} of {n} runs not completed within {drain:g}s of the end"
+        # Tell a stuck run from an observer that fell behind: ask the engine.
+        unseen = [k for k in keys if k not in done][:20]
+        out["unseen_runs"] = {k: system.run_status(k) for k in unseen}
         system.check_alive()
     if system.name == "stepstream":
         # Read back after the measurement, so it does not disturb it.
