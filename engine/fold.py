@@ -14,7 +14,7 @@ the run no longer waits for.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from topics.records import (
@@ -337,8 +337,3 @@ def _note(state: RunState, at: int, kind: str, step_id: str | None = None,
     if detail is not None:
         entry["detail"] = detail
     state["timeline"].append(entry)
-
-
-def outcome_dict(o: Outcome) -> dict[str, Any]:
-    """An outcome as a plain dict (for logs and tests)."""
-    return {k: v for k, v in asdict(o).items() if v is not None}

@@ -16,7 +16,6 @@ Timer keys sort by due time, so the timer service reads only the due prefix.
 from __future__ import annotations
 
 import hashlib
-import shutil
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -238,11 +237,6 @@ def state_hash(stores: list[PartitionStore]) -> str:
         h.update(len(value).to_bytes(4, "big"))
         h.update(value)
     return h.hexdigest()
-
-
-def wipe(path: Path) -> None:
-    """Remove a state directory (used for a fresh replay or a fresh dev broker)."""
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def decode_state(raw: bytes) -> Any:

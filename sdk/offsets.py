@@ -59,11 +59,6 @@ class OffsetTracker:
             part = self._parts.setdefault(partition, _Partition())
             part.high = max(part.high, offset)
 
-    def in_flight(self, partition: int) -> int:
-        with self._lock:
-            part = self._parts.get(partition)
-            return len(part.pending) if part else 0
-
     def position(self, partition: int) -> int | None:
         with self._lock:
             part = self._parts.get(partition)
