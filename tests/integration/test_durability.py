@@ -157,3 +157,37 @@ def test_replay_hash_equals_live_hash(stack: Stack, tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0, cli.stderr
     assert cli.stdout.split()[-1] == live
+
+
+def test_workers_joining_and_dying_under_load_lose_no_run(stack: Stack) -> None:
+    """Rebalances while tasks are queued and running: a worker joins mid-load and is
+    killed with SIGKILL mid-load; every run still completes, each step applied once."""
+    stack.start_engine()
+    stack.spawn("worker", APP, "--concurrency", "8", log="steady")
+    stack.wait_functions("durable-three-steps")
+    client = sdk.Client(app_id="durable", settings=stack.settings)
+    ids = client.send([sdk.Event(name="durable/load", data={"n": i}) for i in range(100)])
+    joiner = stack.spawn("worker", APP, "--concurrency", "8", log="joiner")
+
+    def joiner_worked() -> bool:
+        # Keep the load on until the joiner has taken partitions and executed runs.
+        more = client.send([sdk.Event(name="durable/load", data={"n": len(ids) + i})
+                            for i in range(20)])
+        ids.extend(more)
+        return any(stack.finished_run(i, timeout=60)["output"]["pid"] == joiner.pid
+                   for i in more)
+
+    wait_for(joiner_worked, 90, "the joining worker to execute runs", every=0.1)
+    # Kill it while runs are in flight: tasks it held queued or running move back.
+    ids += client.send([sdk.Event(name="durable/load", data={"n": len(ids) + i})
+                        for i in range(100)])
+    os.kill(joiner.pid, signal.SIGKILL)
+    joiner.wait()
+    ids += client.send([sdk.Event(name="durable/load", data={"n": len(ids) + i})
+                        for i in range(100)])
+    runs = [stack.finished_run(i, timeout=120) for i in ids]
+    client.close()
+    for i, run in enumerate(runs):
+        assert run["status"] == "completed" and run["output"]["n"] == i, run
+        completed = [e["step_id"] for e in run["timeline"] if e["type"] == "step.completed"]
+        assert sorted(completed) == ["a", "b", "c"]
