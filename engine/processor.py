@@ -356,7 +356,8 @@ class Processor:
                 if sent is not None and now - sent < TIMER_REFIRE_MS:
                     waiting_inflight = True
                     continue
-                state = store.get_run(run_id)
+                # Read only: the fold's cached state, not a fresh unpack per timer.
+                state = store.cached_run(run_id)
                 pkey = state["partition_key"] if state else run_id
                 rec: Record = TimerFired(run_id=run_id, timer_id=timer_id, due_ms=due, ts=now)
                 self.producer.produce(self.catalog.runs, encode(rec), pkey, partition=p)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 
-from engine.expressions import ExpressionError, TriggerMatcher
+from engine.expressions import ExpressionError, PreparedEvent, TriggerMatcher
 from topics.ids import run_id_for
 from topics.records import Event, FunctionRegistered, RunRequested
 
@@ -54,9 +54,10 @@ def route(event: Event, registry: Registry, *, now_ms: int, backoff_base_ms: int
           ) -> list[RunRequested]:
     """The runs an event starts: one per function with a matching trigger."""
     body = asdict(event)
+    prepared = PreparedEvent(body)
     out = []
     for fn_id, fn in registry.functions.items():
-        if not any(m.matches(body) for m in fn.matchers):
+        if not any(m.matches(prepared) for m in fn.matchers):
             continue
         run_id = run_id_for(fn_id, event.id, event.ts)
         out.append(RunRequested(
