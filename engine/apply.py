@@ -9,19 +9,45 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from engine import fold
+from engine import fold, matcher
 from engine.state import BatchView, PartitionStore
 from topics.codec import DecodeError, decode
-from topics.records import DeadLetter, OutcomesReported, RunRequested, TimerFired
+from topics.records import (
+    CancelRequested,
+    DeadLetter,
+    Event,
+    InvokeFinished,
+    OutcomesReported,
+    RunRequested,
+    RunStarted,
+    TimerFired,
+    WaitCleared,
+    WaitRegistered,
+    WaitResolved,
+)
 from topics.settings import Settings
 
 log = logging.getLogger("stepstream.processor")
 
-RUNS_RECORDS = (RunRequested, OutcomesReported, TimerFired)
+RUNS_RECORDS = (RunRequested, OutcomesReported, TimerFired, WaitResolved, InvokeFinished,
+                CancelRequested, RunStarted)
+WAITS_RECORDS = (Event, WaitRegistered, WaitCleared)
+
+
+@dataclass(frozen=True, slots=True)
+class Fold:
+    """Which fold a partition's records go through, and which record kinds it takes."""
+
+    apply: Callable[[Any, Any], list[fold.Emit]]
+    expect: tuple[type, ...]
+
+
+RUNS_FOLD = Fold(fold.apply, RUNS_RECORDS)
+WAITS_FOLD = Fold(matcher.apply, WAITS_RECORDS)
 
 
 class RawRecord(Protocol):
@@ -44,7 +70,7 @@ class BatchResult:
 
 
 def apply_batch(store: PartitionStore, records: Sequence[RawRecord], settings: Settings, *,
-                live_from: int) -> BatchResult:
+                live_from: int, folder: Fold = RUNS_FOLD) -> BatchResult:
     """Fold ``records`` (one partition, offset order) into a new view of ``store``.
 
     Emits from records below ``live_from`` are dropped: those records were processed
@@ -55,7 +81,7 @@ def apply_batch(store: PartitionStore, records: Sequence[RawRecord], settings: S
     poisoned: dict[int, str] = {}
     while True:
         try:
-            return _fold_all(store, records, settings, live_from, poisoned)
+            return _fold_all(store, records, settings, live_from, poisoned, folder)
         except _FoldCrash as crash:
             crash.view.discard()
             poisoned[crash.offset] = crash.reason
@@ -70,7 +96,7 @@ class _FoldCrash(Exception):
 
 
 def _fold_all(store: PartitionStore, records: Sequence[RawRecord], settings: Settings,
-              live_from: int, poisoned: dict[int, str]) -> BatchResult:
+              live_from: int, poisoned: dict[int, str], folder: Fold) -> BatchResult:
     result = BatchResult(BatchView(store), next_offset=store.next_offset())
     now = int(time.time() * 1000)
     for msg in records:
@@ -83,8 +109,8 @@ def _fold_all(store: PartitionStore, records: Sequence[RawRecord], settings: Set
         if reason is None:
             try:
                 rec = decode(msg.value(), max_bytes=settings.max_record_bytes,
-                             max_depth=settings.max_depth, expect=RUNS_RECORDS)
-                emits = fold.apply(result.view, rec)
+                             max_depth=settings.max_depth, expect=folder.expect)
+                emits = folder.apply(result.view, rec)
             except DecodeError as exc:
                 reason = f"undecodable: {exc}"
             except fold.NotApplicable as exc:

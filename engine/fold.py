@@ -14,63 +14,74 @@ the run no longer waits for.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from engine import fold_ends as ends
+from engine.fold_core import (
+    TERMINAL,
+    Emit,
+    NotApplicable,
+    RunState,
+    Tables,
+    dispatch,
+    error_brief,
+    note,
+)
 from topics.records import (
+    DEDUPE_WINDOW_MS,
     FUNCTION_COMPLETED,
     FUNCTION_FAILED,
     STEP_COMPLETED,
     STEP_FAILED,
+    STEP_INVOKE,
     STEP_SLEEP,
+    STEP_WAIT,
+    CancelRequested,
+    InvokeFinished,
     Outcome,
     OutcomesReported,
     Record,
     RunRequested,
-    Task,
+    RunStarted,
     TimerFired,
+    WaitResolved,
 )
 
-RunState = dict[str, Any]
+__all__ = ["TERMINAL", "Emit", "NotApplicable", "RunState", "Tables", "apply", "backoff_ms"]
 
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
 # A retry never waits longer than this, however many attempts came before.
 MAX_BACKOFF_MS = 3_600_000
+STEP_OPS = (STEP_COMPLETED, STEP_FAILED, STEP_SLEEP, STEP_WAIT, STEP_INVOKE)
+PAUSING_OPS = (STEP_WAIT, STEP_INVOKE)
 
 
-class Tables(Protocol):
-    """The part of one partition's tables the fold reads and writes."""
-
-    def get_run(self, run_id: str) -> RunState | None: ...
-    def put_run(self, run_id: str, state: RunState) -> None: ...
-    def put_timer(self, due_ms: int, run_id: str, timer_id: str) -> None: ...
-    def delete_timer(self, due_ms: int, run_id: str, timer_id: str) -> None: ...
-    def index_event(self, event_id: str, run_id: str) -> None: ...
+def dedupe_table_key(dedupe_key: str) -> bytes:
+    return b"i/" + dedupe_key.encode()
 
 
-class NotApplicable(ValueError):
-    """A well-formed record that cannot apply to any state (it goes to the dead-letter
-    topic); the tables are left untouched."""
-
-
-@dataclass(slots=True)
-class Emit:
-    """A record the fold asks the processor to produce: ``topic`` is a logical name
-    (``"tasks"``), resolved to the real topic name by the processor."""
-
-    topic: str
-    key: str
-    record: Record
+def cron_table_key(fn_id: str, cron: str) -> bytes:
+    return b"c/" + f"{fn_id}\x1f{cron}".encode()
 
 
 def apply(tables: Tables, record: Record) -> list[Emit]:
     """Apply one ``runs`` record; return the records to emit."""
+    # Dedupe keys past their window go first, at this record's time: what expires
+    # depends only on the records, never on how they were batched.
+    tables.expire(record.ts)
     if isinstance(record, RunRequested):
         return _requested(tables, record)
     if isinstance(record, OutcomesReported):
         return _reported(tables, record)
     if isinstance(record, TimerFired):
         return _timer_fired(tables, record)
+    if isinstance(record, WaitResolved):
+        return ends.wait_resolved(tables, record)
+    if isinstance(record, InvokeFinished):
+        return ends.invoke_finished(tables, record)
+    if isinstance(record, CancelRequested):
+        return ends.cancel_requested(tables, record)
+    if isinstance(record, RunStarted):
+        return ends.run_started(tables, record)
     raise NotApplicable(f"record kind {record.KIND!r} does not belong on the runs topic")
 
 
@@ -94,6 +105,20 @@ def _requested(tables: Tables, rec: RunRequested) -> list[Emit]:
     if tables.get_run(rec.run_id) is not None:
         return []  # the router re-delivered it; the run exists already
     event_id = str(rec.event.get("id", ""))
+    if rec.cron is not None:
+        key = cron_table_key(rec.fn_id, str(rec.cron.get("cron")))
+        tick = int(rec.cron.get("tick_ms") or 0)
+        last = tables.get_value(key)
+        if last is not None and last >= tick:
+            return []  # this tick (or a later one) was fired already
+        tables.put_value(key, tick)
+    if rec.dedupe_key:
+        held = tables.get_value(dedupe_table_key(rec.dedupe_key))
+        if held is not None and held["expires_ms"] > rec.ts:
+            return _deduplicated(tables, rec, held["run_id"], event_id)
+        tables.put_value(dedupe_table_key(rec.dedupe_key),
+                         {"run_id": rec.run_id, "expires_ms": rec.ts + DEDUPE_WINDOW_MS},
+                         expires_ms=rec.ts + DEDUPE_WINDOW_MS)
     state: RunState = {
         "run_id": rec.run_id,
         "fn_id": rec.fn_id,
@@ -117,12 +142,43 @@ def _requested(tables: Tables, rec: RunRequested) -> list[Emit]:
         "steps": {},
         "timeline": [{"at": rec.ts, "type": "run.requested",
                       "detail": {"event": rec.event.get("name"), "event_id": event_id}}],
+        "dedupe_key": rec.dedupe_key,
+        "parent": rec.parent,
+        "cancel": rec.cancel,
+        "timeouts": rec.timeouts,
+        "cron": rec.cron,
+        "lifecycle_events": rec.lifecycle_events,
+        "report_start": bool(rec.timeouts and rec.timeouts.get("start_ms") is not None),
+        "deadlines": {},
+        "cancel_waits": [],
+        "cancelled_by": None,
     }
     if event_id:
         tables.index_event(event_id, rec.run_id)
-    emits = [_dispatch(state, rec.ts)]
+    emits = ends.register_cancel_waits(state, rec.ts)
+    timeouts = rec.timeouts or {}
+    if isinstance(timeouts.get("start_ms"), int):
+        ends.arm_deadline(tables, state, ends.START_DEADLINE, rec.ts + timeouts["start_ms"])
+    elif isinstance(timeouts.get("finish_ms"), int):
+        # Without a start timeout the run starts as it is handed to workers, now.
+        ends.arm_deadline(tables, state, ends.FINISH_DEADLINE, rec.ts + timeouts["finish_ms"])
+    emits.append(dispatch(state, rec.ts))
     tables.put_run(rec.run_id, state)
     return emits
+
+
+def _deduplicated(tables: Tables, rec: RunRequested, holder: str, event_id: str
+                  ) -> list[Emit]:
+    """A second run for a held dedupe key: no run; the event points at the holder."""
+    if event_id:
+        tables.index_event(event_id, holder)
+    state = tables.get_run(holder)
+    if state is not None:
+        note(state, rec.ts, "run.deduplicated",
+             detail={"event_id": event_id, "dedupe_key": rec.dedupe_key,
+                     "skipped_run_id": rec.run_id})
+        tables.put_run(holder, state)
+    return []
 
 
 # --- outcomes.reported -----------------------------------------------------------
@@ -141,9 +197,13 @@ def _reported(tables: Tables, rec: OutcomesReported) -> list[Emit]:
         return []  # a stale task's report, or one already applied
 
     timers: list[tuple[int, str, str | None]] = []  # (due, reason, step_id)
+    pauses = [o for o in rec.outcomes if o.op in PAUSING_OPS]
+    emits: list[Emit] = []
     for outcome in rec.outcomes:
         if state["status"] in TERMINAL:
             break
+        if outcome.op in PAUSING_OPS:
+            continue  # after the others, below
         if outcome.op in (STEP_COMPLETED, STEP_FAILED, STEP_SLEEP):
             timer = _apply_step_outcome(state, outcome, rec)
             if timer is not None:
@@ -152,18 +212,39 @@ def _reported(tables: Tables, rec: OutcomesReported) -> list[Emit]:
             state["status"] = "completed"
             state["output"] = outcome.output
             state["ended_at"] = rec.ts
-            _note(state, rec.ts, "run.completed")
+            note(state, rec.ts, "run.completed")
+            emits.extend(ends.finish(tables, state, rec.ts))
         elif outcome.op == FUNCTION_FAILED:
             timer = _apply_function_failed(state, outcome, rec)
             if timer is not None:
                 timers.append(timer)
+            elif state["status"] == "failed":
+                emits.extend(ends.finish(tables, state, rec.ts))
         else:
             # Unknown ops are rejected by validation below before anything is applied.
             raise AssertionError(outcome.op)
 
-    emits: list[Emit] = []
     if state["status"] in TERMINAL:
         state["waiting"] = None
+    elif pauses and (len(pauses) > 1 or timers):
+        # A run waits on one thing at a time; the SDK never reports this.
+        state["status"] = "failed"
+        state["error"] = {"name": "UnsupportedParallelWait",
+                          "message": "wait_for_event and invoke must be the only new step "
+                                     "of an execution (not inside step.parallel)",
+                          "stack": ""}
+        state["ended_at"] = rec.ts
+        note(state, rec.ts, "run.failed", detail=error_brief(state["error"]))
+        emits.extend(ends.finish(tables, state, rec.ts))
+    elif pauses:
+        o = pauses[0]
+        step = _step(state, o)
+        if step["status"] in ("completed", "failed"):
+            emits.append(dispatch(state, rec.ts))
+        elif o.op == STEP_WAIT:
+            emits.extend(ends.begin_wait(tables, state, step, o, rec))
+        else:
+            emits.extend(ends.begin_invoke(tables, state, step, o, rec))
     elif timers:
         # One wait per run: wake when every requested time has come. A retry may start
         # later than its backoff, never earlier; a sleep never wakes early.
@@ -175,7 +256,7 @@ def _reported(tables: Tables, rec: OutcomesReported) -> list[Emit]:
                             "reason": reason, "step_id": step_ids[0] if step_ids else None}
         tables.put_timer(due, rec.run_id, timer_id)
     else:
-        emits.append(_dispatch(state, rec.ts))
+        emits.append(dispatch(state, rec.ts))
     tables.put_run(rec.run_id, state)
     return emits
 
@@ -183,13 +264,22 @@ def _reported(tables: Tables, rec: OutcomesReported) -> list[Emit]:
 def validate_outcomes(rec: OutcomesReported) -> None:
     """Reject a report whose outcomes are malformed, before anything is applied."""
     for o in rec.outcomes:
-        if o.op not in (STEP_COMPLETED, STEP_FAILED, STEP_SLEEP, FUNCTION_COMPLETED,
-                        FUNCTION_FAILED):
+        if o.op not in (*STEP_OPS, FUNCTION_COMPLETED, FUNCTION_FAILED):
             raise NotApplicable(f"unknown outcome op {o.op!r}")
-        if o.op in (STEP_COMPLETED, STEP_FAILED, STEP_SLEEP) and not o.step_id:
+        if o.op in STEP_OPS and not o.step_id:
             raise NotApplicable(f"outcome {o.op} has no step_id")
-        if o.op == STEP_SLEEP and not isinstance(o.until_ms, int):
-            raise NotApplicable("step.sleep outcome has no until_ms")
+        if o.op in (STEP_SLEEP, STEP_WAIT) and not isinstance(o.until_ms, int):
+            raise NotApplicable(f"{o.op} outcome has no until_ms")
+        if o.op == STEP_WAIT and not (isinstance(o.wait, dict)
+                                      and isinstance(o.wait.get("event"), str)
+                                      and o.wait["event"]):
+            raise NotApplicable("step.wait outcome names no event")
+        if o.op == STEP_INVOKE and not (isinstance(o.invoke, dict)
+                                        and isinstance(o.invoke.get("function_id"), str)
+                                        and o.invoke["function_id"]):
+            raise NotApplicable("step.invoke outcome names no function")
+        if o.op == STEP_INVOKE and o.until_ms is not None and not isinstance(o.until_ms, int):
+            raise NotApplicable("step.invoke until_ms must be an integer")
 
 
 def _step(state: RunState, outcome: Outcome) -> dict[str, Any]:
@@ -214,7 +304,7 @@ def _apply_step_outcome(state: RunState, o: Outcome, rec: OutcomesReported
         until = int(o.until_ms or 0)
         step["status"] = "sleeping"
         step["until_ms"] = until
-        _note(state, rec.ts, "sleep.scheduled", step_id, detail={"until_ms": until})
+        note(state, rec.ts, "sleep.scheduled", step_id, detail={"until_ms": until})
         return (until, "sleep", step_id)
     attempt = len(step["attempts"])
     step["attempts"].append({"attempt": attempt, "started_at": o.started_at,
@@ -224,18 +314,18 @@ def _apply_step_outcome(state: RunState, o: Outcome, rec: OutcomesReported
         step["status"] = "completed"
         step["output"] = o.output
         step["error"] = None
-        _note(state, rec.ts, "step.completed", step_id, attempt)
+        note(state, rec.ts, "step.completed", step_id, attempt)
         return None
     step["error"] = o.error
-    _note(state, rec.ts, "step.failed", step_id, attempt, detail=_error_brief(o.error))
+    note(state, rec.ts, "step.failed", step_id, attempt, detail=error_brief(o.error))
     if o.retriable and attempt < state["retries"]:
         due = _retry_due(state, o, rec.ts, attempt, step_id or "")
         step["status"] = "retrying"
-        _note(state, rec.ts, "step.retry_scheduled", step_id, attempt + 1,
+        note(state, rec.ts, "step.retry_scheduled", step_id, attempt + 1,
               detail={"due_ms": due})
         return (due, "retry", step_id)
     step["status"] = "failed"
-    _note(state, rec.ts, "step.errored", step_id, attempt,
+    note(state, rec.ts, "step.errored", step_id, attempt,
           detail="not retriable" if not o.retriable else "retries exhausted")
     return None
 
@@ -247,13 +337,13 @@ def _apply_function_failed(state: RunState, o: Outcome, rec: OutcomesReported
         due = _retry_due(state, o, rec.ts, attempt, "")
         state["attempt"] = attempt + 1
         state["error"] = o.error
-        _note(state, rec.ts, "function.retry_scheduled", attempt=attempt + 1,
-              detail={"due_ms": due, **_error_brief(o.error)})
+        note(state, rec.ts, "function.retry_scheduled", attempt=attempt + 1,
+              detail={"due_ms": due, **error_brief(o.error)})
         return (due, "retry", None)
     state["status"] = "failed"
     state["error"] = o.error
     state["ended_at"] = rec.ts
-    _note(state, rec.ts, "run.failed", attempt=attempt, detail=_error_brief(o.error))
+    note(state, rec.ts, "run.failed", attempt=attempt, detail=error_brief(o.error))
     return None
 
 
@@ -263,12 +353,6 @@ def _retry_due(state: RunState, o: Outcome, now: int, attempt: int, step_id: str
     return now + backoff_ms(state["backoff_base_ms"], attempt, state["run_id"], step_id)
 
 
-def _error_brief(error: dict[str, Any] | None) -> dict[str, Any]:
-    if not error:
-        return {}
-    return {"error": f"{error.get('name', 'Error')}: {error.get('message', '')}"}
-
-
 # --- timer.fired -----------------------------------------------------------------
 
 
@@ -276,64 +360,41 @@ def _timer_fired(tables: Tables, rec: TimerFired) -> list[Emit]:
     state = tables.get_run(rec.run_id)
     if state is None:
         raise NotApplicable(f"timer for unknown run {rec.run_id}")
+    if state["status"] in TERMINAL:
+        return []
+    deadlines = state.get("deadlines") or {}
+    if rec.timer_id in deadlines:
+        if rec.ts < deadlines[rec.timer_id]:
+            return []  # never early (a clock behind); it fires again when due
+        emits = ends.deadline_passed(tables, state, rec.timer_id, rec.ts)
+        tables.put_run(rec.run_id, state)
+        return emits
     waiting = state["waiting"]
-    if (state["status"] in TERMINAL or waiting is None or waiting["kind"] != "timer"
-            or waiting["timer_id"] != rec.timer_id):
+    if (waiting is None or waiting.get("timer_id") != rec.timer_id
+            or waiting["kind"] == "task"):
         return []  # fired before, or the run moved on
     if rec.ts < waiting["due_ms"]:
         # Written by a process whose clock is behind: never wake early. The timer stays
         # in the table and the timer service fires it again when it is due.
         return []
+    if waiting["kind"] == "event":
+        emits = ends.wait_timed_out(tables, state, rec.ts)
+        tables.put_run(rec.run_id, state)
+        return emits
+    if waiting["kind"] == "invoke":
+        emits = ends.invoke_timed_out(tables, state, rec.ts)
+        tables.put_run(rec.run_id, state)
+        return emits
     tables.delete_timer(waiting["due_ms"], rec.run_id, rec.timer_id)
-    _note(state, rec.ts, "timer.fired", waiting.get("step_id"),
-          detail={"timer_id": rec.timer_id, "due_ms": waiting["due_ms"],
-                  "late_ms": rec.ts - waiting["due_ms"]})
+    note(state, rec.ts, "timer.fired", waiting.get("step_id"),
+         detail={"timer_id": rec.timer_id, "due_ms": waiting["due_ms"],
+                 "late_ms": rec.ts - waiting["due_ms"]})
     for step in state["steps"].values():
         if step["status"] == "sleeping" and step["until_ms"] <= rec.ts:
             step["status"] = "completed"
             step["output"] = None
             step["attempts"].append({"attempt": 0, "started_at": None, "ended_at": rec.ts,
                                      "error": None})
-    emits = [_dispatch(state, rec.ts)]
+    emits = [dispatch(state, rec.ts)]
     tables.put_run(rec.run_id, state)
     return emits
-
-
-# --- dispatch --------------------------------------------------------------------
-
-
-def _dispatch(state: RunState, now: int) -> Emit:
-    """Hand the run to a worker: a new task carrying every memoized outcome."""
-    seq = state["task_seq"] + 1
-    state["task_seq"] = seq
-    state["waiting"] = {"kind": "task", "seq": seq}
-    if state["status"] == "queued":
-        state["status"] = "running"
-        state["started_at"] = now
-    memo: dict[str, dict[str, Any]] = {}
-    step_attempts: dict[str, int] = {}
-    for step_id, step in state["steps"].items():
-        if step["status"] == "completed":
-            memo[step_id] = {"data": step["output"]}
-        elif step["status"] == "failed":
-            memo[step_id] = {"error": step["error"]}
-        elif step["status"] == "retrying":
-            step_attempts[step_id] = len(step["attempts"])
-    _note(state, now, "task.dispatched", detail={"seq": seq})
-    task = Task(run_id=state["run_id"], fn_id=state["fn_id"], app_id=state["app_id"], seq=seq,
-                partition_key=state["partition_key"], event=state["event"],
-                events=state["events"] or [state["event"]], attempt=max([state["attempt"], *step_attempts.values()]),
-                steps=memo, step_attempts=step_attempts, ts=now)
-    return Emit("tasks", state["run_id"], task)
-
-
-def _note(state: RunState, at: int, kind: str, step_id: str | None = None,
-          attempt: int | None = None, detail: Any = None) -> None:
-    entry: dict[str, Any] = {"at": at, "type": kind}
-    if step_id is not None:
-        entry["step_id"] = step_id
-    if attempt is not None:
-        entry["attempt"] = attempt
-    if detail is not None:
-        entry["detail"] = detail
-    state["timeline"].append(entry)

@@ -36,12 +36,20 @@ from confluent_kafka import (
 )
 
 from engine import fold
-from engine.apply import apply_batch, dead_letter
-from engine.router import Registry, route
+from engine.apply import RUNS_FOLD, WAITS_FOLD, apply_batch, dead_letter
+from engine.cron_service import CronService
+from engine.router import Registry, route, route_invoke
 from engine.state import PartitionStore, parse_timer_key
 from topics.catalog import Catalog, partition_for
 from topics.codec import DecodeError, decode, encode
-from topics.records import DeadLetter, Event, FunctionRegistered, Record, TimerFired
+from topics.records import (
+    DeadLetter,
+    Event,
+    FunctionRegistered,
+    InvokeRequested,
+    Record,
+    TimerFired,
+)
 from topics.settings import Settings
 
 log = logging.getLogger("stepstream.processor")
@@ -78,8 +86,9 @@ class Processor:
         self.clock_ms = clock_ms
         self.registry = Registry()
         self.stores: dict[int, PartitionStore] = {}
+        self.wait_stores: dict[int, PartitionStore] = {}
         self.stores_lock = threading.Lock()
-        self.live_from: dict[int, int] = {}
+        self.live_from: dict[tuple[str, int], int] = {}
         self.next_due: dict[int, int | None] = {}
         self.inflight_timers: dict[tuple[int, str, str], int] = {}
         self.ready = threading.Event()
@@ -99,6 +108,7 @@ class Processor:
         })
         self.producer = Producer({**base, **settings.producer_tuning(),
                                   "client.id": "stepstream-engine"})
+        self.cron = CronService(self.catalog, settings.retry_backoff_base_ms)
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -106,7 +116,7 @@ class Processor:
         """The loop; returns when :meth:`stop` is called."""
         tune_gc()
         self._load_registry()
-        self.consumer.subscribe([self.catalog.events, self.catalog.runs],
+        self.consumer.subscribe([self.catalog.events, self.catalog.runs, self.catalog.waits],
                                 on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
         try:
@@ -116,6 +126,7 @@ class Processor:
                 if batch:
                     self._process(batch)
                 self._fire_timers()
+                self._fire_cron()
         finally:
             self._shutdown()
 
@@ -134,9 +145,10 @@ class Processor:
             log.exception("consumer close failed")
         self.registry_consumer.close()
         with self.stores_lock:
-            for store in self.stores.values():
+            for store in [*self.stores.values(), *self.wait_stores.values()]:
                 store.close()
             self.stores.clear()
+            self.wait_stores.clear()
 
     # --- registry ----------------------------------------------------------------
 
@@ -184,36 +196,42 @@ class Processor:
     # --- partitions ----------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        runs = [tp for tp in partitions if tp.topic == self.catalog.runs]
-        committed = {tp.partition: tp.offset
-                     for tp in (consumer.committed(runs, timeout=30) if runs else [])}
-        for tp in runs:
+        stateful = [tp for tp in partitions
+                    if tp.topic in (self.catalog.runs, self.catalog.waits)]
+        committed = {(tp.topic, tp.partition): tp.offset
+                     for tp in (consumer.committed(stateful, timeout=30) if stateful else [])}
+        for tp in stateful:
             p = tp.partition
-            store = PartitionStore(self.state_dir / f"runs-{p}")
+            runs = tp.topic == self.catalog.runs
+            name = "runs" if runs else "waits"
+            store = PartitionStore(self.state_dir / f"{name}-{p}")
             with self.stores_lock:
-                self.stores[p] = store
+                (self.stores if runs else self.wait_stores)[p] = store
             start = store.next_offset()
             # Records below the group's committed offset were processed (and their
             # emits produced) by whoever owned the partition before: fold them again
             # silently to rebuild state, then go live.
-            self.live_from[p] = max(committed.get(p, 0), 0)
-            self.next_due[p] = store.next_due()
+            live = max(committed.get((tp.topic, p), 0), 0)
+            self.live_from[(tp.topic, p)] = live
+            if runs:
+                self.next_due[p] = store.next_due()
             tp.offset = start
-            log.info("runs[%d]: restoring from offset %d, live from %d", p, start,
-                     self.live_from[p])
+            log.info("%s[%d]: restoring from offset %d, live from %d", name, p, start, live)
         consumer.assign(partitions)
         self.ready.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
-            if tp.topic != self.catalog.runs:
+            if tp.topic not in (self.catalog.runs, self.catalog.waits):
                 continue
+            table = self.stores if tp.topic == self.catalog.runs else self.wait_stores
             with self.stores_lock:
-                store = self.stores.pop(tp.partition, None)
+                store = table.pop(tp.partition, None)
             if store is not None:
                 store.close()
-            self.next_due.pop(tp.partition, None)
-            self.live_from.pop(tp.partition, None)
+            if tp.topic == self.catalog.runs:
+                self.next_due.pop(tp.partition, None)
+            self.live_from.pop((tp.topic, tp.partition), None)
         self.inflight_timers = {k: v for k, v in self.inflight_timers.items()
                                 if k[0] in self.stores}
         try:
@@ -226,7 +244,7 @@ class Processor:
     def _poll_wait_s(self) -> float:
         wait = MAX_POLL_WAIT_S
         now = self.clock_ms()
-        for due in self.next_due.values():
+        for due in [*self.next_due.values(), self.cron.next_due]:
             if due is not None:
                 wait = min(wait, max(0.0, (due - now) / 1000))
         return wait
@@ -241,7 +259,7 @@ class Processor:
     def _process(self, batch: list[Message]) -> None:
         now = self.clock_ms()
         out: list[tuple[str, int, str | bytes | None, bytes]] = []
-        by_partition: dict[int, list[Message]] = defaultdict(list)
+        by_partition: dict[tuple[str, int], list[Message]] = defaultdict(list)
         commits: dict[tuple[str, int], int] = {}
         for m in batch:
             err = m.error()
@@ -255,21 +273,24 @@ class Processor:
                 out.extend(self._route(m, now))
                 commits[(topic, p)] = offset + 1
             else:
-                by_partition[p].append(m)
+                by_partition[(topic, p)].append(m)
 
         views = []
-        for p, msgs in by_partition.items():
-            store = self.stores.get(p)
+        for (topic, p), msgs in by_partition.items():
+            runs = topic == self.catalog.runs
+            store = (self.stores if runs else self.wait_stores).get(p)
             if store is None:
                 continue  # revoked while the batch was in flight; the next owner has it
-            result = apply_batch(store, msgs, self.settings, live_from=self.live_from.get(p, 0))
+            result = apply_batch(store, msgs, self.settings,
+                                 live_from=self.live_from.get((topic, p), 0),
+                                 folder=RUNS_FOLD if runs else WAITS_FOLD)
             self.applied += result.applied
             for e in result.emits:
                 out.append(self._emit_target(e))
             for d in result.dead:
                 out.append(self._dead_target(d))
-            views.append((p, store, result))
-            commits[(self.catalog.runs, p)] = result.next_offset
+            views.append((p if runs else None, store, result))
+            commits[(topic, p)] = result.next_offset
 
         try:
             self._produce_all(out)
@@ -277,29 +298,39 @@ class Processor:
             for _p, _store, result in views:
                 result.view.discard()
             raise
-        for p, _store, result in views:
+        for runs_p, _store, result in views:
             result.view.commit(result.next_offset)
-            self._after_commit(p, result.view)
+            if runs_p is not None:
+                self._after_commit(runs_p, result.view)
         if commits:
             self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in
                                           commits.items()], asynchronous=True)
 
     def _route(self, m: Message, now: int) -> list[tuple[str, int, str | bytes | None, bytes]]:
         try:
-            event = decode(m.value(), max_bytes=self.settings.max_record_bytes,
-                           max_depth=self.settings.max_depth, expect=(Event,))
+            rec = decode(m.value(), max_bytes=self.settings.max_record_bytes,
+                         max_depth=self.settings.max_depth, expect=(Event, InvokeRequested))
         except DecodeError as exc:
             return [self._dead_target(dead_letter(m, f"undecodable: {exc}", now))]
-        assert isinstance(event, Event)
+        if isinstance(rec, InvokeRequested):
+            return [self._emit_target(e) for e in route_invoke(
+                rec, self.registry, now_ms=now,
+                backoff_base_ms=self.settings.retry_backoff_base_ms)]
+        assert isinstance(rec, Event)
         out: list[tuple[str, int, str | bytes | None, bytes]] = []
-        for req in route(event, self.registry, now_ms=now,
+        for req in route(rec, self.registry, now_ms=now,
                          backoff_base_ms=self.settings.retry_backoff_base_ms):
             p = partition_for(req.partition_key, self.catalog.partitions)
             out.append((self.catalog.runs, p, req.partition_key, encode(req)))
+        # Every event also goes to the matcher's partition for its name, as it is: the
+        # waits registered there before it are checked against it (engine/matcher.py).
+        out.append((self.catalog.waits, partition_for(rec.name, self.catalog.partitions),
+                    rec.name, m.value() or b""))
         return out
 
     def _emit_target(self, e: fold.Emit) -> tuple[str, int, str, bytes]:
-        topic = {"tasks": self.catalog.tasks, "runs": self.catalog.runs}[e.topic]
+        topic = {"tasks": self.catalog.tasks, "runs": self.catalog.runs,
+                 "events": self.catalog.events, "waits": self.catalog.waits}[e.topic]
         return topic, partition_for(e.key, self.catalog.partitions), e.key, encode(e.record)
 
     def _dead_target(self, d: DeadLetter) -> tuple[str, int, bytes | None, bytes]:
@@ -370,4 +401,19 @@ class Processor:
                 upcoming = now + 50 if upcoming is None else min(upcoming, now + 50)
             self.next_due[p] = upcoming
         if fired:
+            self.producer.poll(0)
+
+    # --- cron --------------------------------------------------------------------
+
+    def _fire_cron(self) -> None:
+        """Fire the due cron ticks of the functions whose cron partition we own."""
+        now = self.clock_ms()
+        owned = {p: store for p, store in self.stores.items()
+                 if store.next_offset() >= self.live_from.get((self.catalog.runs, p), 0)}
+        requests = self.cron.due(self.registry, owned, now)
+        for req in requests:
+            self.producer.produce(self.catalog.runs, encode(req), req.partition_key,
+                                  partition=partition_for(req.partition_key,
+                                                          self.catalog.partitions))
+        if requests:
             self.producer.poll(0)

@@ -7,8 +7,15 @@ state changes and the input offset atomically):
 ``r/{run_id}``                     run state (msgpack map, see docs/architecture.md)
 ``t/{due_ms:8 bytes BE}{run_id}/{timer_id}``  pending timer (empty value)
 ``e/{event_id}/{run_id}``          event -> runs index (empty value)
-``m/offset``                       next ``runs`` offset to apply (8 bytes BE)
+``i/{dedupe_key}``                 the run that holds a dedupe key, until it expires
+``c/{fn_id}\x1f{cron}``            last fired cron tick of a function's cron trigger
+``x/{expires_ms:8 bytes BE}{key}`` expiry index: ``key`` is deleted once a record's
+                                   time passes ``expires_ms``
+``m/offset``                       next input offset to apply (8 bytes BE)
 =================================  ===========================================
+
+The wait matcher's tables (``engine/matcher.py``) live in their own database per
+``waits`` partition, with the same offset key and expiry index.
 
 Timer keys sort by due time, so the timer service reads only the due prefix.
 """
@@ -30,15 +37,22 @@ from engine.fold import RunState
 RUN = b"r/"
 TIMER = b"t/"
 EVENT = b"e/"
+META = b"i/"
+CRON = b"c/"
+EXPIRY = b"x/"
 OFFSET_KEY = b"m/offset"
 # Decoded run states kept in memory per partition: a run's records usually arrive a few
 # batches apart, and unpacking its state again cost ~23% of the engine's CPU under load.
 STATE_CACHE_RUNS = 10_000
-STATE_PREFIXES = (EVENT, RUN, TIMER)
+STATE_PREFIXES = (CRON, EVENT, META, RUN, TIMER, EXPIRY)
 
 
 def timer_key(due_ms: int, run_id: str, timer_id: str) -> bytes:
     return TIMER + due_ms.to_bytes(8, "big") + f"{run_id}/{timer_id}".encode()
+
+
+def expiry_key(expires_ms: int, key: bytes) -> bytes:
+    return EXPIRY + max(0, expires_ms).to_bytes(8, "big") + key
 
 
 def parse_timer_key(key: bytes) -> tuple[int, str, str]:
@@ -55,6 +69,9 @@ def _unpack(raw: bytes) -> RunState:
     return msgpack.unpackb(raw, raw=False, strict_map_key=False)
 
 
+_UNKNOWN = object()
+
+
 class PartitionStore:
     """The tables of one ``runs`` partition, in a RocksDB directory of their own."""
 
@@ -69,6 +86,7 @@ class PartitionStore:
         # Queries from the HTTP thread must not race a close on partition revoke.
         self.lock = threading.RLock()
         self.closed = False
+        self._next_expiry: object = _UNKNOWN
 
     def next_offset(self) -> int:
         raw = self.db.get(OFFSET_KEY)
@@ -133,6 +151,28 @@ class PartitionStore:
             return parse_timer_key(it.key())[0]
         return None
 
+    def scan(self, prefix: bytes, upto: bytes | None = None) -> list[tuple[bytes, bytes]]:
+        """Every (key, value) under ``prefix`` (and below ``upto``, if given), in order."""
+        out = []
+        it = self.db.iter()
+        it.seek(prefix)
+        while it.valid():
+            key = it.key()
+            if not key.startswith(prefix) or (upto is not None and key >= upto):
+                break
+            out.append((key, it.value()))
+            it.next()
+        return out
+
+    def next_expiry(self) -> int | None:
+        """The earliest expiry time in the expiry index, if any (cached)."""
+        if self._next_expiry is _UNKNOWN:
+            it = self.db.iter()
+            it.seek(EXPIRY)
+            self._next_expiry = (int.from_bytes(it.key()[2:10], "big")
+                                 if it.valid() and it.key().startswith(EXPIRY) else None)
+        return self._next_expiry  # type: ignore[return-value]
+
     def state_items(self) -> Iterator[tuple[bytes, bytes]]:
         """Every state entry (runs, timers, index), offsets excluded, in key order."""
         for prefix in STATE_PREFIXES:
@@ -174,6 +214,9 @@ class BatchView:
         self.puts: dict[bytes, bytes] = {}
         self.deletes: set[bytes] = set()
         self.new_timers: list[int] = []
+        self.min_new_expiry: int | None = None
+        self.expired_upto: int | None = None
+        self.touched_expiry = False
 
     def get_run(self, run_id: str) -> RunState | None:
         if run_id not in self.runs:
@@ -198,6 +241,72 @@ class BatchView:
     def index_event(self, event_id: str, run_id: str) -> None:
         self.puts[EVENT + f"{event_id}/{run_id}".encode()] = b""
 
+    # Raw keys: small tables beside the runs (dedupe keys, cron ticks, the matcher's).
+
+    def get_raw(self, key: bytes) -> bytes | None:
+        if key in self.puts:
+            return self.puts[key]
+        if key in self.deletes:
+            return None
+        value: bytes | None = self.store.db.get(key)
+        return value
+
+    def put_raw(self, key: bytes, value: bytes) -> None:
+        self.deletes.discard(key)
+        self.puts[key] = value
+
+    def delete_raw(self, key: bytes) -> None:
+        self.puts.pop(key, None)
+        self.deletes.add(key)
+
+    def scan_raw(self, prefix: bytes, upto: bytes | None = None) -> list[tuple[bytes, bytes]]:
+        """Keys under ``prefix`` (below ``upto``), this batch's changes included."""
+        merged = {k: v for k, v in self.store.scan(prefix, upto) if k not in self.deletes}
+        for k, v in self.puts.items():
+            if k.startswith(prefix) and (upto is None or k < upto):
+                merged[k] = v
+        return sorted(merged.items())
+
+    def get_value(self, key: bytes) -> Any:
+        raw = self.get_raw(key)
+        return None if raw is None else _unpack(raw)
+
+    def put_value(self, key: bytes, value: Any, *, expires_ms: int | None = None) -> None:
+        """Store ``value`` at ``key``; with ``expires_ms``, it goes once a later record's
+        time passes that (see :meth:`expire`)."""
+        self.put_raw(key, _pack(value))
+        if expires_ms is not None:
+            self.put_raw(expiry_key(expires_ms, key), b"")
+            self.min_new_expiry = (expires_ms if self.min_new_expiry is None
+                                   else min(self.min_new_expiry, expires_ms))
+            self.touched_expiry = True
+
+    def expire(self, now_ms: int) -> list[bytes]:
+        """Delete every key whose expiry is before ``now_ms``; return them.
+
+        Called by the fold for each record with that record's time, so the result
+        depends only on the records, never on how they were batched.
+        """
+        # Expiries in the store below ``expired_upto`` were handled by an earlier call
+        # in this batch; only entries put since then can add new ones.
+        low = (self.store.next_expiry()
+               if self.expired_upto is None or now_ms > self.expired_upto else None)
+        if self.min_new_expiry is not None:
+            low = self.min_new_expiry if low is None else min(low, self.min_new_expiry)
+        if low is None or low >= now_ms:
+            return []
+        self.min_new_expiry = None
+        gone = []
+        for xkey, _ in self.scan_raw(EXPIRY, EXPIRY + now_ms.to_bytes(8, "big")):
+            key = xkey[10:]
+            self.delete_raw(xkey)
+            if self.get_raw(key) is not None:
+                self.delete_raw(key)
+                gone.append(key)
+        self.touched_expiry = True
+        self.expired_upto = max(now_ms, self.expired_upto or now_ms)
+        return gone
+
     def commit(self, next_offset: int) -> None:
         """Write every change and the next input offset atomically."""
         batch = WriteBatch(raw_mode=True)
@@ -212,6 +321,8 @@ class BatchView:
             batch.delete(key)
         batch.put(OFFSET_KEY, next_offset.to_bytes(8, "big"))
         self.store.write(batch)
+        if self.touched_expiry:
+            self.store._next_expiry = _UNKNOWN
 
     def discard(self) -> None:
         """Forget this view's changes: cached states it mutated are dropped too."""

@@ -31,6 +31,7 @@ class Catalog:
         self.tasks = p + "tasks"
         self.functions = p + "functions"
         self.dlq = p + "dlq"
+        self.waits = p + "waits"
         self.partitions = n
         delete = {"cleanup.policy": "delete", "max.message.bytes": max_bytes}
         self.specs: list[TopicSpec] = [
@@ -45,6 +46,10 @@ class Catalog:
             TopicSpec(self.functions, 1, {"cleanup.policy": "compact",
                                           "max.message.bytes": max_bytes},
                       "function id", "function registry"),
+            # Waits and copies of every event, keyed by event name: a wait and the events
+            # that may resolve it meet in order on one partition (docs/architecture.md).
+            TopicSpec(self.waits, n, {**delete, "retention.ms": "-1"},
+                      "event name", "waits for events, and the events they wait for"),
             TopicSpec(self.dlq, n, {**delete, "retention.ms": str(14 * 86_400_000)},
                       "original key", "records that could not be decoded or applied"),
         ]

@@ -30,7 +30,11 @@ class Event:
 
 @dataclass(slots=True)
 class Trigger:
-    """What starts a function: an event name (``*`` wildcards) and an optional CEL filter."""
+    """What starts a function: an event name (``*`` wildcards) and an optional CEL filter.
+
+    On the wire (``FunctionRegistered.triggers``) an event trigger is
+    ``{"event": name, "expression": CEL | None}`` and a cron trigger ``{"cron": expr}``.
+    """
 
     event: str
     expression: str | None = None
@@ -48,6 +52,13 @@ class FunctionRegistered:
     triggers: list[dict[str, JSON]]
     retries: int
     ts: int
+    # [{"event": name, "match": field | None, "if_exp": CEL | None,
+    #   "timeout_ms": int | None}]: an event that cancels a run of this function.
+    cancel: list[dict[str, JSON]] = field(default_factory=list)
+    # {"start_ms": int | None, "finish_ms": int | None}
+    timeouts: dict[str, JSON] | None = None
+    # CEL over ``event``: at most one run per value of it per DEDUPE_WINDOW_MS.
+    idempotency: str | None = None
 
 
 @dataclass(slots=True)
@@ -70,15 +81,46 @@ class RunRequested:
     retries: int
     backoff_base_ms: int
     ts: int
+    # At most one run per dedupe key within DEDUPE_WINDOW_MS (event id, or the
+    # function's idempotency key); runs sharing a key share a partition key.
+    dedupe_key: str | None = None
+    # Set when a parent run's ``step.invoke`` started this run: {"run_id",
+    # "partition_key", "step_id"}; the child's end is reported back as InvokeFinished.
+    parent: dict[str, JSON] | None = None
+    # The function's cancel rules: [{"event", "match", "if_exp", "timeout_ms"}].
+    cancel: list[dict[str, JSON]] = field(default_factory=list)
+    # {"start_ms": int | None, "finish_ms": int | None}
+    timeouts: dict[str, JSON] | None = None
+    # A cron tick: {"cron": expression, "tick_ms": int}. The run's partition keeps the
+    # function's last fired tick, so a tick fired twice starts one run.
+    cron: dict[str, JSON] | None = None
+    # False for runs triggered by stepstream's own function.* events, so that a
+    # function listening to function.finished does not feed itself for ever.
+    lifecycle_events: bool = True
+
+
+# Events the engine itself sends (names start with INTERNAL_PREFIX).
+INTERNAL_PREFIX = "stepstream/"
+FUNCTION_FINISHED = "stepstream/function.finished"
+FUNCTION_FAILED_EVENT = "stepstream/function.failed"
+FUNCTION_CANCELLED_EVENT = "stepstream/function.cancelled"
+FUNCTION_INVOKED = "stepstream/function.invoked"
+CRON_EVENT = "stepstream/scheduled.timer"
+LIFECYCLE_EVENTS = (FUNCTION_FINISHED, FUNCTION_FAILED_EVENT, FUNCTION_CANCELLED_EVENT)
+# Event ids and idempotency keys are remembered this long.
+DEDUPE_WINDOW_MS = 24 * 3_600_000
 
 
 # Outcome ops, reported by a worker for one task.
 STEP_COMPLETED = "step.completed"
 STEP_FAILED = "step.failed"
 STEP_SLEEP = "step.sleep"
+STEP_WAIT = "step.wait"
+STEP_INVOKE = "step.invoke"
 FUNCTION_COMPLETED = "function.completed"
 FUNCTION_FAILED = "function.failed"
-OUTCOME_OPS = (STEP_COMPLETED, STEP_FAILED, STEP_SLEEP, FUNCTION_COMPLETED, FUNCTION_FAILED)
+OUTCOME_OPS = (STEP_COMPLETED, STEP_FAILED, STEP_SLEEP, STEP_WAIT, STEP_INVOKE,
+               FUNCTION_COMPLETED, FUNCTION_FAILED)
 
 
 @dataclass(slots=True)
@@ -88,6 +130,10 @@ class Outcome:
     * ``step.completed``: ``step_id``, ``output``
     * ``step.failed``: ``step_id``, ``error``, ``retriable``, optional ``retry_after_ms``
     * ``step.sleep``: ``step_id``, ``until_ms`` (wake no earlier than this)
+    * ``step.wait``: ``step_id``, ``until_ms`` (the timeout), ``wait`` =
+      ``{"event": name, "match": field path | None, "if_exp": CEL | None}``
+    * ``step.invoke``: ``step_id``, ``until_ms`` (the timeout, or None), ``invoke`` =
+      ``{"function_id": registered id, "data": map}``
     * ``function.completed``: ``output``
     * ``function.failed``: ``error``, ``retriable``, optional ``retry_after_ms``
 
@@ -104,6 +150,8 @@ class Outcome:
     until_ms: int | None = None
     started_at: int | None = None
     ended_at: int | None = None
+    wait: dict[str, JSON] | None = None
+    invoke: dict[str, JSON] | None = None
 
 
 @dataclass(slots=True)
@@ -136,6 +184,116 @@ class TimerFired:
 
 
 @dataclass(slots=True)
+class RunStarted:
+    """A worker began the first execution of a run that has a start timeout.
+    Topic ``runs``, key = the run's partition key."""
+
+    KIND: ClassVar[str] = "run.started"
+    VERSION: ClassVar[int] = 1
+    run_id: str
+    task_seq: int
+    worker: str
+    ts: int
+
+
+@dataclass(slots=True)
+class CancelRequested:
+    """Cancel a run (API, CLI). Topic ``runs``, key = the run's partition key.
+
+    ``by`` says who: ``{"kind": "api", "reason": str | None}``.
+    """
+
+    KIND: ClassVar[str] = "run.cancel"
+    VERSION: ClassVar[int] = 1
+    run_id: str
+    by: dict[str, JSON]
+    ts: int
+
+
+@dataclass(slots=True)
+class InvokeFinished:
+    """A child run started by ``step.invoke`` ended. Topic ``runs``, key = the parent's
+    partition key. Exactly one of ``output`` / ``error`` is meaningful: ``error`` is
+    set when the child failed, was cancelled, or its function does not exist."""
+
+    KIND: ClassVar[str] = "invoke.finished"
+    VERSION: ClassVar[int] = 1
+    run_id: str
+    step_id: str
+    child_run_id: str
+    output: JSON
+    error: dict[str, JSON] | None
+    ts: int
+
+
+@dataclass(slots=True)
+class InvokeRequested:
+    """A run's ``step.invoke`` asks for a child run of ``fn_id``. Topic ``events``, key =
+    ``event_id``; the router, which holds the registry, turns it into a RunRequested
+    whose event is ``stepstream/function.invoked`` with ``data``."""
+
+    KIND: ClassVar[str] = "invoke.requested"
+    VERSION: ClassVar[int] = 1
+    fn_id: str
+    data: dict[str, JSON]
+    event_id: str
+    parent: dict[str, JSON]
+    ts: int
+
+
+@dataclass(slots=True)
+class WaitRegistered:
+    """A run waits for an event (``kind`` "step": ``step.wait_for_event``; "cancel": a
+    cancel rule). Topic ``waits``, key = the awaited event name, so the wait and every
+    later event of that name meet, in order, on one partition.
+
+    ``match_field``/``match_value``: the awaited event's field must equal this value
+    (indexed). ``if_exp``: CEL over ``event`` (= ``trigger``) and ``async`` (the
+    candidate). ``expires_ms``: forgotten after this time (None: until cleared).
+    """
+
+    KIND: ClassVar[str] = "wait.registered"
+    VERSION: ClassVar[int] = 1
+    wait_id: str
+    run_id: str
+    partition_key: str
+    kind: str
+    event: str
+    match_field: str | None
+    match_value: JSON
+    if_exp: str | None
+    trigger: dict[str, JSON]
+    expires_ms: int | None
+    ts: int
+
+
+@dataclass(slots=True)
+class WaitCleared:
+    """Forget a wait (it timed out, or its run ended). Topic ``waits``, key = event name."""
+
+    KIND: ClassVar[str] = "wait.cleared"
+    VERSION: ClassVar[int] = 1
+    wait_id: str
+    event: str
+    match_field: str | None
+    match_value: JSON
+    ts: int
+
+
+@dataclass(slots=True)
+class WaitResolved:
+    """An event matched a wait. Topic ``runs``, key = the waiting run's partition key."""
+
+    KIND: ClassVar[str] = "wait.resolved"
+    VERSION: ClassVar[int] = 1
+    run_id: str
+    wait_id: str
+    kind: str
+    event: dict[str, JSON]
+    ts: int
+
+
+@dataclass(slots=True)
 class Task:
     """Execute function ``fn_id`` for run ``run_id`` with these memoized outcomes.
 
@@ -157,6 +315,11 @@ class Task:
     steps: dict[str, dict[str, JSON]]
     step_attempts: dict[str, int]
     ts: int
+    # Set on a run's first task when its function has a start timeout: the worker
+    # then reports RunStarted as it begins.
+    report_start: bool = False
+    # The cron tick that started the run (ms), if any.
+    cron_tick_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -176,10 +339,13 @@ class DeadLetter:
 
 
 Record = (
-    Event | FunctionRegistered | RunRequested | OutcomesReported | TimerFired | Task | DeadLetter
+    Event | FunctionRegistered | RunRequested | OutcomesReported | TimerFired | Task
+    | DeadLetter | RunStarted | CancelRequested | InvokeFinished | InvokeRequested
+    | WaitRegistered | WaitCleared | WaitResolved
 )
 RECORD_TYPES: dict[str, type] = {
     t.KIND: t
     for t in (Event, FunctionRegistered, RunRequested, OutcomesReported, TimerFired, Task,
-              DeadLetter)
+              DeadLetter, RunStarted, CancelRequested, InvokeFinished, InvokeRequested,
+              WaitRegistered, WaitCleared, WaitResolved)
 }

@@ -77,7 +77,11 @@ def test_steps_memoize_then_function_completes() -> None:
     assert task.seq == 2 and task.steps == {"validate": {"data": {"ok": True}}}
     task = only_task(apply(t, report(2, done("charge", 5), ts=3000)))
     assert task.steps["charge"] == {"data": 5}
-    assert apply(t, report(3, Outcome(op=FUNCTION_COMPLETED, output={"r": 1}), ts=4000)) == []
+    ended = apply(t, report(3, Outcome(op=FUNCTION_COMPLETED, output={"r": 1}), ts=4000))
+    # The only emit of an ending without a parent: stepstream/function.finished.
+    assert [(e.topic, e.record.name, e.record.data["status"], e.record.data["output"])
+            for e in ended] == [("events", "stepstream/function.finished", "completed",
+                                 {"r": 1})]
     state = t.runs["R1"]
     assert (state["status"], state["output"], state["ended_at"]) == ("completed", {"r": 1}, 4000)
     assert state["waiting"] is None

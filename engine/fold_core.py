@@ -1,0 +1,126 @@
+"""What every part of the run fold shares: the tables interface, emits, dispatch, notes.
+
+Pure: no I/O, no clock, no randomness (see :mod:`engine.fold`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from topics.records import Record, Task
+
+RunState = dict[str, Any]
+
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+
+class Tables(Protocol):
+    """The part of one partition's tables the fold reads and writes."""
+
+    def get_run(self, run_id: str) -> RunState | None: ...
+    def put_run(self, run_id: str, state: RunState) -> None: ...
+    def put_timer(self, due_ms: int, run_id: str, timer_id: str) -> None: ...
+    def delete_timer(self, due_ms: int, run_id: str, timer_id: str) -> None: ...
+    def index_event(self, event_id: str, run_id: str) -> None: ...
+    def get_value(self, key: bytes) -> Any: ...
+    def put_value(self, key: bytes, value: Any, *, expires_ms: int | None = None) -> None: ...
+    def expire(self, now_ms: int) -> list[bytes]: ...
+
+
+class NotApplicable(ValueError):
+    """A well-formed record that cannot apply to any state (it goes to the dead-letter
+    topic); the tables are left untouched."""
+
+
+@dataclass(slots=True)
+class Emit:
+    """A record the fold asks the processor to produce: ``topic`` is a logical name
+    (``"tasks"``, ``"runs"``, ``"events"``, ``"waits"``), resolved by the processor."""
+
+    topic: str
+    key: str
+    record: Record
+
+
+def dispatch(state: RunState, now: int) -> Emit:
+    """Hand the run to a worker: a new task carrying every memoized outcome."""
+    seq = state["task_seq"] + 1
+    state["task_seq"] = seq
+    state["waiting"] = {"kind": "task", "seq": seq}
+    if state["status"] == "queued":
+        state["status"] = "running"
+        state["started_at"] = now
+    memo: dict[str, dict[str, Any]] = {}
+    step_attempts: dict[str, int] = {}
+    for step_id, step in state["steps"].items():
+        if step["status"] == "completed":
+            memo[step_id] = {"data": step["output"]}
+        elif step["status"] == "failed":
+            memo[step_id] = {"error": step["error"]}
+        elif step["status"] == "retrying":
+            step_attempts[step_id] = len(step["attempts"])
+    note(state, now, "task.dispatched", detail={"seq": seq})
+    cron = state.get("cron")
+    task = Task(run_id=state["run_id"], fn_id=state["fn_id"], app_id=state["app_id"], seq=seq,
+                partition_key=state["partition_key"], event=state["event"],
+                events=state["events"] or [state["event"]],
+                attempt=max([state["attempt"], *step_attempts.values()]),
+                steps=memo, step_attempts=step_attempts, ts=now,
+                report_start=seq == 1 and bool(state.get("report_start")),
+                cron_tick_ms=cron["tick_ms"] if cron else None)
+    return Emit("tasks", state["run_id"], task)
+
+
+def note(state: RunState, at: int, kind: str, step_id: str | None = None,
+         attempt: int | None = None, detail: Any = None) -> None:
+    """Append a transition to the run's timeline."""
+    entry: dict[str, Any] = {"at": at, "type": kind}
+    if step_id is not None:
+        entry["step_id"] = step_id
+    if attempt is not None:
+        entry["attempt"] = attempt
+    if detail is not None:
+        entry["detail"] = detail
+    state["timeline"].append(entry)
+
+
+def error_brief(error: dict[str, Any] | None) -> dict[str, Any]:
+    if not error:
+        return {}
+    return {"error": f"{error.get('name', 'Error')}: {error.get('message', '')}"}
+
+
+def field_path(path: str | None) -> str | None:
+    """A match path as stored: ``event.``/``async.`` prefixes dropped (``data.id``)."""
+    if not path:
+        return None
+    for prefix in ("event.", "async."):
+        if path.startswith(prefix):
+            return path[len(prefix):]
+    return path
+
+
+def value_at(event: dict[str, Any], path: str) -> Any:
+    """The value at dotted ``path`` in an event dict, or None if any part is missing."""
+    node: Any = event
+    for part in path.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+        if node is None:
+            return None
+    return canonical(node)
+
+
+def canonical(value: Any) -> Any:
+    """A value in the one form equal values share, for index keys: integral floats as
+    ints (JSON does not tell 5 from 5.0) and maps with sorted keys."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value

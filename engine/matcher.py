@@ -1,0 +1,163 @@
+"""The wait matcher: the fold of one ``waits`` partition.
+
+The ``waits`` topic is keyed by event name. It carries the waits runs register
+(``wait.registered``, from ``step.wait_for_event`` and cancel rules), their removal
+(``wait.cleared``), and a copy of every event, forwarded by the router. A wait and
+every event of the name it awaits therefore meet on one partition, in one order: an
+event after the wait in that order is checked against it, one before is not. That is
+what makes matching correct although the waiting run and the event live on different
+``runs``/``events`` partitions, with no window in which an event can slip past.
+
+Tables (one RocksDB database per ``waits`` partition, see :mod:`engine.state`):
+
+==============================================  =================================
+``w/{name}{field}{value}{wait_id}``             a wait with ``match``: indexed by
+                                                the value the event must carry
+``a/{name}{wait_id}``                           a wait without ``match``
+``f/{name}{field}``                             a field some wait of ``name``
+                                                matches on (kept; there are few)
+``x/{expires_ms}{key}``                         expiry index (garbage collection)
+==============================================  =================================
+
+``{name}``, ``{field}`` and ``{value}`` are msgpack-encoded (self-delimiting, so a
+prefix scan for one value never runs into another). An event of name N looks up, per
+field waited on for N, only the waits whose value equals the event's — never every
+waiting run — plus the unindexed (``if_exp``-only) waits of N, which it evaluates.
+
+Pure: time comes from records. Whether a resolved wait still counts is for the run's
+fold to decide (the run may have timed out meanwhile); the matcher only finds
+candidates and forgets a wait once it has resolved it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import OrderedDict
+from dataclasses import asdict
+from typing import Any, Protocol
+
+import msgpack
+
+from engine.expressions import CompiledExpression, ExpressionError
+from engine.fold_core import Emit, NotApplicable, value_at
+from topics.records import Event, Record, WaitCleared, WaitRegistered, WaitResolved
+
+log = logging.getLogger("stepstream.matcher")
+
+INDEXED = b"w/"
+UNINDEXED = b"a/"
+FIELDS = b"f/"
+
+
+class WaitTables(Protocol):
+    def get_value(self, key: bytes) -> Any: ...
+    def put_value(self, key: bytes, value: Any, *, expires_ms: int | None = None) -> None: ...
+    def put_raw(self, key: bytes, value: bytes) -> None: ...
+    def delete_raw(self, key: bytes) -> None: ...
+    def scan_raw(self, prefix: bytes, upto: bytes | None = None) -> list[tuple[bytes, bytes]]: ...
+    def expire(self, now_ms: int) -> list[bytes]: ...
+
+
+def _pk(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def wait_key(name: str, field: str | None, value: Any, wait_id: str) -> bytes:
+    if field is None:
+        return UNINDEXED + _pk(name) + wait_id.encode()
+    return INDEXED + _pk(name) + _pk(field) + _pk(value) + wait_id.encode()
+
+
+def apply(tables: WaitTables, record: Record) -> list[Emit]:
+    """Apply one ``waits`` record; return the ``wait.resolved`` records to emit."""
+    if isinstance(record, WaitRegistered):
+        # Only engine-written records move expiry: an event's time is its sender's.
+        tables.expire(record.ts)
+        return _register(tables, record)
+    if isinstance(record, WaitCleared):
+        tables.expire(record.ts)
+        tables.delete_raw(wait_key(record.event, record.match_field, record.match_value,
+                                   record.wait_id))
+        return []
+    if isinstance(record, Event):
+        return _event(tables, record)
+    raise NotApplicable(f"record kind {record.KIND!r} does not belong on the waits topic")
+
+
+def _register(tables: WaitTables, rec: WaitRegistered) -> list[Emit]:
+    if rec.expires_ms is not None and rec.expires_ms <= rec.ts:
+        return []
+    if rec.match_field is not None:
+        if rec.match_value is None:
+            return []  # nothing equals a missing value
+        tables.put_raw(FIELDS + _pk(rec.event) + _pk(rec.match_field), b"")
+    if rec.if_exp:
+        try:
+            _expression(rec.if_exp)
+        except ExpressionError as exc:
+            raise NotApplicable(f"wait {rec.wait_id}: {exc}") from None
+    key = wait_key(rec.event, rec.match_field, rec.match_value, rec.wait_id)
+    tables.put_value(key, {"wait_id": rec.wait_id, "run_id": rec.run_id,
+                           "partition_key": rec.partition_key, "kind": rec.kind,
+                           "if_exp": rec.if_exp, "trigger": rec.trigger},
+                     expires_ms=rec.expires_ms)
+    return []
+
+
+def _event(tables: WaitTables, event: Event) -> list[Emit]:
+    body = asdict(event)
+    name_key = _pk(event.name)
+    candidates: list[tuple[bytes, bytes]] = []
+    field_prefix = FIELDS + name_key
+    for fkey, _ in tables.scan_raw(field_prefix):
+        field = msgpack.unpackb(fkey[len(field_prefix):], raw=False)
+        value = value_at(body, field)
+        if value is not None:
+            candidates.extend(tables.scan_raw(INDEXED + name_key + _pk(field) + _pk(value)))
+    candidates.extend(tables.scan_raw(UNINDEXED + name_key))
+    emits: list[Emit] = []
+    for key, raw in candidates:
+        wait = msgpack.unpackb(raw, raw=False)
+        if wait["if_exp"] and not _holds(wait["if_exp"], wait["trigger"], body):
+            continue
+        tables.delete_raw(key)  # a wait resolves once
+        emits.append(Emit("runs", wait["partition_key"], WaitResolved(
+            run_id=wait["run_id"], wait_id=wait["wait_id"], kind=wait["kind"], event=body,
+            ts=event.ts)))
+    return emits
+
+
+# ``async`` is a Python keyword: cel-python's compiled runner cannot name it (its
+# interpreter can, ~3x slower), so the variable is renamed outside string literals.
+_ASYNC = re.compile(r"""("(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*')|\basync\b""")
+_CACHE: OrderedDict[str, CompiledExpression] = OrderedDict()
+_CACHE_SIZE = 1024
+
+
+def rename_async(source: str) -> str:
+    """``source`` with the identifier ``async`` renamed ``async_`` (strings untouched)."""
+    return _ASYNC.sub(lambda m: m.group(1) or "async_", source)
+
+
+def _expression(source: str) -> CompiledExpression:
+    expr = _CACHE.get(source)
+    if expr is None:
+        expr = CompiledExpression(rename_async(source))
+        _CACHE[source] = expr
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    else:
+        _CACHE.move_to_end(source)
+    return expr
+
+
+def _holds(source: str, trigger: dict[str, Any], candidate: dict[str, Any]) -> bool:
+    try:
+        expr = _expression(source)
+    except ExpressionError as exc:
+        log.warning("wait condition does not compile: %s", exc)
+        return False
+    fields = ("name", "data", "id", "ts")
+    return expr.evaluate_bool({"event": {k: trigger.get(k) for k in fields},
+                               "async_": {k: candidate.get(k) for k in fields}})
