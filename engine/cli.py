@@ -1,7 +1,7 @@
 """The ``stepstream`` command line.
 
 Commands: ``dev`` (everything on one machine, with a dev broker), ``engine`` (against
-configured brokers), ``worker``, ``send``, ``runs show|list``, ``replay``. A malformed
+configured brokers), ``worker``, ``send``, ``runs show|list|cancel``, ``replay``. A malformed
 argument prints one line and exits 2; a failure at run time prints one line and exits 1.
 """
 
@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import sys
 import tempfile
 import traceback
@@ -85,6 +86,37 @@ def list_limit(value: str) -> int:
     return n
 
 
+def run_status(value: str) -> str:
+    """A run status (queued, running, completed, failed, cancelled), any case."""
+    from engine.views import parse_status
+
+    try:
+        return parse_status(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def time_ms(value: str) -> int:
+    """A time: epoch milliseconds or ISO-8601 (UTC unless it has an offset)."""
+    from engine.views import parse_time_ms
+
+    try:
+        return parse_time_ms(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cancel_reason(value: str) -> str:
+    """Why a run is cancelled: free text up to the API's limit."""
+    from engine.views import MAX_CANCEL_REASON_CHARS
+
+    if len(value) > MAX_CANCEL_REASON_CHARS:
+        raise argparse.ArgumentTypeError(
+            f"the reason is {len(value)} characters, over the limit of "
+            f"{MAX_CANCEL_REASON_CHARS}")
+    return value
+
+
 def json_object(value: str) -> dict[str, Any]:
     """Event data: a JSON object."""
     try:
@@ -143,14 +175,28 @@ def build_parser() -> argparse.ArgumentParser:
     snd.add_argument("--id", dest="event_id", help="event id (default: a new ULID)")
 
     runs = sub.add_parser("runs", help="inspect runs through the HTTP API")
-    runs_sub = runs.add_subparsers(dest="runs_command", required=True, metavar="show|list")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True,
+                                   metavar="show|list|cancel")
     show = runs_sub.add_parser("show", help="one run with its timeline")
     show.add_argument("run_id")
     show.add_argument("--api", type=api_url, help=f"API base URL ({DEFAULT_API})")
     lst = runs_sub.add_parser("list", help="recent runs, newest first")
+    lst.add_argument("--function", metavar="FN_ID", help="only runs of this function id")
+    lst.add_argument("--status", type=run_status, action="append", metavar="STATUS",
+                     help="only runs in this status: queued, running, completed, failed "
+                          "or cancelled (repeat for several)")
+    lst.add_argument("--since", type=time_ms, metavar="TIME",
+                     help="only runs requested at or after TIME (epoch ms or ISO-8601)")
+    lst.add_argument("--until", type=time_ms, metavar="TIME",
+                     help="only runs requested before TIME (epoch ms or ISO-8601)")
     lst.add_argument("--limit", type=list_limit, default=20, help="how many (20)")
-    lst.add_argument("--before", help="only runs older than this run id")
+    lst.add_argument("--cursor", "--before", dest="cursor", metavar="RUN_ID",
+                     help="only runs older than this run id (the next page's cursor)")
     lst.add_argument("--api", type=api_url, help=f"API base URL ({DEFAULT_API})")
+    cancel = runs_sub.add_parser("cancel", help="cancel a queued or running run")
+    cancel.add_argument("run_id")
+    cancel.add_argument("--reason", type=cancel_reason, help="why (kept with the run)")
+    cancel.add_argument("--api", type=api_url, help=f"API base URL ({DEFAULT_API})")
 
     rep = sub.add_parser("replay", help="rebuild every state table from the topics")
     rep.add_argument("--state-dir", type=Path,
@@ -291,19 +337,23 @@ def _api_base(args: argparse.Namespace) -> str:
     return (args.api or os.environ.get("STEPSTREAM_API") or DEFAULT_API).rstrip("/")
 
 
-def api_get(base: str, path: str) -> Any:
-    """GET ``base + path`` and decode JSON; raises :class:`CliError` on any failure.
-    A 404 raises with the API's own message."""
+def api_call(base: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """GET ``base + path`` (POST ``body`` as JSON if given) and decode the JSON answer;
+    raises :class:`CliError` on any failure. A 404 or 409 raises with the API's own
+    message alone; other HTTP errors add the status and URL."""
     url = base + path
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
+                                 headers={"Content-Type": "application/json"} if data else {})
     try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=30 if data else 10) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         try:
             message = json.loads(exc.read()).get("error") or exc.reason
         except (ValueError, AttributeError):
             message = exc.reason
-        raise CliError(f"{message} (HTTP {exc.code} from {url})" if exc.code != 404
+        raise CliError(f"{message} (HTTP {exc.code} from {url})" if exc.code not in (404, 409)
                        else str(message)) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
@@ -314,13 +364,48 @@ def api_get(base: str, path: str) -> Any:
                        ) from None
 
 
+def api_get(base: str, path: str) -> Any:
+    """GET ``base + path``: see :func:`api_call`."""
+    return api_call(base, path)
+
+
+def _list_query(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The ``GET /v1/runs`` query for ``runs list``'s arguments (without the cursor)."""
+    query = [("limit", str(args.limit))]
+    if args.function is not None:
+        query.append(("function", args.function))
+    for status in dict.fromkeys(args.status or []):
+        query.append(("status", status))
+    if args.since is not None:
+        query.append(("since", str(args.since)))
+    if args.until is not None:
+        query.append(("until", str(args.until)))
+    return query
+
+
+def _next_page_command(args: argparse.Namespace, cursor: str) -> str:
+    """The ``runs list`` command line that shows the page after this one."""
+    words = ["stepstream", "runs", "list"]
+    for name, value in _list_query(args):
+        words += [f"--{name}", value]
+    if args.api:
+        words += ["--api", args.api]
+    words += ["--cursor", cursor]
+    return " ".join(shlex.quote(w) for w in words)
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
-    """``stepstream runs show|list``."""
+    """``stepstream runs show|list|cancel``."""
     from rich.console import Console
 
     from engine.views import runs_table, timeline_text
 
     base = _api_base(args)
+    if args.runs_command == "cancel":
+        path = "/v1/runs/" + urllib.parse.quote(args.run_id, safe="") + "/cancel"
+        body = api_call(base, path, {"reason": args.reason} if args.reason else {})
+        print(f"run {body.get('run_id', args.run_id)}: {body.get('status', 'cancelling')}")
+        return 0
     # Piped output has no terminal width; rich would assume 80 columns and squeeze the
     # tables, so give it room (a terminal's own width is used as is).
     console = Console() if sys.stdout.isatty() else Console(width=200)
@@ -328,16 +413,23 @@ def cmd_runs(args: argparse.Namespace) -> int:
         body = api_get(base, "/v1/runs/" + urllib.parse.quote(args.run_id, safe=""))
         console.print(timeline_text(body["data"]))
         return 0
-    query = {"limit": str(args.limit)}
-    if args.before:
-        query["before"] = args.before
+    if args.since is not None and args.until is not None and args.since >= args.until:
+        raise CliError(f"--since ({args.since}) must be before --until ({args.until})", 2)
+    query = _list_query(args)
+    if args.cursor:
+        query.append(("cursor", args.cursor))
     body = api_get(base, "/v1/runs?" + urllib.parse.urlencode(query))
+    filtered = bool(args.function or args.status or args.since is not None
+                    or args.until is not None)
     if not body.get("data"):
-        console.print("no runs")
+        console.print("no runs match" if filtered else "no runs")
         return 0
     console.print(runs_table(body["data"]))
-    if body.get("next"):
-        console.print(f"more: stepstream runs list --limit {args.limit} --before {body['next']}")
+    # next_cursor since filters came; next from an older engine.
+    following = body.get("next_cursor", body.get("next"))
+    if following:
+        console.print(f"more: {_next_page_command(args, following)}", soft_wrap=True,
+                      markup=False, highlight=False)
     return 0
 
 

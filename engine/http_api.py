@@ -3,7 +3,9 @@
 * ``POST /e/{event_key}`` — send one event or a list; answers ``{"ids": [...], "status": 200}``
 * ``GET /v1/events/{id}/runs`` — the runs an event started
 * ``GET /v1/runs/{run_id}`` — one run
-* ``GET /v1/runs?limit=&before=`` — runs, newest first, paged by run id
+* ``GET /v1/runs?function=&status=&since=&until=&limit=&cursor=`` — runs, newest first,
+  filtered, paged by run id
+* ``POST /v1/runs/{run_id}/cancel`` — cancel a run (body ``{"reason": "..."}`` optional)
 * ``GET /v1/state/hash`` — a hash over every run state this engine holds
 * ``GET /health``
 
@@ -25,7 +27,14 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from engine.ingest import IngestError
-from engine.views import run_view
+from engine.views import (
+    MAX_CANCEL_REASON_CHARS,
+    TERMINAL_STATUSES,
+    RunFilter,
+    parse_status,
+    parse_time_ms,
+    run_view,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +49,24 @@ class RunQueries(Protocol):
 
     def get_run(self, run_id: str) -> dict[str, Any] | None: ...
     def runs_for_event(self, event_id: str) -> list[dict[str, Any]]: ...
-    def list_runs(self, limit: int, before: str | None) -> list[dict[str, Any]]: ...
+    def list_runs(self, limit: int, cursor: str | None,
+                  flt: RunFilter | None) -> list[dict[str, Any]]:
+        """Up to ``limit`` matching runs with ids below ``cursor``, newest first; fewer
+        only when no more match (see :func:`engine.queries.list_runs`)."""
+        ...
     def state_hash(self) -> str: ...
     def functions(self) -> list[dict[str, Any]]: ...
 
 
 class Ingest(Protocol):
-    """Stores a batch of raw events; raises :class:`engine.ingest.IngestError`."""
+    """Stores raw events and run commands; raises :class:`engine.ingest.IngestError`."""
 
     async def send(self, raw: list[Any]) -> list[str]: ...
+
+    async def request_cancel(self, run_id: str, partition_key: str,
+                             reason: str | None) -> Any:
+        """Store a ``run.cancel`` for the run on its partition; returns once stored."""
+        ...
 
 
 QUERIES: web.AppKey[RunQueries] = web.AppKey("queries")
@@ -152,22 +170,125 @@ async def event_runs(request: web.Request) -> web.Response:
     return _json({"data": [run_view(s) for s in states]})
 
 
+_LIST_PARAMS = ("limit", "cursor", "before", "function", "status", "since", "until")
+
+
+def _one(request: web.Request, name: str) -> str | None:
+    """A query parameter given at most once; None if absent. Raises ValueError."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise ValueError(f"{name} is given {len(values)} times; give it once")
+    return values[0] if values else None
+
+
+def _list_params(request: web.Request) -> tuple[int, str | None, RunFilter]:
+    """Limit, cursor and filter of ``GET /v1/runs``; raises ValueError with a message."""
+    unknown = sorted(set(request.query.keys()) - set(_LIST_PARAMS))
+    if unknown:
+        raise ValueError(f"unknown query parameter(s) {', '.join(unknown)} "
+                         f"(known: {', '.join(_LIST_PARAMS)})")
+    raw_limit = _one(request, "limit")
+    limit = DEFAULT_LIST_LIMIT
+    if raw_limit is not None:
+        try:
+            limit = int(raw_limit)
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise ValueError(f"limit must be an integer from 1 to {MAX_LIST_LIMIT}, "
+                             f"got {raw_limit!r}")
+    cursor = _one(request, "cursor") or None
+    before = _one(request, "before") or None  # the cursor's older name
+    if cursor and before and cursor != before:
+        raise ValueError("give cursor or before (its older name), not both")
+    cursor = cursor or before
+    if cursor is not None and (len(cursor) > 200 or not cursor.isprintable()):
+        raise ValueError("cursor must be a run id (next_cursor of the previous page)")
+    function = _one(request, "function")
+    if function is not None and not function.strip():
+        raise ValueError("function must be a function id, got an empty value")
+    statuses: set[str] = set()
+    for value in request.query.getall("status", []):
+        parts = [v for v in value.split(",") if v.strip()]
+        if not parts:
+            raise ValueError("status must be a run status, got an empty value")
+        for part in parts:
+            statuses.add(parse_status(part))
+    times: dict[str, int | None] = {}
+    for name in ("since", "until"):
+        raw = _one(request, name)
+        times[name] = None
+        if raw is not None:
+            try:
+                times[name] = parse_time_ms(raw)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+    since, until = times["since"], times["until"]
+    if since is not None and until is not None and since >= until:
+        raise ValueError(f"since ({since}) must be before until ({until}); both are "
+                         f"epoch ms, since inclusive, until exclusive")
+    flt = RunFilter(function=function, statuses=frozenset(statuses) or None,
+                    since=since, until=until)
+    return limit, cursor, flt
+
+
 async def list_runs(request: web.Request) -> web.Response:
-    """``GET /v1/runs?limit=N&before=RUN_ID``: newest first; ``next`` is the ``before``
-    of the following page, or null on the last one."""
-    raw_limit = request.query.get("limit", str(DEFAULT_LIST_LIMIT))
+    """``GET /v1/runs?function=&status=&since=&until=&limit=&cursor=``: newest first.
+
+    ``function`` is a function id (exact); ``status`` one or more of queued, running,
+    completed, failed, cancelled (repeated or comma-separated); ``since``/``until``
+    bound the time the run was requested (epoch ms or ISO-8601; since inclusive, until
+    exclusive). ``next_cursor`` is the ``cursor`` of the following page, null on the
+    last one; ``next`` repeats it for older clients (who pass it as ``before``).
+    """
     try:
-        limit = int(raw_limit)
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= MAX_LIST_LIMIT:
-        return error(400, f"limit must be an integer from 1 to {MAX_LIST_LIMIT}, "
-                          f"got {raw_limit!r}")
-    before = request.query.get("before") or None
-    states = await _query(request, "list_runs", limit, before)
+        limit, cursor, flt = _list_params(request)
+    except ValueError as exc:
+        return error(400, str(exc))
+    # One more than asked: whether it exists says if there is a next page.
+    states = await _query(request, "list_runs", limit + 1, cursor, flt)
     views = [run_view(s) for s in states[:limit]]
-    following = views[-1]["run_id"] if len(views) == limit else None
-    return _json({"data": views, "next": following})
+    following = views[-1]["run_id"] if len(states) > limit and views else None
+    return _json({"data": views, "next_cursor": following, "next": following})
+
+
+async def cancel_run(request: web.Request) -> web.Response:
+    """``POST /v1/runs/{run_id}/cancel``, body ``{"reason": "..."}`` (optional): 202
+    ``{"run_id", "status": "cancelling"}`` once the cancel is stored on the run's
+    partition; the run becomes ``Cancelled`` when the engine folds it. 404 if this
+    engine holds no such run, 409 if the run has ended already."""
+    run_id = request.match_info["run_id"]
+    body = await request.read()
+    reason: str | None = None
+    if body.strip():
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return error(400, f"body is not valid JSON: {exc}")
+        if not isinstance(payload, dict):
+            return error(400, 'body must be a JSON object, like {"reason": "duplicate"}')
+        unknown = sorted(payload.keys() - {"reason"})
+        if unknown:
+            return error(400, f"unknown field(s) {', '.join(unknown)} (known: reason)")
+        reason = payload.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            return error(400, "'reason' must be a string")
+        if reason is not None and len(reason) > MAX_CANCEL_REASON_CHARS:
+            return error(400, f"'reason' is {len(reason)} characters, over the "
+                              f"{MAX_CANCEL_REASON_CHARS}-character limit")
+    state = await _query(request, "get_run", run_id)
+    if state is None:
+        return error(404, f"run {run_id} not found")
+    status = state.get("status")
+    if status in TERMINAL_STATUSES:
+        return error(409, f"run {run_id} is already {status}; only a queued or running "
+                          f"run can be cancelled")
+    key = state.get("partition_key") or run_id
+    try:
+        await request.app[INGEST].request_cancel(run_id, key, reason or None)
+    except IngestError as exc:
+        return error(exc.status, exc.message)
+    return _json({"run_id": run_id, "status": "cancelling"}, status=202)
 
 
 async def state_hash(request: web.Request) -> web.Response:
@@ -204,6 +325,7 @@ def make_app(queries: RunQueries, ingest: Ingest, *, dev: bool, event_keys: froz
     app.router.add_get("/v1/events/{event_id}/runs", event_runs)
     app.router.add_get("/v1/runs/{run_id}", get_run)
     app.router.add_get("/v1/runs", list_runs)
+    app.router.add_post("/v1/runs/{run_id}/cancel", cancel_run)
     app.router.add_get("/v1/state/hash", state_hash)
     app.router.add_get("/v1/functions", functions)
     app.router.add_get("/health", health)

@@ -1,4 +1,5 @@
-"""Event ingest: validate events sent by users and append them to the ``events`` topic.
+"""Event ingest: validate events sent by users and append them to the ``events`` topic;
+also the API's way to put a command on the ``runs`` topic (:meth:`EventIngest.request_cancel`).
 
 A batch is validated as a whole before anything is produced, and :meth:`EventIngest.send`
 returns only when the broker acknowledged every event (acks=all, idempotent producer), so
@@ -22,7 +23,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from topics.catalog import Catalog, partition_for
 from topics.codec import PayloadError, check_payload, encode
 from topics.ids import new_ulid
-from topics.records import Event
+from topics.records import CancelRequested, Event, Record
 from topics.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,8 @@ class EventIngest:
 
     def __init__(self, settings: Settings, *, delivery_timeout: float = 30.0) -> None:
         self.settings = settings
-        self.topic = Catalog(settings).events
+        self.catalog = Catalog(settings)
+        self.topic = self.catalog.events
         self.delivery_timeout = delivery_timeout
         self._producer: Producer | None = None
         self._poller: threading.Thread | None = None
@@ -161,6 +163,31 @@ class EventIngest:
         concurrent.futures.wait(futures, timeout=self.delivery_timeout + 5)
         return self._results(batch, futures)
 
+    async def send_record(self, topic: str, key: str, record: Record) -> None:
+        """Produce one engine record (not a user event) to ``topic`` on the partition of
+        ``key`` (:func:`topics.catalog.partition_for`), and return once the broker has
+        acknowledged it. Raises :class:`IngestError` (503) if it was not stored."""
+        value = encode(record)
+        fut: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._produce_one(self._ensure_producer(), key.encode(), value, fut, topic=topic)
+        await asyncio.wait([asyncio.wrap_future(fut)], timeout=self.delivery_timeout + 5)
+        what = f"{record.KIND} for {getattr(record, 'run_id', key)}"
+        if not fut.done():
+            raise IngestError(f"{what}: no acknowledgement from the broker in time", 503)
+        exc = fut.exception()
+        if exc is not None:
+            raise IngestError(f"{what} was not stored: {exc}", 503)
+
+    async def request_cancel(self, run_id: str, partition_key: str,
+                             reason: str | None = None) -> CancelRequested:
+        """Ask the engine to cancel a run: a ``run.cancel`` record on the ``runs`` topic,
+        keyed by the run's partition key so it lands on the run's own partition and is
+        folded in order with the run's other records. Returns once it is stored."""
+        record = CancelRequested(run_id=run_id, by={"kind": "api", "reason": reason or None},
+                                 ts=now_ms())
+        await self.send_record(self.catalog.runs, partition_key, record)
+        return record
+
     def _results(self, batch: list[tuple[Event, bytes]],
                  futures: list[concurrent.futures.Future[None]]) -> list[str]:
         for (event, _), fut in zip(batch, futures, strict=True):
@@ -183,7 +210,8 @@ class EventIngest:
         return futures
 
     def _produce_one(self, producer: Producer, key: bytes, value: bytes,
-                     fut: concurrent.futures.Future[None]) -> None:
+                     fut: concurrent.futures.Future[None], *, topic: str | None = None
+                     ) -> None:
         def delivered(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
                 fut.set_exception(KafkaException(err))
@@ -193,7 +221,7 @@ class EventIngest:
         deadline = time.monotonic() + self.delivery_timeout
         while True:
             try:
-                producer.produce(self.topic, value=value, key=key,
+                producer.produce(topic or self.topic, value=value, key=key,
                                  partition=partition_for(key, self.settings.partitions),
                                  on_delivery=delivered)
                 return

@@ -2,10 +2,78 @@
 
 from __future__ import annotations
 
-from typing import Any
+import heapq
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
-from engine.processor import Processor
 from engine.state import RUN, PartitionStore, decode_state, state_hash
+from engine.views import RunFilter
+
+if TYPE_CHECKING:
+    from engine.processor import Processor
+
+__all__ = ["Queries", "RunFilter", "list_runs"]
+
+# Keys read per store while holding its lock: a long scan lets a partition revoke
+# (which closes the store under that lock) in between chunks.
+SCAN_CHUNK = 256
+
+
+def _scan_newest_first(store: PartitionStore, before: bytes | None
+                       ) -> Iterator[tuple[bytes, bytes]]:
+    """``(key, raw state)`` of a store's runs with key < ``before`` (all if None),
+    newest first. Reads :data:`SCAN_CHUNK` keys per lock hold; a store closed meanwhile
+    (its partition was revoked) ends the scan: its runs are no longer ours to answer for."""
+    chunk = SCAN_CHUNK
+    bound = before
+    while True:
+        items: list[tuple[bytes, bytes]] = []
+        exhausted = False
+        with store.lock:
+            if store.closed:
+                return
+            it = store.db.iter()
+            # Run ids are ASCII, so RUN + 0xff sorts after every run key.
+            it.seek_for_prev(bound if bound is not None else RUN + b"\xff")
+            while len(items) < chunk:
+                if not it.valid():
+                    exhausted = True
+                    break
+                key = it.key()
+                if not key.startswith(RUN):
+                    exhausted = True
+                    break
+                if bound is None or key < bound:
+                    items.append((key, it.value()))
+                it.prev()
+        yield from items
+        if exhausted or not items:
+            return
+        bound = items[-1][0]
+
+
+def list_runs(stores: Iterable[PartitionStore], limit: int, cursor: str | None = None,
+              flt: RunFilter | None = None) -> list[dict[str, Any]]:
+    """Up to ``limit`` run states matching ``flt``, newest first (run ids are ULIDs, so
+    key order is time order), merged across ``stores``, with run ids below ``cursor``
+    (the last run id of the previous page). Scans on until ``limit`` runs match or the
+    stores are exhausted, so a page is short only when no more runs match."""
+    if limit < 1:
+        return []
+    before = RUN + cursor.encode() if cursor else None
+    scans = [_scan_newest_first(store, before) for store in stores]
+    picked: list[dict[str, Any]] = []
+    last: bytes | None = None
+    for key, raw in heapq.merge(*scans, key=lambda kv: kv[0], reverse=True):
+        if key == last:  # the same run in two stores (never expected): once
+            continue
+        last = key
+        state = decode_state(raw)
+        if flt is None or flt.matches(state):
+            picked.append(state)
+            if len(picked) >= limit:
+                break
+    return picked
 
 
 class Queries:
@@ -41,27 +109,10 @@ class Queries:
         out.sort(key=lambda s: s["run_id"])
         return out
 
-    def list_runs(self, limit: int, before: str | None = None) -> list[dict[str, Any]]:
-        """Newest first (run ids are ULIDs, so key order is time order)."""
-        upper = RUN + (before.encode() if before else b"\xff")
-        picked: list[dict[str, Any]] = []
-        for store in self._stores():
-            with store.lock:
-                if store.closed:
-                    continue
-                it = store.db.iter()
-                it.seek_for_prev(upper)
-                n = 0
-                while it.valid() and n < limit:
-                    key = it.key()
-                    if not key.startswith(RUN):
-                        break
-                    if key != upper:
-                        picked.append(decode_state(it.value()))
-                        n += 1
-                    it.prev()
-        picked.sort(key=lambda s: s["run_id"], reverse=True)
-        return picked[:limit]
+    def list_runs(self, limit: int, cursor: str | None = None,
+                  flt: RunFilter | None = None) -> list[dict[str, Any]]:
+        """See :func:`list_runs`: newest first, older than ``cursor``, matching ``flt``."""
+        return list_runs(self._stores(), limit, cursor, flt)
 
     def state_hash(self) -> str:
         return state_hash(self._stores())

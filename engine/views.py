@@ -3,17 +3,30 @@
 Pure: turns the engine's internal run state (written by :mod:`engine.fold`) into the
 JSON the HTTP API returns, field names as in Inngest's REST API plus stepstream's own
 (``steps``, ``timeline``), and renders that JSON with ``rich`` for ``stepstream runs``.
+Also the vocabulary the API and the CLI share for listing and cancelling runs: statuses,
+the run filter, and how a user's time is read.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
+
+# Internal run statuses (engine/fold.py), in lifecycle order; the filter values of
+# ``GET /v1/runs?status=`` and ``stepstream runs list --status``.
+RUN_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+# Longest reason accepted by ``POST /v1/runs/{id}/cancel`` (and ``runs cancel --reason``).
+MAX_CANCEL_REASON_CHARS = 1000
+# Latest time accepted as a filter: 9999-12-31T23:59:59.999Z.
+MAX_TIME_MS = 253_402_300_799_999
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 STATUS = {
     "queued": "Running",
@@ -50,6 +63,66 @@ def parse_rfc3339(value: str | None) -> int | None:
     return round(dt.timestamp() * 1000)
 
 
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """Which runs a listing keeps. Every field left None matches everything.
+
+    ``function``: the registered function id, exactly. ``statuses``: internal statuses
+    (:data:`RUN_STATUSES`). ``since`` <= ``requested_at`` < ``until``, in
+    epoch ms (the time the run was requested, not the event's own time).
+    """
+
+    function: str | None = None
+    statuses: frozenset[str] | None = None
+    since: int | None = None
+    until: int | None = None
+
+    def matches(self, state: dict[str, Any]) -> bool:
+        if self.function is not None and state.get("fn_id") != self.function:
+            return False
+        if self.statuses is not None and state.get("status") not in self.statuses:
+            return False
+        if self.since is not None or self.until is not None:
+            at = state.get("requested_at")
+            if not isinstance(at, int):
+                return False
+            if self.since is not None and at < self.since:
+                return False
+            if self.until is not None and at >= self.until:
+                return False
+        return True
+
+
+def parse_time_ms(value: str) -> int:
+    """A time given by a user: epoch milliseconds (digits only) or ISO-8601
+    (``2024-05-01``, ``2024-05-01T12:00:00Z``, ``2024-05-01T14:00+02:00``; without an
+    offset it is UTC). Raises :class:`ValueError` with a message fit to show."""
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+        # All digits is epoch ms, never ISO's basic format (20240501).
+        ms = int(text) if len(text) <= 20 else MAX_TIME_MS + 1
+    else:
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"{value!r} is neither epoch milliseconds nor an ISO-8601 "
+                             f"time (like 2024-05-01T12:00:00Z)") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        ms = (dt - _EPOCH) // timedelta(milliseconds=1)
+    if not 0 <= ms <= MAX_TIME_MS:
+        raise ValueError(f"{value!r} is out of range (1970 to 9999)")
+    return ms
+
+
+def parse_status(value: str) -> str:
+    """A run status filter value (case-insensitive); raises :class:`ValueError`."""
+    status = value.strip().lower()
+    if status not in RUN_STATUSES:
+        raise ValueError(f"{value!r} is not a run status (one of {', '.join(RUN_STATUSES)})")
+    return status
+
+
 def api_status(status: str | None) -> str:
     """Internal run status to the API's (Inngest's) status name."""
     if status is None:
@@ -82,10 +155,65 @@ def _timeline_view(entry: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _with_times(d: Any) -> Any:
+    """A copy of a state dict whose ``*_ms`` timestamps become RFC 3339 fields without
+    the suffix (``due_ms`` -> ``due``); anything not a dict is returned as is."""
+    if not isinstance(d, dict):
+        return d
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(k, str) and k.endswith("_ms") and k[:-3] not in d:
+            out[k[:-3]] = rfc3339(v)
+        else:
+            out[k] = v
+    return out
+
+
+def _children(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs this run started with ``step.invoke``, in the order it asked for them:
+    from the timeline, the steps and what the run waits for (any may be missing)."""
+    found: dict[str, dict[str, Any]] = {}
+
+    def add(child: Any, step_id: Any, fn_id: Any) -> None:
+        if not isinstance(child, str) or not child:
+            return
+        entry = found.setdefault(child, {"run_id": child, "step_id": None,
+                                         "function_id": None})
+        if entry["step_id"] is None and isinstance(step_id, str):
+            entry["step_id"] = step_id
+        if entry["function_id"] is None and isinstance(fn_id, str):
+            entry["function_id"] = fn_id
+
+    for e in state.get("timeline") or []:
+        detail = e.get("detail") if isinstance(e, dict) else None
+        if isinstance(detail, dict) and str(e.get("type", "")).startswith("invoke."):
+            add(detail.get("child_run_id"), e.get("step_id") or detail.get("step_id"),
+                detail.get("function_id") or detail.get("fn_id"))
+    steps = state.get("steps") or {}
+    for sid in state.get("step_order") or []:
+        step = steps.get(sid)
+        if isinstance(step, dict):
+            add(step.get("child_run_id"), sid, step.get("function_id"))
+    waiting = state.get("waiting")
+    if isinstance(waiting, dict) and waiting.get("kind") == "invoke":
+        add(waiting.get("child_run_id"), waiting.get("step_id"), waiting.get("function_id"))
+    return list(found.values())
+
+
 def run_view(state: dict[str, Any]) -> dict[str, Any]:
-    """The API's JSON for one run, from the internal run state."""
+    """The API's JSON for one run, from the internal run state.
+
+    Besides Inngest's fields: ``cancelled_by`` (who cancelled it: ``{"kind": "api",
+    "reason"}``, ``{"kind": "event", "event_id", "event"}`` or ``{"kind": "timeout",
+    "which": "start"|"finish"}``), ``waiting`` (what a running run waits for, times as
+    RFC 3339: ``due_ms`` -> ``due``), ``parent`` (the run whose ``step.invoke`` started
+    this one), ``children`` (the runs this one invoked) and ``cron`` (the tick that
+    started it). Missing keys (states written before they existed) read as None.
+    """
     event = state.get("event") or {}
     steps = state.get("steps") or {}
+    status = state.get("status")
+    parent = state.get("parent")
     return {
         "run_id": state.get("run_id"),
         "function_id": state.get("fn_id"),
@@ -102,6 +230,13 @@ def run_view(state: dict[str, Any]) -> dict[str, Any]:
         "steps": [_step_view(sid, steps[sid]) for sid in state.get("step_order") or []
                   if sid in steps],
         "timeline": [_timeline_view(e) for e in state.get("timeline") or []],
+        "cancelled_by": state.get("cancelled_by"),
+        "waiting": (None if status in TERMINAL_STATUSES
+                    else _with_times(state.get("waiting")) or None),
+        "parent": ({k: parent.get(k) for k in ("run_id", "partition_key", "step_id")}
+                   if isinstance(parent, dict) else None),
+        "children": _children(state),
+        "cron": _with_times(state.get("cron")) or None,
     }
 
 
@@ -150,6 +285,74 @@ def _as_view(run: dict[str, Any]) -> dict[str, Any]:
     return run_view(run) if "fn_id" in run and "function_id" not in run else run
 
 
+def cancelled_text(by: Any) -> str:
+    """Who cancelled a run, from its ``cancelled_by``: one phrase."""
+    if not isinstance(by, dict):
+        return "cancelled"
+    kind = by.get("kind")
+    if kind == "api":
+        reason = by.get("reason")
+        return "cancelled through the API" + (f": {_short(reason, 200)}" if reason else "")
+    if kind == "event":
+        name = by.get("event")
+        if isinstance(name, dict):  # the whole event rather than its name
+            name = name.get("name")
+        event_id = by.get("event_id")
+        return ("cancelled by event " + (str(name) if name else "?")
+                + (f" ({event_id})" if event_id else ""))
+    if kind == "timeout":
+        which = by.get("which")
+        what = {"start": "did not start in time", "finish": "did not finish in time"}.get(
+            str(which), str(which or ""))
+        limit = by.get("limit_ms")
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
+            what += f" (limit {_elapsed(limit)[1:]})"
+        return "cancelled by timeout" + (f": {what.strip()}" if what.strip() else "")
+    return f"cancelled ({_detail_text(by)})"
+
+
+def waiting_text(waiting: Any) -> str:
+    """What a run waits for, from the view's ``waiting`` (or the state's): one phrase."""
+    if not isinstance(waiting, dict) or not waiting:
+        return ""
+    kind = waiting.get("kind")
+    due = waiting.get("due") or rfc3339(waiting.get("due_ms"))
+    until = f" until {due}" if due else ""
+    step = waiting.get("step_id")
+    of_step = f" (step {step})" if step else ""
+    if kind == "task":
+        return f"waiting for a worker (task {waiting.get('seq')})"
+    if kind == "timer":
+        reason = waiting.get("reason")
+        if reason == "sleep":
+            return f"sleeping{of_step}{until}"
+        if reason:
+            return f"waiting for a timer ({reason}{', step ' + step if step else ''}){until}"
+        return f"waiting for a timer{of_step}{until}"
+    if kind == "event":
+        return f"waiting for event {waiting.get('event') or '?'}{of_step}{until}"
+    if kind == "invoke":
+        fn = waiting.get("function_id")
+        child = waiting.get("child_run_id")
+        what = f"child run {child}" if child else "a child run"
+        detail = ", ".join(x for x in (f"function {fn}" if fn else "",
+                                       f"step {step}" if step else "") if x)
+        return f"waiting for {what}" + (f" ({detail})" if detail else "") + until
+    return f"waiting: {_detail_text(waiting)}"
+
+
+def _step_result(s: dict[str, Any], waiting: Any) -> str:
+    if (s.get("status") in ("waiting", "invoking") and isinstance(waiting, dict)
+            and waiting.get("step_id") == s.get("id")):
+        return waiting_text({**waiting, "step_id": None})
+    err = s.get("error")
+    result = (f"{err.get('name', 'Error')}: {err.get('message', '')}"
+              if isinstance(err, dict) else _short(err or s.get("output"), 60))
+    if s.get("until"):
+        result = f"until {s['until']}" + (f"; {result}" if result else "")
+    return result
+
+
 def timeline_text(run: dict[str, Any]) -> Group:
     """A readable run: a summary, its steps, and its timeline as a table (time,
     +elapsed from the first entry, event, step, attempt, detail).
@@ -170,6 +373,24 @@ def timeline_text(run: dict[str, Any]) -> Group:
         err = view["error"]
         head.append(f"\nerror {err.get('name', 'Error')}: {err.get('message', '')}",
                     style="red")
+    if status == "Cancelled" or view.get("cancelled_by"):
+        head.append("\n" + cancelled_text(view.get("cancelled_by")),
+                    style=_STATUS_STYLE["Cancelled"])
+    waiting = view.get("waiting")
+    if waiting and status not in ("Completed", "Failed", "Cancelled"):
+        head.append("\n" + waiting_text(waiting))
+    parent = view.get("parent")
+    if isinstance(parent, dict) and parent.get("run_id"):
+        head.append(f"\nparent run {parent['run_id']}"
+                    + (f" (step {parent['step_id']})" if parent.get("step_id") else ""))
+    for child in view.get("children") or []:
+        extra = ", ".join(f"{label} {child[k]}" for k, label in
+                          (("function_id", "function"), ("step_id", "step")) if child.get(k))
+        head.append(f"\nchild run {child.get('run_id')}" + (f" ({extra})" if extra else ""))
+    cron = view.get("cron")
+    if isinstance(cron, dict):
+        head.append(f"\ncron {cron.get('cron')}"
+                    + (f", tick {cron['tick']}" if cron.get("tick") else ""))
 
     parts: list[Any] = [head]
     steps = view.get("steps") or []
@@ -178,11 +399,7 @@ def timeline_text(run: dict[str, Any]) -> Group:
         for col in ("step", "status", "attempts", "output / error"):
             st.add_column(col)
         for s in steps:
-            err = s.get("error")
-            result = (f"{err.get('name', 'Error')}: {err.get('message', '')}" if err
-                      else _short(s.get("output"), 60))
-            if s.get("until"):
-                result = f"until {s['until']}" + (f"; {result}" if result else "")
+            result = _step_result(s, waiting)
             st.add_row(str(s.get("name") or s.get("id")), str(s.get("status")),
                        str(len(s.get("attempts") or [])), result)
         parts += [Text(""), st]

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import shlex
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 
 from engine.cli import main
 from engine.devbroker import free_port
+from engine.http_api import make_app
+from tests.unit.test_http_api import CANCELLABLE, FakeIngest, FakeQueries, _runs_for_filters
 
 
 def fails(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -53,6 +61,19 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (["runs", "list", "--limit", "0"], "at least 1"),
     (["runs", "list", "--limit", "5000"], "maximum of 1000"),
     (["runs", "list", "--api", "localhost:8288"], "not an http"),
+    (["runs", "list", "--status", "done"], "'done' is not a run status"),
+    (["runs", "list", "--status", "failed", "--status", "nope"], "'nope' is not a run status"),
+    (["runs", "list", "--since", "yesterday"], "neither epoch milliseconds nor an ISO-8601"),
+    (["runs", "list", "--until", "2024-13-01"], "neither epoch milliseconds"),
+    (["runs", "list", "--since", "-5"], "argument --since: '-5' is neither"),
+    (["runs", "list", "--function"], "expected one argument"),
+    (["runs", "list", "--since", "2000", "--until", "1000"], "must be before --until"),
+    (["runs", "list", "--since", "2024-05-01", "--until", "2024-05-01"],
+     "must be before --until"),
+    (["runs", "cancel"], "required"),
+    (["runs", "cancel", "R1", "--reason", "x" * 1001], "over the limit of 1000"),
+    (["runs", "cancel", "R1", "R2"], "unrecognized arguments"),
+    (["runs", "stop", "R1"], "invalid choice"),
 ])
 def test_bad_arguments(argv: list[str], fragment: str,
                        capsys: pytest.CaptureFixture[str]) -> None:
@@ -121,3 +142,102 @@ def test_runs_show_unreachable_api(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["runs", "show", "R1", "--api", url]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "cannot reach the stepstream API" in lines[0]
+
+
+class ApiThread:
+    """The real HTTP API over in-memory fakes, served on a free port from a thread."""
+
+    def __init__(self, runs: list[dict[str, Any]]) -> None:
+        self.queries = FakeQueries(runs)
+        self.ingest = FakeIngest()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.loop = asyncio.new_event_loop()
+        self.started = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.runner: web.AppRunner | None = None
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        app = make_app(self.queries, self.ingest, dev=True, event_keys=frozenset())
+        self.runner = web.AppRunner(app, access_log=None)
+        self.loop.run_until_complete(self.runner.setup())
+        site = web.TCPSite(self.runner, "127.0.0.1", self.port)
+        self.loop.run_until_complete(site.start())
+        self.started.set()
+        self.loop.run_forever()
+
+    def __enter__(self) -> ApiThread:
+        self.thread.start()
+        assert self.started.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.runner is not None
+        fut = asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop)
+        fut.result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def api() -> Iterator[ApiThread]:
+    with ApiThread(CANCELLABLE + _runs_for_filters()) as server:
+        yield server
+
+
+def test_runs_cancel(api: ApiThread, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["runs", "cancel", "R9", "--reason", "customer asked", "--api", api.url]) == 0
+    out = capsys.readouterr().out
+    assert out == "run R9: cancelling\n"
+    assert main(["runs", "cancel", "Q1", "--api", api.url]) == 0
+    assert api.ingest.cancels == [("R9", "fn/acct-7", "customer asked"), ("Q1", "Q1", None)]
+
+
+def test_runs_cancel_refused(api: ApiThread, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["runs", "cancel", "NOPE", "--api", api.url]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["stepstream runs: error: run NOPE not found"]
+    assert main(["runs", "cancel", "C1", "--api", api.url]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "run C1 is already completed" in err[0]
+    assert "HTTP" not in err[0]
+    assert api.ingest.cancels == []
+
+
+def test_runs_cancel_unreachable_api(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main(["runs", "cancel", "R1", "--api", url]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach the stepstream API" in lines[0]
+
+
+def test_runs_list_filters(api: ApiThread, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["runs", "list", "--function", "app-a", "--status", "failed", "--status",
+            "CANCELLED", "--since", "1970-01-01T00:16:41Z", "--limit", "2", "--api", api.url]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    flt = api.queries.last_filter
+    assert flt is not None and flt.function == "app-a"
+    assert flt.statuses == frozenset({"failed", "cancelled"}) and flt.since == 1_001_000
+    assert flt.until is None
+    lines = out.splitlines()
+    more = [line for line in lines if line.startswith("more: ")]
+    assert len(more) == 1, out
+    # the next page's command keeps every filter, and works as printed
+    next_argv = shlex.split(more[0])[2:]
+    assert next_argv[:2] == ["runs", "list"] and "--cursor" in next_argv
+    assert main(next_argv) == 0
+    assert api.queries.last_filter == flt
+
+
+def test_runs_list_nothing_matches(api: ApiThread, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["runs", "list", "--function", "nope", "--api", api.url]) == 0
+    assert capsys.readouterr().out.strip() == "no runs match"
+
+
+def test_runs_list_api_refuses(api: ApiThread, capsys: pytest.CaptureFixture[str]) -> None:
+    # An argument the CLI lets through but the API refuses: one line, exit 1.
+    assert main(["runs", "list", "--function", " ", "--api", api.url]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "function must be a function id" in lines[0]

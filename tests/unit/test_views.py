@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import pytest
 from rich.console import Console
 
 from engine.fold import apply
 from engine.views import (
+    RUN_STATUSES,
+    STATUS,
     api_status,
+    cancelled_text,
     parse_rfc3339,
+    parse_status,
+    parse_time_ms,
     rfc3339,
     run_view,
     runs_table,
     timeline_text,
+    waiting_text,
 )
 from tests.unit.memtables import MemTables
+from topics.codec import decode, encode
 from topics.records import (
     FUNCTION_COMPLETED,
     STEP_COMPLETED,
     STEP_FAILED,
     STEP_SLEEP,
+    CancelRequested,
     Outcome,
     OutcomesReported,
     RunRequested,
@@ -177,3 +187,176 @@ def test_view_of_real_fold_state() -> None:
     assert all(e["at"] and e["at"].endswith("Z") for e in v["timeline"])
     json.dumps(v)
     assert "run.completed" in render(timeline_text(v))
+
+
+# --- cancellation, waits, invokes, parents, cron ---------------------------------
+
+
+def test_parse_time_ms() -> None:
+    assert parse_time_ms("1714564800000") == T0
+    assert parse_time_ms(" 0 ") == 0
+    assert parse_time_ms("2024-05-01T12:00:00Z") == T0
+    assert parse_time_ms("2024-05-01T12:00:00.123Z") == T0 + 123
+    assert parse_time_ms("2024-05-01T14:00:00+02:00") == T0
+    assert parse_time_ms("2024-05-01T12:00") == T0  # no offset: UTC
+    assert parse_time_ms("2024-05-01") == T0 - 12 * 3_600_000
+    for bad in ("yesterday", "", "-1", "1.5", "2024-13-01", "1969-12-31T23:59:59Z",
+                "9" * 25, "\uff11\uff12\uff13"):  # fullwidth digits
+        with pytest.raises(ValueError):
+            parse_time_ms(bad)
+
+
+def test_parse_status() -> None:
+    assert [parse_status(s) for s in ("queued", "Running", " FAILED ")] == [
+        "queued", "running", "failed"]
+    with pytest.raises(ValueError, match="one of queued, running, completed"):
+        parse_status("done")
+    assert set(RUN_STATUSES) == set(STATUS)
+
+
+def test_old_state_has_no_new_fields() -> None:
+    """A state written before cancellation, waits and invokes existed still renders."""
+    v = run_view(state())
+    assert v["cancelled_by"] is None and v["parent"] is None and v["cron"] is None
+    assert v["children"] == []
+    assert v["waiting"] == {"kind": "timer", "timer_id": "sleep:2",
+                            "due": "2024-05-01T12:01:00.000Z", "reason": "sleep",
+                            "step_id": "nap"}
+    out = render(timeline_text(state()))
+    assert "sleeping (step nap) until 2024-05-01T12:01:00.000Z" in out
+    assert "cancelled" not in out and "parent" not in out
+    bare = {"run_id": "R0", "fn_id": "f", "status": "running"}
+    assert run_view(bare)["waiting"] is None
+    assert "run R0" in render(timeline_text(bare))
+
+
+def cancelled(by: dict[str, Any]) -> dict[str, object]:
+    timeline = [*state()["timeline"],  # type: ignore[misc]
+                {"at": T0 + 2000, "type": "run.cancelled", "detail": by}]
+    return state(status="cancelled", ended_at=T0 + 2000, waiting=None, cancelled_by=by,
+                 timeline=timeline)
+
+
+def test_cancelled_by_api() -> None:
+    by = {"kind": "api", "reason": "customer asked"}
+    v = run_view(cancelled(by))
+    assert v["status"] == "Cancelled" and v["cancelled_by"] == by and v["waiting"] is None
+    out = render(timeline_text(v))
+    assert "Cancelled" in out and "cancelled through the API: customer asked" in out
+    assert "run.cancelled" in out and "kind=api, reason=customer asked" in out
+    assert "cancelled through the API\n" in render(timeline_text(
+        cancelled({"kind": "api", "reason": None})))
+
+
+def test_cancelled_by_event_and_timeout() -> None:
+    out = render(timeline_text(cancelled({"kind": "event", "event_id": "E9",
+                                          "event": "shop/order.cancelled"})))
+    assert "cancelled by event shop/order.cancelled (E9)" in out
+    out = render(timeline_text(cancelled({"kind": "timeout", "which": "start"})))
+    assert "cancelled by timeout: did not start in time" in out
+    out = render(timeline_text(cancelled({"kind": "timeout", "which": "finish"})))
+    assert "cancelled by timeout: did not finish in time" in out
+    out = render(timeline_text(cancelled({"kind": "timeout", "which": "finish",
+                                          "limit_ms": 30_000})))
+    assert "cancelled by timeout: did not finish in time (limit 30.000s)" in out
+    # a kind this version does not know, or no cancelled_by at all
+    assert "cancelled (kind=operator)" in render(timeline_text(cancelled({"kind": "operator"})))
+    assert "\ncancelled" in render(timeline_text(state(status="cancelled", waiting=None)))
+
+
+def test_waiting_for_event() -> None:
+    waiting = {"kind": "event", "step_id": "await-payment", "wait_id": "W1",
+               "event": "shop/payment.received", "timer_id": "wait:3",
+               "due_ms": T0 + 3_600_000}
+    steps: dict[str, Any] = {
+        "await-payment": {"name": "await-payment", "status": "waiting", "output": None,
+                          "error": None, "until_ms": T0 + 3_600_000, "attempts": []}}
+    s = state(waiting=waiting, steps=steps, step_order=["await-payment"], timeline=[
+        {"at": T0, "type": "run.requested"},
+        {"at": T0 + 10, "type": "wait.registered", "step_id": "await-payment",
+         "detail": {"event": "shop/payment.received", "wait_id": "W1",
+                    "due_ms": T0 + 3_600_000}}])
+    v = run_view(s)
+    assert v["waiting"]["kind"] == "event" and v["waiting"]["due"] == "2024-05-01T13:00:00.000Z"
+    assert "due_ms" not in v["waiting"] and v["steps"][0]["status"] == "waiting"
+    json.dumps(v)
+    out = render(timeline_text(v))
+    assert ("waiting for event shop/payment.received (step await-payment) until "
+            "2024-05-01T13:00:00.000Z") in out
+    assert "wait.registered" in out
+    # the step row says what it waits for
+    row = next(line for line in out.splitlines() if line.strip().startswith("await-payment"))
+    assert "waiting for event shop/payment.received until" in row
+
+
+def test_invoke_parent_and_children() -> None:
+    waiting = {"kind": "invoke", "step_id": "charge", "child_run_id": "CHILD1",
+               "function_id": "billing-charge", "timer_id": "invoke:2",
+               "due_ms": T0 + 60_000}
+    steps = {"charge": {"name": "charge", "status": "invoking", "output": None,
+                        "error": None, "until_ms": None, "attempts": []},
+             "audit": {"name": "audit", "status": "completed", "output": {"ok": 1},
+                       "error": None, "until_ms": None, "attempts": []}}
+    s = state(waiting=waiting, steps=steps, step_order=["audit", "charge"], timeline=[
+        {"at": T0, "type": "run.requested"},
+        {"at": T0 + 5, "type": "invoke.requested", "step_id": "audit",
+         "detail": {"child_run_id": "CHILD0", "function_id": "audit-log"}},
+        {"at": T0 + 9, "type": "invoke.finished", "step_id": "audit",
+         "detail": {"child_run_id": "CHILD0"}},
+        {"at": T0 + 12, "type": "invoke.requested", "step_id": "charge",
+         "detail": {"child_run_id": "CHILD1"}}],
+        parent={"run_id": "PARENT", "partition_key": "PARENT", "step_id": "sub"},
+        cron={"cron": "*/5 * * * *", "tick_ms": T0})
+    v = run_view(s)
+    assert v["parent"] == {"run_id": "PARENT", "partition_key": "PARENT", "step_id": "sub"}
+    assert v["children"] == [
+        {"run_id": "CHILD0", "step_id": "audit", "function_id": "audit-log"},
+        {"run_id": "CHILD1", "step_id": "charge", "function_id": "billing-charge"}]
+    assert v["cron"] == {"cron": "*/5 * * * *", "tick": "2024-05-01T12:00:00.000Z"}
+    assert v["waiting"]["child_run_id"] == "CHILD1"
+    json.dumps(v)
+    out = render(timeline_text(v))
+    assert ("waiting for child run CHILD1 (function billing-charge, step charge) until "
+            "2024-05-01T12:01:00.000Z") in out
+    assert "parent run PARENT (step sub)" in out
+    assert "child run CHILD0 (function audit-log, step audit)" in out
+    assert "child run CHILD1 (function billing-charge, step charge)" in out
+    assert "cron */5 * * * *, tick 2024-05-01T12:00:00.000Z" in out
+    assert "invoke.requested" in out and "child_run_id=CHILD1" in out
+    assert render(timeline_text(s)) == out  # internal state renders the same
+
+
+def test_waiting_text_kinds() -> None:
+    assert waiting_text({"kind": "task", "seq": 3}) == "waiting for a worker (task 3)"
+    assert waiting_text({"kind": "timer", "reason": "retry", "step_id": "a",
+                         "due_ms": T0}) == (
+        "waiting for a timer (retry, step a) until 2024-05-01T12:00:00.000Z")
+    assert waiting_text({"kind": "invoke"}) == "waiting for a child run"
+    assert waiting_text(None) == "" and waiting_text({}) == ""
+    assert waiting_text({"kind": "later"}) == "waiting: kind=later"
+    assert cancelled_text(None) == "cancelled"
+
+
+def test_terminal_run_shows_no_wait() -> None:
+    s = state(status="completed", ended_at=T0 + 1)  # waiting left set: not shown
+    assert run_view(s)["waiting"] is None
+    assert "sleeping (step nap)" not in render(timeline_text(s))
+
+
+def test_view_of_real_fold_cancel() -> None:
+    """A run cancelled through the API, as the fold records it, reads back in the view."""
+    t = MemTables()
+    apply(t, RunRequested(run_id="R1", fn_id="f", app_id="a", partition_key="R1",
+                          event=EVENT, events=[EVENT], retries=1, backoff_base_ms=1000,
+                          ts=T0))
+    # the record exactly as EventIngest.request_cancel puts it on the wire
+    record = decode(encode(CancelRequested(run_id="R1", by={"kind": "api", "reason": "dup"},
+                                           ts=T0 + 50)))
+    apply(t, record)
+    v = run_view(t.runs["R1"])
+    assert v["status"] == "Cancelled" and v["waiting"] is None
+    assert v["cancelled_by"] == {"kind": "api", "reason": "dup"}
+    assert "run.cancelled" in [e["type"] for e in v["timeline"]]
+    json.dumps(v)
+    out = render(timeline_text(v))
+    assert "cancelled through the API: dup" in out and "run.cancelled" in out
