@@ -346,7 +346,8 @@ def api_call(base: str, path: str, body: dict[str, Any] | None = None) -> Any:
     req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
                                  headers={"Content-Type": "application/json"} if data else {})
     try:
-        with urllib.request.urlopen(req, timeout=30 if data else 10) as resp:
+        # A POST waits for the broker's acknowledgement, which the API bounds at 35 s.
+        with urllib.request.urlopen(req, timeout=40 if data else 10) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         try:
