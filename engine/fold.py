@@ -192,6 +192,14 @@ def _reported(tables: Tables, rec: OutcomesReported) -> list[Emit]:
         raise NotApplicable(f"outcomes.reported for run {rec.run_id} carries no outcome")
     validate_outcomes(rec)
     waiting = state["waiting"]
+    if state["status"] == "cancelled" and rec.task_seq == state["task_seq"] and not any(
+            e["type"] == "outcome.ignored" for e in state["timeline"][-3:]):
+        # The step that was executing when the run was cancelled finished; say so, once.
+        note(state, rec.ts, "outcome.ignored",
+             detail={"task_seq": rec.task_seq, "reason": "the run was cancelled",
+                     "steps": [o.step_id for o in rec.outcomes if o.step_id]})
+        tables.put_run(rec.run_id, state)
+        return []
     if (state["status"] in TERMINAL or waiting is None or waiting["kind"] != "task"
             or waiting["seq"] != rec.task_seq):
         return []  # a stale task's report, or one already applied
