@@ -24,12 +24,14 @@ from sdk.errors import (
     SendError,
     StepError,
 )
-from sdk.events import Event, TriggerEvent
+from sdk.events import Event, TriggerCron, TriggerEvent
 from sdk.function import Function, FunctionConfig
+from sdk.options import Cancel, Timeouts
 from sdk.step import Step
 from sdk.worker import Worker
 
 __all__ = [
+    "Cancel",
     "Client",
     "ConfigError",
     "Context",
@@ -42,6 +44,8 @@ __all__ = [
     "SendError",
     "Step",
     "StepError",
+    "Timeouts",
+    "TriggerCron",
     "TriggerEvent",
     "Worker",
 ]

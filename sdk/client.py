@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
+import json
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -12,7 +14,16 @@ from sdk.config import load_settings
 from sdk.durations import wall_ms
 from sdk.errors import ConfigError, SendError
 from sdk.events import Event, TriggerEvent, as_list, to_record
-from sdk.function import DEFAULT_RETRIES, Function, Handler, check_handler, make_config
+from sdk.function import (
+    DEFAULT_RETRIES,
+    Function,
+    FunctionConfig,
+    Handler,
+    Trigger,
+    check_handler,
+    make_config,
+)
+from sdk.options import Cancel, Timeouts
 from sdk.producer import Producer
 from topics import records
 from topics.catalog import Catalog, partition_for
@@ -82,30 +93,71 @@ class Client:
         self,
         *,
         fn_id: str,
-        trigger: TriggerEvent | list[TriggerEvent],
+        trigger: Trigger | list[Trigger],
         retries: int = DEFAULT_RETRIES,
         name: str | None = None,
+        cancel: list[Cancel] | None = None,
+        timeouts: Timeouts | None = None,
+        idempotency: str | None = None,
+        on_failure: Handler | None = None,
     ) -> Callable[[Handler], Function]:
         """Decorator declaring a durable function.
 
-        ``trigger`` is one :class:`~sdk.events.TriggerEvent` or a list; ``retries``
-        counts retries after the first attempt. The function is registered as
-        ``f"{app_id}-{fn_id}"`` when a worker starts.
+        ``trigger`` is a :class:`~sdk.events.TriggerEvent`, a
+        :class:`~sdk.events.TriggerCron`, or a list mixing them; ``retries`` counts
+        retries after the first attempt. ``cancel`` lists :class:`~sdk.options.Cancel`
+        rules (events that cancel a running run), ``timeouts`` bounds how long a run may
+        wait to start and take to finish (:class:`~sdk.options.Timeouts`), and
+        ``idempotency`` is a CEL expression over ``event`` ("event.data.payment_id"):
+        at most one run per value of it within 24 hours.
+
+        ``on_failure`` is an async handler run once a run of this function has failed
+        for good. As in Inngest it is a function of its own in the same app,
+        ``f"{fn_id}-failure"`` named ``f"{name} (on failure)"``, triggered by the
+        ``stepstream/function.failed`` event of this function; its ``ctx.event.data``
+        holds ``function_id``, ``run_id``, ``error`` (name, message, stack) and
+        ``event`` (the failed run's triggering event). It has the same ``retries``.
+
+        The function is registered as ``f"{app_id}-{fn_id}"`` when a worker starts.
+        Everything is checked here: a :class:`~sdk.errors.ConfigError` names the
+        function and the problem.
         """
         config = make_config(app_id=self.app_id, fn_id=fn_id, trigger=trigger,
-                             retries=retries, name=name)
-        if fn_id in self._functions:
-            raise ConfigError(f"app {self.app_id!r} already has a function {fn_id!r}")
+                             retries=retries, name=name, cancel=cancel, timeouts=timeouts,
+                             idempotency=idempotency)
+        failure_config = None
+        if on_failure is not None:
+            _check_on_failure(on_failure, fn_id)
+            failure_config = self._failure_config(config)
+        self._check_free(config, failure_config)
 
         def decorate(handler: Handler) -> Function:
             check_handler(handler, fn_id)
-            if fn_id in self._functions:
-                raise ConfigError(f"app {self.app_id!r} already has a function {fn_id!r}")
+            self._check_free(config, failure_config)
             function = Function(handler, config)
             self._functions[fn_id] = function
+            if failure_config is not None and on_failure is not None:
+                failure = Function(on_failure, failure_config)
+                self._functions[failure_config.fn_id] = failure
+                function.on_failure = failure
             return function
 
         return decorate
+
+    def _failure_config(self, config: FunctionConfig) -> FunctionConfig:
+        # A CEL string literal: JSON's escapes (\" \\ \n \uXXXX) are CEL's too.
+        literal = json.dumps(config.id, ensure_ascii=False)
+        return make_config(
+            app_id=self.app_id, fn_id=f"{config.fn_id}-failure",
+            trigger=TriggerEvent(event=records.FUNCTION_FAILED_EVENT,
+                                 expression=f"event.data.function_id == {literal}"),
+            retries=config.retries, name=f"{config.name} (on failure)",
+        )
+
+    def _check_free(self, *configs: FunctionConfig | None) -> None:
+        for c in configs:
+            if c is not None and c.fn_id in self._functions:
+                raise ConfigError(f"app {self.app_id!r} already has a function {c.fn_id!r}")
 
     # -- sending ---------------------------------------------------------------------
 
@@ -175,6 +227,12 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<sdk.Client app_id={self.app_id!r} functions={list(self._functions)}>"
+
+
+def _check_on_failure(handler: object, fn_id: str) -> None:
+    if not callable(handler) or not inspect.iscoroutinefunction(handler):
+        raise ConfigError(f"function {fn_id!r}: on_failure must be an async function "
+                          "(async def) taking ctx, or None")
 
 
 def _raise_failures(wire: list[records.Event], errors: list[BaseException | None]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ class Context:
     ``event`` is the triggering event, ``events`` all of them (more than one for
     batches), ``attempt`` counts the function's retries (0 first), ``step`` is the step
     API and ``logger`` a logger that stays quiet while memoized steps are replayed, so
-    each line is logged once per run rather than once per execution.
+    each line is logged once per run rather than once per execution. ``cron_tick`` is
+    the scheduled moment (UTC) of a run started by a :class:`~sdk.events.TriggerCron`,
+    and None for other runs.
     """
 
     event: Event
@@ -27,6 +30,7 @@ class Context:
     attempt: int
     step: Step
     logger: logging.LoggerAdapter[logging.Logger]
+    cron_tick: datetime.datetime | None = None
 
 
 class ReplayQuietLogger(logging.LoggerAdapter[logging.Logger]):

@@ -60,7 +60,31 @@ class TriggerEvent:
             raise ConfigError("TriggerEvent.expression must be a non-empty string or None")
 
     def to_wire(self) -> dict[str, Any]:
+        """The trigger as ``FunctionRegistered.triggers`` carries it."""
         return {"event": self.event, "expression": self.expression}
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerCron:
+    """Run the function on a schedule.
+
+    ``cron`` is a cron expression with 5 fields (minute hour day-of-month month
+    day-of-week), or 6 with seconds last, optionally prefixed by a time zone:
+    ``"TZ=Europe/Paris 0 9 * * 1-5"`` (UTC without one); ``@daily``, ``@hourly`` and the
+    other ``@`` shorthands work too. Daylight-saving changes are handled as
+    :mod:`topics.cron` describes. The run's ``ctx.cron_tick`` is the tick it is for, and
+    ``ctx.event`` a ``stepstream/scheduled.timer`` event.
+    """
+
+    cron: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.cron, str) or not self.cron.strip():
+            raise ConfigError("TriggerCron.cron must be a non-empty cron expression")
+
+    def to_wire(self) -> dict[str, Any]:
+        """The trigger as ``FunctionRegistered.triggers`` carries it."""
+        return {"cron": self.cron}
 
 
 def to_record(event: Event, *, default_id: str, now_ms: int, settings: Settings) -> records.Event:

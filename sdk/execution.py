@@ -8,6 +8,7 @@ Kafka here; time comes from an injected clock, so it is tested without a broker.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -67,6 +68,11 @@ def check_task(task: records.Task) -> str | None:
         isinstance(v, int) and not isinstance(v, bool) for v in task.step_attempts.values()
     ):
         return "task.step_attempts must map step ids to integers"
+    if not isinstance(task.report_start, bool):
+        return "task.report_start must be a boolean"
+    tick = task.cron_tick_ms
+    if tick is not None and (isinstance(tick, bool) or not isinstance(tick, int)):
+        return "task.cron_tick_ms must be an integer or null"
     return None
 
 
@@ -88,6 +94,7 @@ async def execute(
     base_logger = logger or function_logger
     state = ExecutionState(
         run_id=task.run_id,
+        app_id=task.app_id,
         steps=task.steps,
         step_attempts=task.step_attempts,
         settings=settings,
@@ -103,6 +110,7 @@ async def execute(
         attempt=task.attempt,
         step=Step(state),
         logger=ReplayQuietLogger(base_logger, task.run_id, lambda: state.replaying),
+        cron_tick=_utc(task.cron_tick_ms),
     )
     # The body runs in its own task with a fresh line of control, so its context
     # variables never leak into the caller's.
@@ -127,6 +135,8 @@ async def execute(
                 op=records.FUNCTION_FAILED, retriable=True,
                 error=outcomes.error_named("Interrupted", "a new step ended without outcome"),
             )])
+        if len(found) > 1 and any(o.op in _ALONE for o in found):
+            return ExecutionResult([_not_alone(found)])
         reported = {o.step_id for o in found}
         return ExecutionResult(found, {k: v for k, v in state.sends.items() if k in reported})
     if error is not None:
@@ -139,6 +149,34 @@ async def execute(
 
 async def _invoke(function: Function, ctx: Context) -> Any:
     return await function.handler(ctx)
+
+
+# Steps after which the run waits on something other than time (an event, a child run):
+# the run's single wait cannot also cover other new steps.
+_ALONE = {records.STEP_WAIT: "wait_for_event", records.STEP_INVOKE: "invoke"}
+
+
+def _not_alone(found: list[records.Outcome]) -> records.Outcome:
+    """The run's failure when wait_for_event/invoke met other new steps in one pass."""
+    alone = [f"step.{_ALONE[o.op]} {o.step_id!r}" for o in found if o.op in _ALONE]
+    others = [repr(o.step_id) for o in found if o.op not in _ALONE]
+    with_what = f"other new steps ({', '.join(others)})" if others else "each other"
+    return records.Outcome(
+        op=records.FUNCTION_FAILED, retriable=False,
+        error=outcomes.error_named(
+            "UnsupportedParallelStep",
+            f"{' and '.join(alone)} cannot run in parallel with {with_what}: a run waits "
+            "for one event or invoked function at a time, with no other step pending. "
+            "Await it outside step.parallel, before or after the other steps.",
+        ),
+    )
+
+
+def _utc(ms: int | None) -> datetime.datetime | None:
+    if ms is None:
+        return None
+    return datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(
+        milliseconds=ms)
 
 
 def function_not_found(task: records.Task) -> ExecutionResult:

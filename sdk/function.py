@@ -9,13 +9,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sdk.errors import ConfigError
-from sdk.events import TriggerEvent
+from sdk.events import TriggerCron, TriggerEvent
+from sdk.expressions import cel_problem
+from sdk.options import Cancel, Timeouts
 from topics import records
+from topics.cron import parse_cron
 
 if TYPE_CHECKING:
     from sdk.context import Context
 
 Handler = Callable[["Context"], Awaitable[Any]]
+Trigger = TriggerEvent | TriggerCron
 
 DEFAULT_RETRIES = 4
 
@@ -25,18 +29,23 @@ class FunctionConfig:
     """What the engine needs to know about a function.
 
     ``id`` is the registered id, ``f"{app_id}-{fn_id}"``; ``retries`` counts the
-    retries after the first attempt.
+    retries after the first attempt. ``cancel``, ``timeouts`` and ``idempotency`` are
+    as given to ``create_function`` (already checked).
     """
 
     id: str
     fn_id: str
     app_id: str
     name: str
-    triggers: tuple[TriggerEvent, ...]
+    triggers: tuple[Trigger, ...]
     retries: int
+    cancel: tuple[Cancel, ...] = ()
+    timeouts: Timeouts | None = None
+    idempotency: str | None = None
 
     def registration(self, ts: int) -> records.FunctionRegistered:
         """The record that publishes this function to the registry."""
+        where = f"function {self.fn_id!r}"
         return records.FunctionRegistered(
             fn_id=self.id,
             app_id=self.app_id,
@@ -44,6 +53,9 @@ class FunctionConfig:
             triggers=[t.to_wire() for t in self.triggers],
             retries=self.retries,
             ts=ts,
+            cancel=[c.wire(where) for c in self.cancel],
+            timeouts=self.timeouts.wire(where) if self.timeouts is not None else None,
+            idempotency=self.idempotency,
         )
 
 
@@ -62,6 +74,8 @@ class Function:
     def __init__(self, handler: Handler, config: FunctionConfig) -> None:
         self.handler = handler
         self.config = config
+        # The function created for ``create_function(on_failure=...)``, if any.
+        self.on_failure: Function | None = None
         functools.update_wrapper(self, handler)
 
     @property
@@ -89,25 +103,44 @@ def make_config(
     *,
     app_id: str,
     fn_id: str,
-    trigger: TriggerEvent | list[TriggerEvent] | tuple[TriggerEvent, ...],
+    trigger: Trigger | list[Trigger] | tuple[Trigger, ...],
     retries: int,
     name: str | None,
+    cancel: Cancel | list[Cancel] | tuple[Cancel, ...] | None = None,
+    timeouts: Timeouts | None = None,
+    idempotency: str | None = None,
 ) -> FunctionConfig:
-    """Check the arguments of ``create_function``; raises :class:`ConfigError`."""
+    """Check the arguments of ``create_function``; raises :class:`ConfigError` naming
+    the function and the problem."""
     if not isinstance(fn_id, str) or not fn_id.strip():
         raise ConfigError("fn_id must be a non-empty string")
-    triggers = (trigger,) if isinstance(trigger, TriggerEvent) else tuple(trigger or ())
+    where = f"function {fn_id!r}"
+    triggers = _as_tuple(trigger, (TriggerEvent, TriggerCron))
     if not triggers:
-        raise ConfigError(f"function {fn_id!r} needs at least one trigger")
+        raise ConfigError(f"{where} needs at least one trigger")
     for t in triggers:
-        if not isinstance(t, TriggerEvent):
-            raise ConfigError(
-                f"function {fn_id!r}: triggers must be sdk.TriggerEvent, got {type(t).__name__}"
-            )
+        _check_trigger(t, where)
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ConfigError(f"function {fn_id!r}: retries must be an int >= 0, got {retries!r}")
+        raise ConfigError(f"{where}: retries must be an int >= 0, got {retries!r}")
     if name is not None and (not isinstance(name, str) or not name.strip()):
-        raise ConfigError(f"function {fn_id!r}: name must be a non-empty string or None")
+        raise ConfigError(f"{where}: name must be a non-empty string or None")
+    rules = _as_tuple(cancel, (Cancel,))
+    for rule in rules:
+        if not isinstance(rule, Cancel):
+            raise ConfigError(f"{where}: cancel must be sdk.Cancel or a list of them, "
+                              f"got {type(rule).__name__}")
+        rule.wire(where)
+    if timeouts is not None:
+        if not isinstance(timeouts, Timeouts):
+            raise ConfigError(f"{where}: timeouts must be sdk.Timeouts or None, "
+                              f"got {type(timeouts).__name__}")
+        timeouts.wire(where)
+    if idempotency is not None:
+        problem = cel_problem(idempotency)
+        if problem is not None:
+            raise ConfigError(f"{where}: idempotency {idempotency!r} {problem} "
+                              "(write a CEL expression over event, e.g. "
+                              "'event.data.payment_id')")
     return FunctionConfig(
         id=f"{app_id}-{fn_id}",
         fn_id=fn_id,
@@ -115,7 +148,37 @@ def make_config(
         name=name or fn_id,
         triggers=triggers,
         retries=retries,
+        cancel=rules,
+        timeouts=timeouts,
+        idempotency=idempotency,
     )
+
+
+def _as_tuple(value: Any, single: tuple[type, ...]) -> tuple[Any, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, single):
+        return (value,)
+    if isinstance(value, list | tuple):
+        return tuple(value)
+    return (value,)  # rejected by the caller's type check, naming the type
+
+
+def _check_trigger(trigger: object, where: str) -> None:
+    if isinstance(trigger, TriggerEvent):
+        if trigger.expression is not None:
+            problem = cel_problem(trigger.expression)
+            if problem is not None:
+                raise ConfigError(f"{where}: trigger {trigger.event!r} expression "
+                                  f"{trigger.expression!r} {problem}")
+    elif isinstance(trigger, TriggerCron):
+        try:
+            parse_cron(trigger.cron)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: trigger {exc}") from None
+    else:
+        raise ConfigError(f"{where}: triggers must be sdk.TriggerEvent or sdk.TriggerCron, "
+                          f"got {type(trigger).__name__}")
 
 
 def check_handler(handler: Any, fn_id: str) -> None:

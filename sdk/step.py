@@ -3,9 +3,10 @@
 Replay model: every ``step.*`` call whose id has a memoized outcome returns it (or
 raises :class:`~sdk.errors.StepError`) at once, without suspending, so replays take
 the same path every time. The first new step of a line of control is executed (or
-planned, for sleeps), its outcome collected, and that line is stopped with
-:class:`Interrupt`. A line of control is the function body, or one callable given
-to :meth:`Step.parallel`; that is how parallel steps get reported together.
+planned, for sleeps, waits for events and invocations), its outcome collected, and
+that line is stopped with :class:`Interrupt`. A line of control is the function body,
+or one callable given to :meth:`Step.parallel`; that is how parallel steps get
+reported together.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from sdk import outcomes
 from sdk.durations import Duration, datetime_ms, duration_ms
 from sdk.errors import EventError, StepError
 from sdk.events import Event, as_list, to_record
+from sdk.expressions import cel_problem, match_path
+from sdk.function import Function
 from topics import records
+from topics.codec import PayloadError, check_payload
 from topics.ids import sent_event_id, ulid_ms
 from topics.settings import Settings
 
@@ -58,6 +62,7 @@ class ExecutionState:
     """What one execution knows and what it has found; shared by all its lines."""
 
     run_id: str
+    app_id: str
     steps: dict[str, dict[str, Any]]
     step_attempts: dict[str, int]
     settings: Settings
@@ -250,6 +255,109 @@ class Step:
             output=[e.id for e in wire], started_at=now, ended_at=now,
         ))
 
+    async def wait_for_event(self, step_id: str, *, event: str, timeout: Duration,
+                             match: str | None = None,
+                             if_exp: str | None = None) -> Event | None:
+        """Pause the run until an event named ``event`` arrives; return it, or None if
+        ``timeout`` passed first. Only events sent after the wait began count.
+
+        ``match`` is a field path ("data.invoice_id"; a leading ``event.`` or ``async.``
+        is stripped) that must be equal in this run's triggering event and the awaited
+        one. ``if_exp`` is a CEL condition over ``event`` (the triggering event) and
+        ``async`` (the candidate), e.g. ``"async.data.amount > event.data.amount"``.
+        ``timeout`` is required and more than 0 (ms, timedelta or "1h").
+
+        A run waits for one thing at a time: met in one execution together with other
+        new steps (inside ``step.parallel``), it fails the run without retries.
+        Arguments that cannot work raise TypeError or ValueError here.
+        """
+        if not isinstance(event, str) or not event.strip():
+            raise TypeError(f"step {step_id!r}: event must be a non-empty event name, "
+                            f"got {event!r}")
+        ms = _timeout_ms(step_id, timeout)
+        if ms is None:
+            raise TypeError(f"step {step_id!r}: wait_for_event needs a timeout")
+        path = match_path(match) if match is not None else None
+        if if_exp is not None:
+            problem = cel_problem(if_exp)
+            if problem is not None:
+                raise ValueError(f"step {step_id!r}: if_exp {if_exp!r} {problem}")
+        step_id = self._enter(step_id)
+        memo = self._memo(step_id)
+        if memo is not _MISSING:
+            return Event.from_wire(memo) if isinstance(memo, dict) else None
+        slot = self._begin_new(step_id)
+        self._finish(slot, records.Outcome(
+            op=records.STEP_WAIT, step_id=step_id, name=self._state.names[step_id],
+            until_ms=self._state.now_ms() + ms,
+            wait={"event": event, "match": path, "if_exp": if_exp},
+        ))
+
+    async def invoke(self, step_id: str, *, function: Function,
+                     data: dict[str, Any] | None = None,
+                     timeout: Duration | None = None) -> Any:
+        """Run ``function`` as a child run with ``data`` as its event data, and return
+        its output once it completes.
+
+        The child's ``ctx.event`` is a ``stepstream/function.invoked`` event. If the
+        child fails (or ``timeout`` passes first), this raises
+        :class:`~sdk.errors.StepError`. ``data`` must be JSON-compatible: if it is not,
+        the step fails without retries, naming it.
+
+        A run waits for one thing at a time: met in one execution together with other
+        new steps (inside ``step.parallel``), it fails the run without retries.
+        """
+        if not isinstance(function, Function):
+            raise TypeError(f"step {step_id!r}: function must be an sdk.Function (what "
+                            f"create_function returns), got {type(function).__name__}; "
+                            "use invoke_by_id for a function id")
+        return await self._invoke(step_id, function.id, data, timeout)
+
+    async def invoke_by_id(self, step_id: str, *, function_id: str, app_id: str | None = None,
+                           data: dict[str, Any] | None = None,
+                           timeout: Duration | None = None) -> Any:
+        """Like :meth:`invoke`, for the function ``function_id`` (the id given to
+        ``create_function``) of app ``app_id`` (default: this run's app)."""
+        for arg, value in (("function_id", function_id), ("app_id", app_id)):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise TypeError(f"step {step_id!r}: {arg} must be a non-empty string, "
+                                f"got {value!r}")
+        if function_id is None:
+            raise TypeError(f"step {step_id!r}: function_id is required")
+        return await self._invoke(step_id, f"{app_id or self._state.app_id}-{function_id}",
+                                  data, timeout)
+
+    async def _invoke(self, step_id: str, function_id: str, data: dict[str, Any] | None,
+                      timeout: Duration | None) -> Any:
+        if data is not None and not isinstance(data, dict):
+            raise TypeError(f"step {step_id!r}: invoke data must be a dict or None, "
+                            f"got {type(data).__name__}")
+        ms = _timeout_ms(step_id, timeout)
+        step_id = self._enter(step_id)
+        memo = self._memo(step_id)
+        if memo is not _MISSING:
+            return memo
+        slot = self._begin_new(step_id)
+        state = self._state
+        now = state.now_ms()
+        name = state.names[step_id]
+        try:
+            check_payload(data or {}, what=f"step {step_id!r} invoke data",
+                          max_depth=state.settings.max_depth,
+                          max_bytes=state.settings.max_event_bytes)
+        except PayloadError as exc:
+            # The same data would fail the same way on a retry.
+            self._finish(slot, records.Outcome(
+                op=records.STEP_FAILED, step_id=step_id, name=name, retriable=False,
+                error=outcomes.error_named("InvokeDataError", str(exc)),
+                started_at=now, ended_at=now,
+            ))
+        self._finish(slot, records.Outcome(
+            op=records.STEP_INVOKE, step_id=step_id, name=name,
+            until_ms=None if ms is None else now + ms,
+            invoke={"function_id": function_id, "data": data or {}},
+        ))
+
     async def parallel(
         self, callables: Iterable[Callable[[], Awaitable[Any]] | Awaitable[Any]]
     ) -> tuple[Any, ...]:
@@ -258,7 +366,8 @@ class Step:
         Each item is a zero-argument callable returning an awaitable (typically
         ``lambda: ctx.step.run(...)``). New steps met by all of them are run together
         and reported at once; the function continues past ``parallel`` only when every
-        line's steps are memoized.
+        line's steps are memoized. ``wait_for_event`` and ``invoke`` cannot be among
+        several new steps met at once: the run then fails without retries.
         """
         items = list(callables)
         for item in items:
@@ -303,6 +412,16 @@ async def _call(handler: Callable[..., Any], args: tuple[Any, ...],
         # A sync callable that returns a coroutine (a lambda around an async call).
         value = await value
     return value
+
+
+def _timeout_ms(step_id: str, timeout: Duration | None) -> int | None:
+    """A step's timeout in ms (None stays None); it must be more than 0."""
+    if timeout is None:
+        return None
+    ms = duration_ms(timeout)
+    if ms <= 0:
+        raise ValueError(f"step {step_id!r}: timeout must be more than 0, got {timeout!r}")
+    return ms
 
 
 def _id_time(run_id: str) -> int:

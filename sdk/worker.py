@@ -366,6 +366,14 @@ class Worker:
     async def _run_job(self, job: _Job) -> None:
         task = job.task
         delivered = False
+        if task.report_start:
+            # Produced before any step runs (the side task starts first), not awaited.
+            self._spawn_side(self._send_until_delivered(
+                self._catalog.runs, task.partition_key,
+                encode(records.RunStarted(run_id=task.run_id, task_seq=task.seq,
+                                          worker=self.worker_id, ts=wall_ms())),
+                f"run.started for run {task.run_id} task {task.seq}",
+            ))
         try:
             result = await self._execute(task)
             result = await self._deliver_events(task, result)

@@ -6,6 +6,8 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
+
 import sdk
 from sdk.producer import DeliveryError
 from sdk.worker import Worker
@@ -75,11 +77,12 @@ def make_worker(producer: FakeProducer) -> Worker:
 
 
 def task(run_id: str = "run-1", seq: int = 1, app_id: str = "shop", fn_id: str = "shop-order",
-         steps: dict[str, Any] | None = None) -> bytes:
+         steps: dict[str, Any] | None = None, report_start: bool = False) -> bytes:
     ev = {"name": "shop/x", "data": {}, "id": "e", "ts": 1}
     return encode(records.Task(run_id=run_id, fn_id=fn_id, app_id=app_id, seq=seq,
                                partition_key=f"pk-{run_id}", event=ev, events=[ev], attempt=0,
-                               steps=steps or {}, step_attempts={}, ts=1))
+                               steps=steps or {}, step_attempts={}, ts=1,
+                               report_start=report_start))
 
 
 async def settle(worker: Worker) -> None:
@@ -207,3 +210,94 @@ def test_newer_task_of_a_run_supersedes_a_queued_older_one() -> None:
     assert [r.task_seq for r in reports] == [2]
     assert [o.step_id for o in reports[0].outcomes] == ["a"]
     assert worker._tracker.position(3) == 3
+
+
+# -- run.started and on_failure functions ----------------------------------------------
+
+
+def test_report_start_produces_run_started_first_on_the_runs_partition() -> None:
+    producer = FakeProducer()
+    worker = make_worker(producer)
+
+    async def main() -> None:
+        worker._accept(FakeMessage(task(report_start=True), 1, 10))
+        await settle(worker)
+        worker._accept(FakeMessage(task(run_id="run-2"), 1, 11))  # report_start unset
+        await settle(worker)
+
+    asyncio.run(main())
+    kinds = [(type(rec).__name__, getattr(rec, "run_id", None)) for *_, rec in producer.sent]
+    assert kinds == [("RunStarted", "run-1"), ("Event", None), ("OutcomesReported", "run-1"),
+                     ("Event", None), ("OutcomesReported", "run-2")]
+    topic, key, part, started = producer.sent[0]
+    assert (topic, key, part) == (CATALOG.runs, "pk-run-1", partition_for("pk-run-1", 4))
+    assert isinstance(started, records.RunStarted)
+    assert (started.run_id, started.task_seq, started.worker) == ("run-1", 1, worker.worker_id)
+    assert worker._tracker.position(1) == 12
+
+
+class FlakyRunStarted(FakeProducer):
+    """Refuses the first RunStarted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused = 0
+
+    async def send(self, topic: str, key: Any, value: bytes, partition: int | None = None) -> None:
+        if not self.refused and isinstance(decode(value), records.RunStarted):
+            self.refused += 1
+            raise DeliveryError(f"{topic}: broker said no")
+        await super().send(topic, key, value, partition)
+
+
+def test_undelivered_run_started_is_logged_retried_and_does_not_hold_the_run(
+        caplog: pytest.LogCaptureFixture) -> None:
+    producer = FlakyRunStarted()
+    worker = make_worker(producer)
+
+    async def main() -> None:
+        worker._accept(FakeMessage(task(report_start=True), 0, 0))
+        await settle(worker)
+
+    with caplog.at_level("WARNING", logger="stepstream.worker"):
+        asyncio.run(main())
+    assert [type(rec).__name__ for *_, rec in producer.sent] == [
+        "Event", "OutcomesReported", "RunStarted"]
+    assert any("run.started for run run-1 task 1 not delivered, retrying" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_on_failure_functions_are_registered_and_executed() -> None:
+    client = sdk.Client(app_id="shop", settings=SETTINGS)
+
+    async def alert(ctx: sdk.Context) -> Any:
+        return f"alert: {ctx.event.data['run_id']}"
+
+    @client.create_function(fn_id="order", trigger=sdk.TriggerEvent(event="shop/*"),
+                            on_failure=alert)
+    async def order(ctx: sdk.Context) -> Any:
+        raise sdk.NonRetriableError("no")
+
+    producer = FakeProducer()
+    worker = Worker(client, concurrency=2)
+    worker._settings, worker._catalog = SETTINGS, CATALOG
+    worker._producer = producer  # type: ignore[assignment]
+    worker._steps_pool = ThreadPoolExecutor(max_workers=2)
+
+    async def main() -> None:
+        await worker._register()
+        ev = {"name": records.FUNCTION_FAILED_EVENT, "data": {"run_id": "run-0"}, "id": "f",
+              "ts": 1}
+        worker._accept(FakeMessage(encode(records.Task(
+            run_id="run-f", fn_id="shop-order-failure", app_id="shop", seq=1,
+            partition_key="run-f", event=ev, events=[ev], attempt=0, steps={},
+            step_attempts={}, ts=1)), 0, 0))
+        await settle(worker)
+
+    asyncio.run(main())
+    registered = [rec for *_, rec in producer.sent if isinstance(rec, records.FunctionRegistered)]
+    assert [(r.fn_id, r.name) for r in registered] == [
+        ("shop-order", "order"), ("shop-order-failure", "order (on failure)")]
+    [report] = [rec for *_, rec in producer.sent if isinstance(rec, records.OutcomesReported)]
+    assert [(o.op, o.output) for o in report.outcomes] == [
+        (records.FUNCTION_COMPLETED, "alert: run-0")]
