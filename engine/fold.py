@@ -204,6 +204,9 @@ def _reported(tables: Tables, rec: OutcomesReported) -> list[Emit]:
             or waiting["seq"] != rec.task_seq):
         return []  # a stale task's report, or one already applied
 
+    if state.get("report_start") and not state.get("worker_started"):
+        # The worker's run.started was lost or is late; a report proves the start.
+        ends.mark_started(tables, state, rec.ts, rec.worker)
     timers: list[tuple[int, str, str | None]] = []  # (due, reason, step_id)
     pauses = [o for o in rec.outcomes if o.op in PAUSING_OPS]
     emits: list[Emit] = []

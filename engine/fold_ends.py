@@ -227,17 +227,23 @@ def arm_deadline(tables: Tables, state: RunState, timer_id: str, due: int) -> No
 def run_started(tables: Tables, rec: RunStarted) -> list[Emit]:
     state = tables.get_run(rec.run_id)
     if state is None or state["status"] in TERMINAL or state.get("worker_started"):
-        return []
-    state["worker_started"] = rec.ts
-    deadlines = state.get("deadlines") or {}
-    if START_DEADLINE in deadlines:
-        tables.delete_timer(deadlines.pop(START_DEADLINE), rec.run_id, START_DEADLINE)
-    finish_ms = (state.get("timeouts") or {}).get("finish_ms")
-    if isinstance(finish_ms, int):
-        arm_deadline(tables, state, FINISH_DEADLINE, rec.ts + finish_ms)
-    note(state, rec.ts, "run.started", detail={"worker": rec.worker})
+        return []  # ended, or started already (a late or repeated run.started)
+    mark_started(tables, state, rec.ts, rec.worker)
     tables.put_run(rec.run_id, state)
     return []
+
+
+def mark_started(tables: Tables, state: RunState, now: int, worker: str) -> None:
+    """A worker began the run: the start deadline is met and the finish one begins.
+    Called for ``run.started``, and for a first report that overtook it."""
+    state["worker_started"] = now
+    deadlines = state.get("deadlines") or {}
+    if START_DEADLINE in deadlines:
+        tables.delete_timer(deadlines.pop(START_DEADLINE), state["run_id"], START_DEADLINE)
+    finish_ms = (state.get("timeouts") or {}).get("finish_ms")
+    if isinstance(finish_ms, int):
+        arm_deadline(tables, state, FINISH_DEADLINE, now + finish_ms)
+    note(state, now, "run.started", detail={"worker": worker})
 
 
 def deadline_passed(tables: Tables, state: RunState, timer_id: str, now: int) -> list[Emit]:

@@ -66,6 +66,34 @@ def test_worker_killed_mid_step_completes_without_rerunning_completed_steps(
     assert {w[2] for w in journal_lines(journal) if w[0] == "slow-start"} != {str(first.pid)}
 
 
+def test_child_run_whose_worker_is_killed_still_answers_its_parent(
+        stack: Stack, tmp_path: Path) -> None:
+    journal, gate = tmp_path / "journal", tmp_path / "gate"
+    os.environ["STEPSTREAM_TEST_JOURNAL"] = str(journal)
+    os.environ["STEPSTREAM_TEST_GATE"] = str(gate)
+    try:
+        stack.start_engine()
+        first = stack.spawn("worker", APP, log="worker1")
+        stack.wait_functions("durable-invoker", "durable-gated")
+        client = sdk.Client(app_id="durable", settings=stack.settings)
+        [event_id] = client.send(sdk.Event(name="durable/invoker", data={}))
+        wait_for(lambda: any(w[0] == "slow-start" for w in journal_lines(journal)), 60,
+                 "the child's slow step to start")
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        gate.touch()
+        stack.spawn("worker", APP, log="worker2")
+        run = stack.finished_run(event_id, timeout=90)
+        client.close()
+    finally:
+        os.environ.pop("STEPSTREAM_TEST_JOURNAL")
+        os.environ.pop("STEPSTREAM_TEST_GATE")
+    assert run["status"] == "completed", run["error"]
+    assert run["output"] == "one-two-three"
+    seen = Counter(w[0] for w in journal_lines(journal))
+    assert seen["first"] == 1 and seen["third"] == 1 and seen["slow-end"] == 1
+
+
 def test_two_workers_both_execute_runs(stack: Stack) -> None:
     stack.start_engine()
     stack.spawn("worker", APP, "--concurrency", "4", log="w1")

@@ -278,3 +278,14 @@ def test_wait_with_other_new_steps_fails_the_run() -> None:
     assert t.runs["R1"]["status"] == "failed"
     assert t.runs["R1"]["error"]["name"] == "UnsupportedParallelWait"
     assert of(emits, WaitRegistered) == []
+
+
+def test_a_first_report_overtaking_run_started_counts_as_the_start() -> None:
+    t = MemTables()
+    apply(t, requested(timeouts={"start_ms": 500, "finish_ms": None}))
+    apply(t, report(1, Outcome(op=STEP_WAIT, step_id="w", until_ms=60_000,
+                               wait={"event": "x"}), ts=1400))
+    assert (1500, "R1", "deadline:start") not in t.timers
+    apply(t, RunStarted(run_id="R1", task_seq=1, worker="w", ts=1450))  # late: ignored
+    assert [e["type"] for e in t.runs["R1"]["timeline"]].count("run.started") == 1
+    assert t.runs["R1"]["status"] == "running"

@@ -53,3 +53,9 @@ async def three_steps(ctx: sdk.Context) -> dict[str, int]:
     b = await ctx.step.run("b", lambda: a * 2)
     pid = await ctx.step.run("c", os.getpid)
     return {"n": n, "b": b, "pid": pid}
+
+
+@client.create_function(fn_id="invoker", trigger=sdk.TriggerEvent(event="durable/invoker"))
+async def invoker(ctx: sdk.Context) -> str:
+    # The child is the gated function: a test kills its worker mid-step.
+    return await ctx.step.invoke("child", function=gated, data={})
