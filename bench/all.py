@@ -3,7 +3,11 @@
 1. fold rate: the engine's processor loop over a pre-produced ``runs`` history, and a
    faust-streaming agent with a RocksDB table over the same topic (records/s);
 2. burst: N events sent at once, 3-step runs completed per second;
-3. latency: 3-step runs at fixed offered rates (open loop), p50/p99 end to end.
+3. latency: 3-step runs at fixed offered rates (open loop), p50/p99 end to end;
+4. timers: 10k runs sleeping until due times spread over one minute, how late each
+   timer fired and the step after it began (:mod:`bench.timers`);
+5. holding: 100k runs parked on a sleep of a day, then 100k waiting for an event, the
+   engine's RSS and state on disk (:mod:`bench.holding`).
 
 Peers run in the same invocation on the same broker. Figures are printed as they come,
 then a summary table; all of them go to ``bench/results.json``. ``--quick`` is a short
@@ -37,13 +41,15 @@ FLOOR_SUSTAINED = 500
 FLOOR_P99_AT_500 = 500.0
 FLOOR_P50_AT_100 = 60.0
 
+SECTIONS = ("fold", "burst", "latency", "timers", "holding")
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.all", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="short smoke run: small history, small burst, 5 s per rate")
-    p.add_argument("--only", choices=("fold", "burst", "latency"), action="append",
+    p.add_argument("--only", choices=SECTIONS, action="append",
                    help="run only these benchmarks (repeatable)")
     p.add_argument("--no-peer", action="store_true", help="skip the Faust peers")
     p.add_argument("--broker", help="use this broker instead of starting a dev broker")
@@ -60,6 +66,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", default="100,2000",
                    help="worker concurrency values to measure stepstream at, comma-"
                         "separated (100 = the SDK default, 2000 = no fetch pausing)")
+    p.add_argument("--timers", type=int, help="runs in the timer benchmark (10000; quick 1000)")
+    p.add_argument("--timer-window", type=float,
+                   help="seconds their due times span (60; quick 10)")
+    p.add_argument("--holding", type=int, help="runs parked per holding variant "
+                                               "(100000; quick 10000)")
+    p.add_argument("--holding-variants", default="sleep,wait",
+                   help="holding variants, comma-separated (sleep,wait)")
     p.add_argument("--results", type=Path, default=RESULTS,
                    help=f"where to write the figures ({RESULTS.relative_to(ROOT)})")
     args = p.parse_args(argv)
@@ -68,7 +81,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.duration = args.duration or (5.0 if args.quick else 25.0)
     args.rate_list = [float(r) for r in args.rates.split(",") if r.strip()]
     args.concurrency_list = [int(c) for c in args.concurrency.split(",") if c.strip()]
-    args.only = set(args.only or ("fold", "burst", "latency"))
+    args.timers = args.timers or (1000 if args.quick else 10_000)
+    args.timer_window = args.timer_window or (10.0 if args.quick else 60.0)
+    args.holding = args.holding or (10_000 if args.quick else 100_000)
+    args.holding_variant_list = [v for v in args.holding_variants.split(",") if v.strip()]
+    args.only = set(args.only or SECTIONS)
     return args
 
 
@@ -154,6 +171,34 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 if "peer" in r:
                     out["latency"][key]["peer"] = r["peer"]
                 _print_runs(r, "latency", c)
+    if "timers" in args.only:
+        from bench.timers import bench_timers, print_timers
+
+        print(f"\n== 4. timers: {args.timers} runs sleeping until due times spread over "
+              f"{args.timer_window:g} s", flush=True)
+        r = _guard("timers", on_fresh_broker(lambda broker: bench_timers(
+            broker, n=args.timers, window_s=args.timer_window, partitions=args.partitions,
+            peer=peer)))
+        out["timers"] = r
+        if "error" in r:
+            print(f"  ERROR: {r['error']}")
+        else:
+            print_timers(r)
+    if "holding" in args.only:
+        from bench.holding import bench_holding, print_holding
+
+        out["holding"] = {}
+        for variant in args.holding_variant_list:
+            print(f"\n== 5. holding: {args.holding} runs parked ({variant})", flush=True)
+            r = _guard("holding", on_fresh_broker(
+                lambda broker, v=variant: bench_holding(
+                    broker, n=args.holding, variant=v, partitions=args.partitions,
+                    peer=peer)))
+            out["holding"][variant] = r
+            if "error" in r:
+                print(f"  ERROR: {r['error']}")
+            else:
+                print_holding(r)
     return out
 
 
@@ -267,6 +312,21 @@ def summary_rows(results: dict[str, Any], args: argparse.Namespace) -> list[list
                              *_floor_sustained(rate, r)])
                 rows.append([f"{key}/s broker CPU % (c={c})", _broker_cpu(r),
                              peer_cell(peer, _broker_cpu), "-", ""])
+    timers = results.get("timers")
+    if timers is not None:
+        from bench import timers as timers_bench
+
+        if "error" in timers:
+            rows.append(["timers", "error", "-", "-", "FAIL"])
+        else:
+            rows.extend(timers_bench.summary_rows(timers))
+    for variant, held in (results.get("holding") or {}).items():
+        from bench import holding as holding_bench
+
+        if "error" in held:
+            rows.append([f"holding ({variant})", "error", "-", "-", "FAIL"])
+        else:
+            rows.extend(holding_bench.summary_rows(held))
     return rows
 
 
@@ -345,7 +405,9 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(), "machine": platform.machine(),
             "versions": _versions(), "partitions": args.partitions,
             "fold_runs": args.fold_runs, "burst": args.burst, "rates": args.rate_list,
-            "duration_s": args.duration, "concurrency": args.concurrency_list}
+            "duration_s": args.duration, "concurrency": args.concurrency_list,
+            "timers": args.timers, "timer_window_s": args.timer_window,
+            "holding": args.holding, "holding_variants": args.holding_variant_list}
     meta["broker"] = args.broker or "a fresh tansu dev broker per section (memory storage)"
     results = run_all(args)
     meta["elapsed_s"] = round(time.time() - started, 1)
