@@ -155,6 +155,49 @@ def test_engine_killed_under_load_restarts_and_applies_each_outcome_once(
         assert all(len(s["attempts"]) == 1 for s in run["steps"]), run["steps"]
 
 
+def test_engine_killed_while_runs_wait_resolves_and_cancels_them_after_restart(
+        stack: Stack, tmp_path: Path) -> None:
+    state, port = tmp_path / "engine-state", free_port()
+    engine = stack.spawn("engine", "--port", str(port), "--state-dir", str(state),
+                         "--no-create-topics", log="engine1")
+    stack.spawn("worker", APP, log="worker")
+    wait_for(lambda: _api_up(port), 60, "engine API")
+    wait_for(lambda: any(f["id"] == "durable-awaiting"
+                         for f in Stack.api_at(port, "/v1/functions")["data"]), 60,
+             "function registered")
+    client = sdk.Client(app_id="durable", settings=stack.settings)
+    keys = [f"k{i}" for i in range(20)]
+    ids = client.send([sdk.Event(name="durable/awaiting", data={"key": k}) for k in keys])
+
+    def waiting(event_id: str) -> bool:
+        runs = _runs_via_api(port, event_id)
+        return bool(runs) and (runs[0].get("waiting") or {}).get("kind") == "event"
+    wait_for(lambda: all(waiting(i) for i in ids), 60, "every run to wait")
+    os.kill(engine.pid, signal.SIGKILL)
+    engine.wait()
+    # Some answers arrive while the engine is down, the rest after it is back.
+    client.send([sdk.Event(name="durable/go", data={"key": k, "n": 1}) for k in keys[:5]])
+    stack.spawn("engine", "--port", str(port), "--state-dir", str(state),
+                "--no-create-topics", log="engine2")
+    wait_for(lambda: _api_up(port), 60, "engine API after restart")
+    client.send([sdk.Event(name="durable/go", data={"key": k, "n": 2}) for k in keys[5:15]])
+    client.send([sdk.Event(name="durable/abort", data={"key": k}) for k in keys[15:]])
+
+    def ended(event_id: str) -> bool:
+        runs = _runs_via_api(port, event_id)
+        return bool(runs) and runs[0]["status"] in ("Completed", "Cancelled", "Failed")
+    wait_for(lambda: all(ended(i) for i in ids), 120, "every run to end")
+    client.close()
+    for n, (key, event_id) in enumerate(zip(keys, ids, strict=True)):
+        [run] = _runs_via_api(port, event_id)
+        if n < 15:
+            assert run["status"] == "Completed", run
+            assert run["output"] == {"key": key, "n": 1 if n < 5 else 2}
+        else:
+            assert run["status"] == "Cancelled", run
+            assert run["cancelled_by"]["kind"] == "event"
+
+
 def _api_up(port: int) -> bool:
     try:
         return Stack.api_at(port, "/health")["status"] == "ok"

@@ -59,3 +59,11 @@ async def three_steps(ctx: sdk.Context) -> dict[str, int]:
 async def invoker(ctx: sdk.Context) -> str:
     # The child is the gated function: a test kills its worker mid-step.
     return await ctx.step.invoke("child", function=gated, data={})
+
+
+@client.create_function(fn_id="awaiting", trigger=sdk.TriggerEvent(event="durable/awaiting"),
+                        cancel=[sdk.Cancel(event="durable/abort", match="data.key")])
+async def awaiting(ctx: sdk.Context) -> object:
+    go = await ctx.step.wait_for_event("go", event="durable/go", match="data.key",
+                                       timeout="2m")
+    return None if go is None else go.data
