@@ -36,17 +36,20 @@ def journal_lines(path: Path) -> list[list[str]]:
     return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_worker_killed_mid_step_completes_without_rerunning_completed_steps(
-        stack: Stack, tmp_path: Path) -> None:
+def kill_worker_mid_slow_step(stack: Stack, tmp_path: Path, event: str, *fn_ids: str
+                              ) -> tuple[dict[str, Any], Path, int]:
+    """Send ``event``; SIGKILL the worker while the gated function's slow step runs
+    (directly, or as an invoked child); let a new worker finish. Returns the run, the
+    journal of step executions and the killed worker's pid."""
     journal, gate = tmp_path / "journal", tmp_path / "gate"
     os.environ["STEPSTREAM_TEST_JOURNAL"] = str(journal)
     os.environ["STEPSTREAM_TEST_GATE"] = str(gate)
     try:
         stack.start_engine()
         first = stack.spawn("worker", APP, log="worker1")
-        stack.wait_functions("durable-gated")
+        stack.wait_functions(*fn_ids)
         client = sdk.Client(app_id="durable", settings=stack.settings)
-        [event_id] = client.send(sdk.Event(name="durable/gated", data={}))
+        [event_id] = client.send(sdk.Event(name=event, data={}))
         wait_for(lambda: any(w[0] == "slow-start" for w in journal_lines(journal)), 60,
                  "the slow step to start")
         os.kill(first.pid, signal.SIGKILL)
@@ -58,40 +61,30 @@ def test_worker_killed_mid_step_completes_without_rerunning_completed_steps(
     finally:
         os.environ.pop("STEPSTREAM_TEST_JOURNAL")
         os.environ.pop("STEPSTREAM_TEST_GATE")
+    return run, journal, first.pid
+
+
+def test_worker_killed_mid_step_completes_without_rerunning_completed_steps(
+        stack: Stack, tmp_path: Path) -> None:
+    run, journal, killed = kill_worker_mid_slow_step(stack, tmp_path, "durable/gated",
+                                                     "durable-gated")
     assert run["status"] == "completed" and run["output"] == "one-two-three"
     seen = Counter(w[0] for w in journal_lines(journal))
     assert seen["first"] == 1, "a completed step ran again"
     assert seen["slow-start"] == 2 and seen["slow-end"] == 1  # the killed one re-ran
     assert seen["third"] == 1
-    assert {w[2] for w in journal_lines(journal) if w[0] == "slow-start"} != {str(first.pid)}
+    assert {w[2] for w in journal_lines(journal) if w[0] == "slow-start"} != {str(killed)}
 
 
 def test_child_run_whose_worker_is_killed_still_answers_its_parent(
         stack: Stack, tmp_path: Path) -> None:
-    journal, gate = tmp_path / "journal", tmp_path / "gate"
-    os.environ["STEPSTREAM_TEST_JOURNAL"] = str(journal)
-    os.environ["STEPSTREAM_TEST_GATE"] = str(gate)
-    try:
-        stack.start_engine()
-        first = stack.spawn("worker", APP, log="worker1")
-        stack.wait_functions("durable-invoker", "durable-gated")
-        client = sdk.Client(app_id="durable", settings=stack.settings)
-        [event_id] = client.send(sdk.Event(name="durable/invoker", data={}))
-        wait_for(lambda: any(w[0] == "slow-start" for w in journal_lines(journal)), 60,
-                 "the child's slow step to start")
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait()
-        gate.touch()
-        stack.spawn("worker", APP, log="worker2")
-        run = stack.finished_run(event_id, timeout=90)
-        client.close()
-    finally:
-        os.environ.pop("STEPSTREAM_TEST_JOURNAL")
-        os.environ.pop("STEPSTREAM_TEST_GATE")
+    run, journal, _ = kill_worker_mid_slow_step(stack, tmp_path, "durable/invoker",
+                                                "durable-invoker", "durable-gated")
     assert run["status"] == "completed", run["error"]
     assert run["output"] == "one-two-three"
     seen = Counter(w[0] for w in journal_lines(journal))
     assert seen["first"] == 1 and seen["third"] == 1 and seen["slow-end"] == 1
+    assert seen["slow-start"] == 2  # the child's killed step ran again on the new worker
 
 
 def test_two_workers_both_execute_runs(stack: Stack) -> None:
