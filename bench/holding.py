@@ -25,9 +25,9 @@ The engine runs as ``python -m bench.holding engine-diag <engine CLI args>``: th
 engine's own CLI, plus an idle thread that, asked after the measurement, writes where
 the memory is (decoded-state caches, RocksDB memtables) and what RSS is left after
 giving each part back (``malloc_trim``, flushing memtables, emptying the caches).
-``--engine-cache-runs``, ``--engine-evict-parked`` and ``--engine-memtable-mb`` are
-experiments on that engine (patched at start-up, see :func:`engine_diag`) to measure
-the fixes for its memory.
+``--engine-cache-runs``, ``--engine-evict-parked``, ``--engine-memtable-mb``,
+``--engine-block-cache-mb`` and ``--engine-malloc-trim-s`` are experiments on that
+engine (patched at start-up, see :func:`engine_diag`) to measure fixes for its memory.
 """
 
 from __future__ import annotations
@@ -174,7 +174,8 @@ def settle(pid: int, *, quiet_pct: float = 5.0, window: float = 2.0, limit: floa
 
 def run_ours(broker: str, *, n: int, variant: str, partitions: int, concurrency: int,
              work: Path, cache_runs: int | None = None, evict_parked: bool = False,
-             memtable_mb: int | None = None, api_sample: int = 50) -> dict[str, Any]:
+             memtable_mb: int | None = None, block_cache_mb: int | None = None,
+             malloc_trim_s: float | None = None, api_sample: int = 50) -> dict[str, Any]:
     if variant == "wait":
         missing = wait_api()
         if missing:
@@ -182,7 +183,9 @@ def run_ours(broker: str, *, n: int, variant: str, partitions: int, concurrency:
     work.mkdir(parents=True, exist_ok=True)
     env = {"BENCH_DIAG_REQUEST": str(work / "diag-request")}
     for name, value in (("BENCH_ENGINE_CACHE_RUNS", cache_runs),
-                        ("BENCH_ENGINE_MEMTABLE_MB", memtable_mb)):
+                        ("BENCH_ENGINE_MEMTABLE_MB", memtable_mb),
+                        ("BENCH_ENGINE_BLOCK_CACHE_MB", block_cache_mb),
+                        ("BENCH_ENGINE_MALLOC_TRIM_S", malloc_trim_s)):
         if value is not None:
             env[name] = str(value)
     if evict_parked:
@@ -248,7 +251,8 @@ def run_ours(broker: str, *, n: int, variant: str, partitions: int, concurrency:
             "rss_series": [(round(t, 1), round(m)) for t, m in sampler.samples[::10]],
             "cpu": cpu, "prefix": s.settings.prefix,
             "engine_cache_runs": cache_runs, "engine_evict_parked": evict_parked,
-            "engine_memtable_mb": memtable_mb,
+            "engine_memtable_mb": memtable_mb, "engine_block_cache_mb": block_cache_mb,
+            "engine_malloc_trim_s": malloc_trim_s,
         }
         if variant == "wait":
             out["resume_check"] = _resume_some(s, done, events, run_ids)
@@ -371,7 +375,8 @@ def run_peer(broker: str, *, n: int, partitions: int, work: Path) -> dict[str, A
 def bench_holding(broker: str, *, n: int = 100_000, variant: str = "sleep",
                   partitions: int = 8, peer: bool = True, concurrency: int = 100,
                   cache_runs: int | None = None, evict_parked: bool = False,
-                  memtable_mb: int | None = None) -> dict[str, Any]:
+                  memtable_mb: int | None = None, block_cache_mb: int | None = None,
+                  malloc_trim_s: float | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"n": n, "variant": variant}
     with tempfile.TemporaryDirectory(prefix="stepstream-bench-holding-") as tmp:
         work = Path(tmp)
@@ -379,7 +384,8 @@ def bench_holding(broker: str, *, n: int = 100_000, variant: str = "sleep",
             out["ours"] = run_ours(broker, n=n, variant=variant, partitions=partitions,
                                    concurrency=concurrency, work=work / "ours",
                                    cache_runs=cache_runs, evict_parked=evict_parked,
-                                   memtable_mb=memtable_mb)
+                                   memtable_mb=memtable_mb, block_cache_mb=block_cache_mb,
+                                   malloc_trim_s=malloc_trim_s)
         except Exception as exc:
             logging.exception("stepstream holding failed")
             out["ours"] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -408,7 +414,8 @@ def print_holding(r: dict[str, Any]) -> None:
             continue
         mem, state = res["engine"], res["state"]
         changes = [f"{k} {res[f'engine_{k}']}".replace("_", " ")
-                   for k in ("cache_runs", "evict_parked", "memtable_mb")
+                   for k in ("cache_runs", "evict_parked", "memtable_mb", "block_cache_mb",
+                             "malloc_trim_s")
                    if res.get(f"engine_{k}") not in (None, False)]
         label = f"{name} (experiment: {', '.join(changes)})" if changes else name
         print(f"  {label}: {res['parked']}/{res['runs']} parked in "
@@ -439,6 +446,10 @@ def print_holding(r: dict[str, Any]) -> None:
             print(f"    Python objects: {diag.get('python_allocated_blocks')} blocks "
                   f"({diag.get('python_allocated_blocks_after')} without the caches); "
                   f"most tracked: {diag.get('gc_objects')}")
+            print(f"    resident by mapping: {diag.get('smaps')}; pymalloc "
+                  f"{diag.get('pymalloc')}")
+            print(f"    after giving back: {diag.get('smaps_after')}; pymalloc "
+                  f"{diag.get('pymalloc_after')}")
             print("    RSS " + ", ".join(f"{fmt(mb, ' MB')} {what}"
                                          for what, mb in diag["steps"]))
         elif diag:
@@ -493,6 +504,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--engine-memtable-mb", type=int,
                    help="experiment: one RocksDB WriteBufferManager of this many MB shared "
                         "by all the engine's databases")
+    p.add_argument("--engine-block-cache-mb", type=int,
+                   help="experiment: one RocksDB block cache of this many MB shared by all "
+                        "the engine's databases")
+    p.add_argument("--engine-malloc-trim-s", type=float,
+                   help="experiment: malloc_trim(0) in the engine every this many seconds")
     p.add_argument("--no-peer", action="store_true", help="skip the Faust peer")
     p.add_argument("--broker", help="use this broker instead of a fresh dev broker")
     args = p.parse_args(argv)
@@ -514,7 +530,9 @@ def main(argv: list[str] | None = None) -> int:
                               concurrency=args.concurrency,
                               cache_runs=args.engine_cache_runs,
                               evict_parked=args.engine_evict_parked,
-                              memtable_mb=args.engine_memtable_mb)
+                              memtable_mb=args.engine_memtable_mb,
+                              block_cache_mb=args.engine_block_cache_mb,
+                              malloc_trim_s=args.engine_malloc_trim_s)
         print_holding(r)
     return 0
 
@@ -525,7 +543,10 @@ def engine_diag(argv: list[str]) -> int:
     appears. Experiments, off unless set: ``BENCH_ENGINE_CACHE_RUNS`` (the decoded-state
     cache per partition), ``BENCH_ENGINE_EVICT_PARKED=1`` (keep no parked run's state in
     that cache), ``BENCH_ENGINE_MEMTABLE_MB`` (one RocksDB WriteBufferManager of that
-    size shared by every database, so memtables are flushed past it)."""
+    size shared by every database, so memtables are flushed past it),
+    ``BENCH_ENGINE_BLOCK_CACHE_MB`` (one LRU block cache of that size shared by every
+    database, instead of one per database), ``BENCH_ENGINE_MALLOC_TRIM_S`` (give freed
+    C heap back to the system with ``malloc_trim(0)`` that often)."""
     import engine.state as state
     from engine.cli import main as cli_main
 
@@ -533,6 +554,8 @@ def engine_diag(argv: list[str]) -> int:
     cache_runs = int(os.environ.get("BENCH_ENGINE_CACHE_RUNS", "-1"))
     evict_parked = os.environ.get("BENCH_ENGINE_EVICT_PARKED") == "1"
     memtable_mb = int(os.environ.get("BENCH_ENGINE_MEMTABLE_MB", "-1"))
+    block_cache_mb = int(os.environ.get("BENCH_ENGINE_BLOCK_CACHE_MB", "-1"))
+    trim_s = float(os.environ.get("BENCH_ENGINE_MALLOC_TRIM_S", "0"))
     stores: list[Any] = []
     init = state.PartitionStore.__init__
     takes_cache = "cache_runs" in inspect.signature(init).parameters
@@ -558,17 +581,33 @@ def engine_diag(argv: list[str]) -> int:
                 remember(self, run_id, run)
 
         state.PartitionStore.remember = patched_remember  # type: ignore[method-assign]
-    if memtable_mb >= 0:
+    if memtable_mb >= 0 or block_cache_mb >= 0:
         import rocksdict
 
-        manager = rocksdict.WriteBufferManager(memtable_mb << 20, False)
+        manager = rocksdict.WriteBufferManager(max(memtable_mb, 0) << 20, False)
+        table = rocksdict.BlockBasedOptions()
+        table.set_block_cache(rocksdict.Cache(max(block_cache_mb, 0) << 20))
 
         def options(*a: Any, **kw: Any) -> Any:
             opts = rocksdict.Options(*a, **kw)
-            opts.set_write_buffer_manager(manager)
+            if memtable_mb >= 0:
+                opts.set_write_buffer_manager(manager)
+            if block_cache_mb >= 0:
+                opts.set_block_based_table_factory(table)
             return opts
 
         state.Options = options  # type: ignore[misc,assignment]
+    if trim_s > 0:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+
+        def trim() -> None:
+            while True:
+                time.sleep(trim_s)
+                libc.malloc_trim(0)
+
+        threading.Thread(target=trim, name="bench-trim", daemon=True).start()
 
     def serve_requests() -> None:
         while True:
@@ -598,6 +637,55 @@ def _deep_size(obj: Any) -> int:
     return size
 
 
+def _smaps(pid: int) -> dict[str, float]:
+    """Resident MB by kind of mapping: the brk heap (glibc's main arena), anonymous
+    mappings (CPython's pymalloc arenas, glibc's thread arenas, large allocations), and
+    file-backed pages (code)."""
+    out = {"heap": 0.0, "anon": 0.0, "files": 0.0}
+    kind = "files"
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                head = line.split()
+                if not head:
+                    continue
+                if "-" in head[0] and not head[0].endswith(":"):
+                    name = head[5] if len(head) > 5 else ""
+                    kind = ("heap" if name == "[heap]" else "files" if name.startswith("/")
+                            else "anon")
+                elif head[0] == "Rss:":
+                    out[kind] += int(head[1]) / 1024
+    except OSError:
+        pass
+    return {k: round(v, 1) for k, v in out.items()}
+
+
+def _pymalloc_stats() -> dict[str, float]:
+    """CPython's allocator figures (``sys._debugmallocstats``, which writes to fd 2)."""
+    import re
+
+    with tempfile.TemporaryFile() as tmp:
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        text = tmp.read().decode(errors="replace")
+    out: dict[str, float] = {}
+    for label, key in (("# arenas allocated current", "arenas"),
+                       ("bytes in allocated blocks", "allocated_mb"),
+                       ("bytes in available blocks", "available_mb"),
+                       ("unused pools", "unused_pools_mb")):
+        m = re.search(re.escape(label) + r"[^=]*=\s*([\d,]+)", text)
+        if m:
+            value = float(m.group(1).replace(",", ""))
+            out[key] = value if key == "arenas" else round(value / 1e6, 1)
+    return out
+
+
 def _diagnose(stores: list[Any]) -> dict[str, Any]:
     """Where the engine's memory is, then what giving parts of it back frees (run in
     the engine process after the measurement: it flushes memtables and empties the
@@ -622,11 +710,16 @@ def _diagnose(stores: list[Any]) -> dict[str, Any]:
              "rocksdb.num-immutable-mem-table")
     out["rocksdb"] = {p.removeprefix("rocksdb."): sum(s.db.property_int_value(p) or 0
                                                       for s in live) for p in props}
+    if os.environ.get("BENCH_ENGINE_BLOCK_CACHE_MB"):  # one cache: every database shows it
+        out["rocksdb"]["block-cache-usage"] = max(
+            (s.db.property_int_value("rocksdb.block-cache-usage") or 0 for s in live), default=0)
     kinds: dict[str, int] = {}
     for obj in gc.get_objects():
         kinds[type(obj).__name__] = kinds.get(type(obj).__name__, 0) + 1
     out["gc_objects"] = dict(sorted(kinds.items(), key=lambda kv: -kv[1])[:8])
     out["python_allocated_blocks"] = sys.getallocatedblocks()
+    out["smaps"] = _smaps(pid)
+    out["pymalloc"] = _pymalloc_stats()
     steps: list[tuple[str, float | None]] = []
     gc.collect()
     libc.malloc_trim(0)
@@ -641,6 +734,10 @@ def _diagnose(stores: list[Any]) -> dict[str, Any]:
     libc.malloc_trim(0)
     steps.append(("after emptying the decoded-state caches", proc_memory(pid).get("rss_mb")))
     out["python_allocated_blocks_after"] = sys.getallocatedblocks()
+    out["rocksdb_after_flush"] = {p.removeprefix("rocksdb."): sum(
+        s.db.property_int_value(p) or 0 for s in live) for p in props}
+    out["smaps_after"] = _smaps(pid)
+    out["pymalloc_after"] = _pymalloc_stats()
     out["steps"] = steps
     return out
 
