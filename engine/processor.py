@@ -39,7 +39,7 @@ from engine import fold
 from engine.apply import RUNS_FOLD, WAITS_FOLD, apply_batch, dead_letter
 from engine.cron_service import CronService
 from engine.router import Registry, route, route_invoke
-from engine.state import PartitionStore, parse_timer_key
+from engine.state import PartitionStore, StateMemory, parse_timer_key
 from topics.catalog import Catalog, partition_for
 from topics.codec import DecodeError, decode, encode
 from topics.records import (
@@ -58,6 +58,19 @@ log = logging.getLogger("stepstream.processor")
 # fired again (the first may have been lost with a crashed producer).
 TIMER_REFIRE_MS = 5000
 MAX_POLL_WAIT_S = 0.1
+TRIM_EVERY_S = 5.0
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim with
+        return None
+
+
+_malloc_trim = _load_malloc_trim()
 
 
 def now_ms() -> int:
@@ -109,6 +122,8 @@ class Processor:
         self.producer = Producer({**base, **settings.producer_tuning(),
                                   "client.id": "stepstream-engine"})
         self.cron = CronService(self.catalog, settings.retry_backoff_base_ms)
+        self.memory = StateMemory(settings.state_memtable_mb, settings.state_block_cache_mb)
+        self.next_trim = 0.0
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -127,6 +142,7 @@ class Processor:
                     self._process(batch)
                 self._fire_timers()
                 self._fire_cron()
+                self._trim_heap()
         finally:
             self._shutdown()
 
@@ -204,7 +220,7 @@ class Processor:
             p = tp.partition
             runs = tp.topic == self.catalog.runs
             name = "runs" if runs else "waits"
-            store = PartitionStore(self.state_dir / f"{name}-{p}")
+            store = PartitionStore(self.state_dir / f"{name}-{p}", memory=self.memory)
             with self.stores_lock:
                 (self.stores if runs else self.wait_stores)[p] = store
             start = store.next_offset()
@@ -402,6 +418,17 @@ class Processor:
             self.next_due[p] = upcoming
         if fired:
             self.producer.poll(0)
+
+    def _trim_heap(self) -> None:
+        """Give freed C heap back to the system now and then: batches of decoded states
+        leave tens of MB freed but still mapped (bench.holding: 376 -> 308 MB RSS with
+        100k parked runs, together with the shared block cache)."""
+        now = time.monotonic()
+        if now < self.next_trim:
+            return
+        self.next_trim = now + TRIM_EVERY_S
+        if _malloc_trim is not None:
+            _malloc_trim(0)
 
     # --- cron --------------------------------------------------------------------
 

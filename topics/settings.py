@@ -44,6 +44,10 @@ class Settings:
     linger_ms: int = 1
     # First retry waits about this long; each further retry doubles it (with jitter).
     retry_backoff_base_ms: int = 1000
+    # RocksDB memory of one engine process, shared by all its partition databases:
+    # memtables are flushed to disk past the first, the second caches read blocks.
+    state_memtable_mb: int = 64
+    state_block_cache_mb: int = 16
 
     @staticmethod
     def from_env(env: Mapping[str, str], **overrides: Any) -> Settings:
@@ -71,7 +75,8 @@ class Settings:
 
     def validate(self) -> None:
         for name in ("partitions", "replication", "max_event_bytes", "max_record_bytes",
-                     "max_depth", "max_step_output_bytes"):
+                     "max_depth", "max_step_output_bytes", "state_memtable_mb",
+                     "state_block_cache_mb"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_event_bytes > self.max_record_bytes:
