@@ -23,7 +23,7 @@ import msgpack
 
 from bench.faust_common import make_app, run_worker, write_result
 from engine import fold
-from engine.state import EVENT, RUN, timer_key
+from engine.state import EVENT, RUN, expiry_key, timer_key
 from topics.catalog import partition_for
 from topics.codec import decode, encode
 
@@ -63,6 +63,35 @@ class FaustTables:
 
     def index_event(self, event_id: str, run_id: str) -> None:
         table[EVENT + f"{event_id}/{run_id}".encode()] = b"\x01"
+
+    # Dedupe keys with an expiry, as engine.state keeps them: the value, an expiry index
+    # entry, and (a Faust table has no ordered scan) the earliest expiry in memory.
+    def get_value(self, key: bytes) -> Any:
+        raw = table.get(key)
+        return msgpack.unpackb(raw, raw=False, strict_map_key=False) if raw else None
+
+    def put_value(self, key: bytes, value: Any, *, expires_ms: int | None = None) -> None:
+        table[key] = msgpack.packb(value, use_bin_type=True)
+        if expires_ms is not None:
+            table[expiry_key(expires_ms, key)] = b"\x01"
+            self.expiries.append((expires_ms, key))
+            self.next_expiry = min(self.next_expiry, expires_ms)
+
+    def expire(self, now_ms: int) -> list[bytes]:
+        if now_ms <= self.next_expiry:
+            return []
+        gone = [k for due, k in self.expiries if due < now_ms]
+        for due, k in self.expiries:
+            if due < now_ms:
+                table.pop(k, None)
+                table.pop(expiry_key(due, k), None)
+        self.expiries = [(d, k) for d, k in self.expiries if d >= now_ms]
+        self.next_expiry = min((d for d, _ in self.expiries), default=2**63)
+        return gone
+
+    def __init__(self) -> None:
+        self.expiries: list[tuple[int, bytes]] = []
+        self.next_expiry = 2**63
 
 
 tables = FaustTables()

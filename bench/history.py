@@ -36,9 +36,11 @@ def _event(i: int, ts: int) -> dict:
 def _run_records(i: int, ts: int) -> list[Record]:
     event = _event(i, ts)
     run_id = run_id_for(FN_ID, event["id"], ts)
+    # As the router writes it: the event-id dedupe key is also the partition key.
+    dedupe = f"{FN_ID}\x1fevent\x1f{event['id']}"
     out: list[Record] = [RunRequested(
-        run_id=run_id, fn_id=FN_ID, app_id=APP_ID, partition_key=run_id, event=event,
-        events=[event], retries=4, backoff_base_ms=1000, ts=ts + 1)]
+        run_id=run_id, fn_id=FN_ID, app_id=APP_ID, partition_key=dedupe, event=event,
+        events=[event], retries=4, backoff_base_ms=1000, ts=ts + 1, dedupe_key=dedupe)]
     at = ts + 2
     for seq, step in enumerate(STEPS, start=1):
         out.append(OutcomesReported(
