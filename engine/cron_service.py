@@ -15,6 +15,7 @@ not five times. A schedule that has never fired counts from its registration.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -51,10 +52,12 @@ class CronService:
         self._checked_for: tuple[int, frozenset[int]] | None = None
         self._inflight: dict[tuple[str, str], tuple[int, int]] = {}
 
-    def due(self, registry: Registry, owned: dict[int, PartitionStore], now: int
-            ) -> list[RunRequested]:
-        """The run requests for ticks due at ``now`` on the partitions in ``owned``."""
-        key = (registry.version, frozenset(owned))
+    def due(self, registry: Registry, stores: dict[int, PartitionStore],
+            is_live: Callable[[int], bool], now: int) -> list[RunRequested]:
+        """The run requests for ticks due at ``now`` on the partitions in ``stores``
+        (those this process is assigned); ``is_live(p)`` says whether partition ``p``
+        is restored, and is asked only for partitions holding a cron schedule."""
+        key = (registry.version, frozenset(stores))
         if key == self._checked_for and (self.next_due is None or now < self.next_due):
             return []
         self._checked_for = key
@@ -64,8 +67,14 @@ class CronService:
             if not fn.crons:
                 continue
             pkey = cron_partition_key(fn_id)
-            store = owned.get(partition_for(pkey, self.catalog.partitions))
+            p = partition_for(pkey, self.catalog.partitions)
+            store = stores.get(p)
             if store is None:
+                continue
+            if not is_live(p):
+                # Still restoring: its last ticks may not be folded yet. Look again soon.
+                recheck = now + RECHECK_MS
+                next_due = recheck if next_due is None else min(next_due, recheck)
                 continue
             for schedule in fn.crons:
                 last = _last_tick(store, fn_id, schedule.expr)

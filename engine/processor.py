@@ -434,10 +434,11 @@ class Processor:
 
     def _fire_cron(self) -> None:
         """Fire the due cron ticks of the functions whose cron partition we own."""
-        now = self.clock_ms()
-        owned = {p: store for p, store in self.stores.items()
-                 if store.next_offset() >= self.live_from.get((self.catalog.runs, p), 0)}
-        requests = self.cron.due(self.registry, owned, now)
+        def is_live(p: int) -> bool:
+            store = self.stores[p]
+            return store.next_offset() >= self.live_from.get((self.catalog.runs, p), 0)
+
+        requests = self.cron.due(self.registry, self.stores, is_live, self.clock_ms())
         for req in requests:
             self.producer.produce(self.catalog.runs, encode(req), req.partition_key,
                                   partition=partition_for(req.partition_key,

@@ -22,6 +22,7 @@ Timer keys sort by due time, so the timer service reads only the due prefix.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import threading
 from collections import OrderedDict
@@ -251,6 +252,9 @@ class BatchView:
         self.runs: dict[str, RunState | None] = {}
         self.dirty: set[str] = set()
         self.puts: dict[bytes, bytes] = {}
+        # The keys of ``puts`` in order, so a prefix scan reads only its own range
+        # (the matcher scans several prefixes per event).
+        self.put_keys: list[bytes] = []
         self.deletes: set[bytes] = set()
         self.new_timers: list[int] = []
         self.min_new_expiry: int | None = None
@@ -267,18 +271,14 @@ class BatchView:
         self.dirty.add(run_id)
 
     def put_timer(self, due_ms: int, run_id: str, timer_id: str) -> None:
-        key = timer_key(due_ms, run_id, timer_id)
-        self.deletes.discard(key)
-        self.puts[key] = b""
+        self.put_raw(timer_key(due_ms, run_id, timer_id), b"")
         self.new_timers.append(due_ms)
 
     def delete_timer(self, due_ms: int, run_id: str, timer_id: str) -> None:
-        key = timer_key(due_ms, run_id, timer_id)
-        self.puts.pop(key, None)
-        self.deletes.add(key)
+        self.delete_raw(timer_key(due_ms, run_id, timer_id))
 
     def index_event(self, event_id: str, run_id: str) -> None:
-        self.puts[EVENT + f"{event_id}/{run_id}".encode()] = b""
+        self.put_raw(EVENT + f"{event_id}/{run_id}".encode(), b"")
 
     # Raw keys: small tables beside the runs (dedupe keys, cron ticks, the matcher's).
 
@@ -292,18 +292,24 @@ class BatchView:
 
     def put_raw(self, key: bytes, value: bytes) -> None:
         self.deletes.discard(key)
+        if key not in self.puts:
+            bisect.insort(self.put_keys, key)
         self.puts[key] = value
 
     def delete_raw(self, key: bytes) -> None:
-        self.puts.pop(key, None)
+        if self.puts.pop(key, None) is not None:
+            del self.put_keys[bisect.bisect_left(self.put_keys, key)]
         self.deletes.add(key)
 
     def scan_raw(self, prefix: bytes, upto: bytes | None = None) -> list[tuple[bytes, bytes]]:
         """Keys under ``prefix`` (below ``upto``), this batch's changes included."""
         merged = {k: v for k, v in self.store.scan(prefix, upto) if k not in self.deletes}
-        for k, v in self.puts.items():
-            if k.startswith(prefix) and (upto is None or k < upto):
-                merged[k] = v
+        keys = self.put_keys
+        for i in range(bisect.bisect_left(keys, prefix), len(keys)):
+            k = keys[i]
+            if not k.startswith(prefix) or (upto is not None and k >= upto):
+                break
+            merged[k] = self.puts[k]
         return sorted(merged.items())
 
     def get_value(self, key: bytes) -> Any:
