@@ -148,7 +148,6 @@ def _requested(tables: Tables, rec: RunRequested) -> list[Emit]:
         "timeouts": rec.timeouts,
         "cron": rec.cron,
         "lifecycle_events": rec.lifecycle_events,
-        "report_start": bool(rec.timeouts and rec.timeouts.get("start_ms") is not None),
         "deadlines": {},
         "cancel_waits": [],
         "cancelled_by": None,
@@ -204,7 +203,7 @@ def _reported(tables: Tables, rec: OutcomesReported) -> list[Emit]:
             or waiting["seq"] != rec.task_seq):
         return []  # a stale task's report, or one already applied
 
-    if state.get("report_start") and not state.get("worker_started"):
+    if ends.START_DEADLINE in (state.get("deadlines") or {}):
         # The worker's run.started was lost or is late; a report proves the start.
         ends.mark_started(tables, state, rec.ts, rec.worker)
     timers: list[tuple[int, str, str | None]] = []  # (due, reason, step_id)

@@ -68,7 +68,8 @@ def dispatch(state: RunState, now: int) -> Emit:
                 events=state["events"] or [state["event"]],
                 attempt=max([state["attempt"], *step_attempts.values()]),
                 steps=memo, step_attempts=step_attempts, ts=now,
-                report_start=seq == 1 and bool(state.get("report_start")),
+                report_start=seq == 1 and isinstance(
+                    (state.get("timeouts") or {}).get("start_ms"), int),
                 cron_tick_ms=cron["tick_ms"] if cron else None)
     return Emit("tasks", state["run_id"], task)
 

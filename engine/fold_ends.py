@@ -147,12 +147,7 @@ def wait_resolved(tables: Tables, rec: WaitResolved) -> list[Emit]:
     waiting = state["waiting"]
     if waiting is None or waiting["kind"] != "event" or waiting["wait_id"] != rec.wait_id:
         return []  # timed out first, or a duplicate
-    tables.delete_timer(waiting["due_ms"], rec.run_id, waiting["timer_id"])
-    step = state["steps"][waiting["step_id"]]
-    step["status"] = "completed"
-    step["output"] = rec.event
-    step["attempts"].append({"attempt": 0, "started_at": None, "ended_at": rec.ts,
-                             "error": None})
+    _settle(tables, state, rec.ts, output=rec.event)
     note(state, rec.ts, "wait.resolved", waiting["step_id"],
          detail={"event_id": rec.event.get("id"), "event": rec.event.get("name")})
     emits = [dispatch(state, rec.ts)]
@@ -161,13 +156,7 @@ def wait_resolved(tables: Tables, rec: WaitResolved) -> list[Emit]:
 
 
 def wait_timed_out(tables: Tables, state: RunState, now: int) -> list[Emit]:
-    waiting = state["waiting"]
-    step = state["steps"][waiting["step_id"]]
-    step["status"] = "completed"
-    step["output"] = None
-    step["attempts"].append({"attempt": 0, "started_at": None, "ended_at": now,
-                             "error": None})
-    tables.delete_timer(waiting["due_ms"], state["run_id"], waiting["timer_id"])
+    waiting = _settle(tables, state, now, output=None)
     note(state, now, "wait.timed_out", waiting["step_id"],
          detail={"due_ms": waiting["due_ms"], "late_ms": now - waiting["due_ms"]})
     return [_clear(waiting, now), dispatch(state, now)]
@@ -181,17 +170,7 @@ def invoke_finished(tables: Tables, rec: InvokeFinished) -> list[Emit]:
     if (waiting is None or waiting["kind"] != "invoke" or waiting["step_id"] != rec.step_id
             or waiting["child_run_id"] != rec.child_run_id):
         return []  # timed out first, or a duplicate
-    if waiting["timer_id"]:
-        tables.delete_timer(waiting["due_ms"], rec.run_id, waiting["timer_id"])
-    step = state["steps"][rec.step_id]
-    step["attempts"].append({"attempt": 0, "started_at": None, "ended_at": rec.ts,
-                             "error": rec.error})
-    if rec.error is None:
-        step["status"] = "completed"
-        step["output"] = rec.output
-    else:
-        step["status"] = "failed"
-        step["error"] = rec.error
+    _settle(tables, state, rec.ts, output=rec.output, error=rec.error)
     note(state, rec.ts, "invoke.finished", rec.step_id,
          detail={"child_run_id": rec.child_run_id, "ok": rec.error is None,
                  **error_brief(rec.error)})
@@ -202,18 +181,33 @@ def invoke_finished(tables: Tables, rec: InvokeFinished) -> list[Emit]:
 
 def invoke_timed_out(tables: Tables, state: RunState, now: int) -> list[Emit]:
     waiting = state["waiting"]
-    step = state["steps"][waiting["step_id"]]
-    step["status"] = "failed"
-    step["error"] = {"name": "InvokeTimeoutError",
-                     "message": f"function {waiting['function_id']!r} (run "
-                                f"{waiting['child_run_id']}) did not finish in time",
-                     "stack": ""}
-    step["attempts"].append({"attempt": 0, "started_at": None, "ended_at": now,
-                             "error": step["error"]})
-    tables.delete_timer(waiting["due_ms"], state["run_id"], waiting["timer_id"])
+    _settle(tables, state, now, error={
+        "name": "InvokeTimeoutError",
+        "message": f"function {waiting['function_id']!r} (run {waiting['child_run_id']}) "
+                   f"did not finish in time",
+        "stack": ""})
     note(state, now, "invoke.timed_out", waiting["step_id"],
          detail={"child_run_id": waiting["child_run_id"]})
     return [dispatch(state, now)]
+
+
+def _settle(tables: Tables, state: RunState, now: int, *, output: Any = None,
+            error: dict[str, Any] | None = None) -> dict[str, Any]:
+    """End the step the run is paused on (a wait or an invoke): completed with
+    ``output``, or failed with ``error``; its timeout timer goes. Returns the pause."""
+    waiting: dict[str, Any] = state["waiting"]
+    if waiting.get("timer_id"):
+        tables.delete_timer(waiting["due_ms"], state["run_id"], waiting["timer_id"])
+    step = state["steps"][waiting["step_id"]]
+    step["attempts"].append({"attempt": 0, "started_at": None, "ended_at": now,
+                             "error": error})
+    if error is None:
+        step["status"] = "completed"
+        step["output"] = output
+    else:
+        step["status"] = "failed"
+        step["error"] = error
+    return waiting
 
 
 # --- starting, deadlines, cancelling ------------------------------------------------
