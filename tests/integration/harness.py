@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -13,12 +14,13 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+import sdk
 from engine.app import Engine
 from engine.provision import ensure_topics
 from topics.catalog import Catalog
@@ -54,6 +56,7 @@ class Stack:
         self.engine: Engine | None = None
         self.children: list[subprocess.Popen[bytes]] = []
         self.workers: list[tuple[Any, threading.Thread]] = []
+        self.client: Any = None  # the app of app_stack(), if any
 
     # --- environment for child processes --------------------------------------------
 
@@ -97,6 +100,11 @@ class Stack:
                 have = {f["id"] for f in self.api("/v1/functions")["data"]}
             return set(fn_ids) <= have
         wait_for(known, timeout, f"functions {fn_ids} registered")
+
+    def send(self, name: str, data: dict[str, Any], event_id: str | None = None) -> str:
+        """Send one event through the app's client; its id."""
+        [sent] = self.client.send(sdk.Event(name=name, data=data, id=event_id))
+        return str(sent)
 
     # --- observing ------------------------------------------------------------------
 
@@ -165,3 +173,23 @@ class Stack:
                     proc.wait()
         if self.engine is not None:
             self.engine.stop()
+
+
+@contextlib.contextmanager
+def app_stack(broker: str, tmp: Path, make_client: Callable[[Settings], Any],
+              fn_ids: list[str]) -> Iterator[Stack]:
+    """A stack with an in-process engine and one worker thread running the app that
+    ``make_client`` builds, once every function in ``fn_ids`` is registered."""
+    stack = Stack(broker, tmp, backoff_ms=100)
+    client = None
+    try:
+        stack.start_engine()
+        client = make_client(stack.settings)
+        stack.start_worker(client)
+        stack.client = client
+        stack.wait_functions(*fn_ids)
+        yield stack
+    finally:
+        stack.close()
+        if client is not None:
+            client.close()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import sdk
-from tests.integration.harness import Stack
+from tests.integration.harness import Stack, app_stack
 from topics.catalog import partition_for
 from topics.settings import Settings
 
@@ -111,23 +111,11 @@ def make_client(settings: Settings) -> sdk.Client:
 
 @pytest.fixture(scope="module")
 def stack(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Stack(broker, tmp_path_factory.mktemp("steps"), backoff_ms=100)
-    s.start_engine()
-    client = make_client(s.settings)
-    s.start_worker(client)
-    s.client = client  # type: ignore[attr-defined]
-    s.wait_functions(*(f"steps-{f}" for f in (
-        "process-order", "on-charged", "flaky", "fatal", "later", "catcher", "loop",
-        "unserializable", "filtered")))
-    yield s
-    s.close()
-    client.close()
-
-
-def send(stack: Stack, name: str, data: dict[str, Any], event_id: str | None = None) -> str:
-    [sent] = stack.client.send(  # type: ignore[attr-defined]
-        sdk.Event(name=name, data=data, id=event_id))
-    return sent
+    with app_stack(broker, tmp_path_factory.mktemp("steps"), make_client,
+                   [f"steps-{f}" for f in ("process-order", "on-charged", "flaky", "fatal",
+                                           "later", "catcher", "loop", "unserializable",
+                                           "filtered")]) as s:
+        yield s
 
 
 def ids_on_one_partition(stack: Stack, n: int) -> list[str]:
@@ -143,7 +131,7 @@ def ids_on_one_partition(stack: Stack, n: int) -> list[str]:
 
 
 def test_example_completes_with_the_right_output(stack: Stack) -> None:
-    event_id = send(stack, "shop/order.created", {"order_id": 7, "total": 12.5})
+    event_id = stack.send("shop/order.created", {"order_id": 7, "total": 12.5})
     run = stack.finished_run(event_id)
     assert run["status"] == "completed", run["error"]
     assert run["output"] == {"charge": "ch_7", "a": "A", "b": "B"}
@@ -165,7 +153,7 @@ def test_example_completes_with_the_right_output(stack: Stack) -> None:
 
 
 def test_step_failing_twice_then_succeeding(stack: Stack) -> None:
-    run = stack.finished_run(send(stack, "test/flaky", {}))
+    run = stack.finished_run(stack.send("test/flaky", {}))
     assert run["status"] == "completed" and run["output"] == 3
     attempts = run["steps"]["call"]["attempts"]
     assert [a["error"] is not None for a in attempts] == [True, True, False]
@@ -175,7 +163,7 @@ def test_step_failing_twice_then_succeeding(stack: Stack) -> None:
 
 
 def test_non_retriable_error_fails_the_run_at_once(stack: Stack) -> None:
-    run = stack.finished_run(send(stack, "test/fatal", {}))
+    run = stack.finished_run(stack.send("test/fatal", {}))
     assert run["status"] == "failed"
     assert run["error"]["name"] == "NonRetriableError"
     assert "card declined" in run["error"]["message"]
@@ -184,7 +172,7 @@ def test_non_retriable_error_fails_the_run_at_once(stack: Stack) -> None:
 
 
 def test_retry_after_waits_at_least_its_time(stack: Stack) -> None:
-    run = stack.finished_run(send(stack, "test/later", {}))
+    run = stack.finished_run(stack.send("test/later", {}))
     assert run["status"] == "completed"
     first, second = run["steps"]["call"]["attempts"]
     assert second["ended_at"] - first["ended_at"] >= 1500
@@ -193,20 +181,20 @@ def test_retry_after_waits_at_least_its_time(stack: Stack) -> None:
 
 
 def test_step_error_is_catchable(stack: Stack) -> None:
-    run = stack.finished_run(send(stack, "test/catch", {}))
+    run = stack.finished_run(stack.send("test/catch", {}))
     assert run["status"] == "completed"
     assert run["output"] == {"caught": "ValueError", "message": "nope"}
     assert len(run["steps"]["doomed"]["attempts"]) == 2  # first try + 1 retry
 
 
 def test_repeated_step_ids_are_told_apart(stack: Stack) -> None:
-    run = stack.finished_run(send(stack, "test/loop", {}))
+    run = stack.finished_run(stack.send("test/loop", {}))
     assert run["output"] == [0, 10, 20]
     assert run["step_order"] == ["item", "item:1", "item:2"]
 
 
 def test_unserializable_output_fails_naming_the_step(stack: Stack) -> None:
-    run = stack.finished_run(send(stack, "test/unserializable", {}))
+    run = stack.finished_run(stack.send("test/unserializable", {}))
     assert run["status"] == "failed"
     step = run["steps"]["make-set"]
     assert step["status"] == "failed"
@@ -216,14 +204,14 @@ def test_unserializable_output_fails_naming_the_step(stack: Stack) -> None:
 
 def test_wildcard_and_cel_filter_select_the_right_runs(stack: Stack) -> None:
     ids = ids_on_one_partition(stack, 5)
-    vip = send(stack, "filter/signup", {"vip": True}, ids[0])
-    plain = send(stack, "filter/signup", {"vip": False}, ids[1])
-    missing = send(stack, "filter/other", {}, ids[2])
-    zero_total = send(stack, "shop/order.created", {"order_id": 1, "total": 0}, ids[3])
+    vip = stack.send("filter/signup", {"vip": True}, ids[0])
+    plain = stack.send("filter/signup", {"vip": False}, ids[1])
+    missing = stack.send("filter/other", {}, ids[2])
+    zero_total = stack.send("shop/order.created", {"order_id": 1, "total": 0}, ids[3])
     assert stack.finished_run(vip)["output"] == "filter/signup"
     # The marker is routed after the others (same partition), so once it has a run the
     # engine has decided on every earlier event.
-    marker = send(stack, "filter/marker", {"vip": True}, ids[4])
+    marker = stack.send("filter/marker", {"vip": True}, ids[4])
     stack.finished_run(marker)
     for event_id in (plain, missing, zero_total):
         assert stack.runs_for(event_id) == []
