@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import common
-from bench.common import ROOT, fmt
+from bench.common import ROOT, cpu_shares, fmt
 
 RESULTS = ROOT / "bench" / "results.json"
 
@@ -250,10 +250,8 @@ def _print_runs(r: dict[str, Any], kind: str, c: int) -> None:
                   f"{fmt(res['p99_ms'], ' ms')}, max {fmt(res['max_ms'], ' ms')}; "
                   f"sustained {fmt(res.get('sustained_rate'))} runs/s "
                   f"({res['completed']}/{res['runs']} completed)")
-        cpu = res.get("cpu") or {}
-        shares = [f"{k[:-8]} {v:g}%" for k, v in cpu.items() if k.endswith("_cpu_pct")]
-        if shares:
-            print(f"    CPU while measuring: {', '.join(shares)}")
+        if shares := cpu_shares(res.get("cpu")):
+            print(f"    CPU while measuring: {shares}")
         if "error" in res:
             print(f"    ({res['error']})")
         for run_id, status in (res.get("unseen_runs") or {}).items():

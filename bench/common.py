@@ -62,6 +62,12 @@ class CpuMeter:
         return out
 
 
+def cpu_shares(cpu: dict[str, Any] | None) -> str:
+    """``"engine 17.4%, worker 13.2%, ..."`` from a :meth:`CpuMeter.stop` result, or ""."""
+    return ", ".join(f"{k[:-8]} {v:g}%" for k, v in (cpu or {}).items()
+                     if k.endswith("_cpu_pct"))
+
+
 def faust_missing() -> str | None:
     """Why the Faust peers cannot run here, or None."""
     import importlib.util

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import sdk
-from bench.common import CpuMeter, Observer, completed_run_id, cpu_seconds, fmt
+from bench.common import CpuMeter, Observer, completed_run_id, cpu_seconds, cpu_shares, fmt
 from bench.timers import (
     Stepstream,
     at_ms,
@@ -431,10 +431,8 @@ def print_holding(r: dict[str, Any]) -> None:
             rc = res["resume_check"]
             print(f"    awaited event sent for {rc['sent']} of them: {rc['completed']} "
                   f"completed (p50 {fmt(rc['p50_ms'], ' ms')}, max {fmt(rc['max_ms'], ' ms')})")
-        cpu = res.get("cpu") or {}
-        shares = [f"{k[:-8]} {v:g}%" for k, v in cpu.items() if k.endswith("_cpu_pct")]
-        if shares:
-            print(f"    CPU while parking: {', '.join(shares)}; broker RSS "
+        if shares := cpu_shares(res.get("cpu")):
+            print(f"    CPU while parking: {shares}; broker RSS "
                   f"{fmt(res.get('broker', {}).get('rss_mb'), ' MB')}")
         diag = res.get("diagnosis")
         if diag and "cache" in diag:

@@ -58,6 +58,7 @@ from bench.common import (
     Observer,
     bench_settings,
     completed_run_id,
+    cpu_shares,
     create_topics,
     faust_missing,
     fmt,
@@ -472,13 +473,7 @@ def _measure_ours(s: Stepstream, done: Observer, *, n: int, window_s: float, lea
     meter = CpuMeter(bench_pids(s.children))
     _sleep_until_ms(window_start)
     meter.start()
-    deadline = time.monotonic() + (window_start + window_s * 1000 - now_ms()) / 1000 + drain_s
-    while time.monotonic() < deadline:
-        with done.lock:
-            if all(r in done.seen for r in due_by_run):
-                break
-        s.check_alive()
-        time.sleep(0.2)
+    _await_all(done, due_by_run, window_start + window_s * 1000, drain_s, s.check_alive)
     cpu = meter.stop()
     with done.lock:
         completed = sum(1 for r in due_by_run if r in done.seen)
@@ -579,14 +574,8 @@ def run_peer(broker: str, *, n: int, window_s: float, lead_s: float, partitions:
         _sleep_until_ms(window_start)
         parked_by_window = peer.stats().get("parked_by_tag", {}).get(tag, 0)
         meter.start()
-        deadline = time.monotonic() + (window_start + window_s * 1000 - now_ms()) / 1000 \
-            + drain_s
-        while time.monotonic() < deadline:
-            with done.lock:
-                if all(k in done.seen for k in due_by_id):
-                    break
-            peer.check_alive()
-            time.sleep(0.2)
+        _await_all(done, due_by_id, window_start + window_s * 1000, drain_s,
+                   peer.check_alive)
         cpu = meter.stop()
         fired_late: list[float] = []
         e2e_late: list[float] = []
@@ -640,6 +629,19 @@ def bench_timers(broker: str, *, n: int = 10_000, window_s: float = 60.0,
     return out
 
 
+def _await_all(done: Any, keys: Any, window_end_ms: int, drain_s: float,
+               check_alive: Any) -> None:
+    """Until every key has woken (``done.seen``), or ``drain_s`` after the window ends;
+    a dead child process fails the benchmark at once."""
+    deadline = time.monotonic() + (window_end_ms - now_ms()) / 1000 + drain_s
+    while time.monotonic() < deadline:
+        with done.lock:
+            if all(k in done.seen for k in keys):
+                return
+        check_alive()
+        time.sleep(0.2)
+
+
 def print_timers(r: dict[str, Any]) -> None:
     for name, res in (("stepstream", r.get("ours")),
                       ("faust rocksdb table + 100 ms app.timer scan", r.get("peer"))):
@@ -669,10 +671,8 @@ def print_timers(r: dict[str, Any]) -> None:
             print(f"    parked by window start: {res.get('parked_by_window_start')}; "
                   f"table scan p50 {fmt(res.get('scan_ms_p50'), ' ms')}, max "
                   f"{fmt(res.get('scan_ms_max'), ' ms')} ({res.get('scans')} scans)")
-        cpu = res.get("cpu") or {}
-        shares = [f"{k[:-8]} {v:g}%" for k, v in cpu.items() if k.endswith("_cpu_pct")]
-        if shares:
-            print(f"    CPU during the window: {', '.join(shares)}")
+        if shares := cpu_shares(res.get("cpu")):
+            print(f"    CPU during the window: {shares}")
         if "error" in res:
             print(f"    ({res['error']})")
 
