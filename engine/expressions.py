@@ -75,13 +75,16 @@ class CompiledExpression:
                 ) from None
             self.compiled = False
 
-    def evaluate(self, activation: Mapping[str, Any]) -> Any:
-        """Evaluate with ``activation`` mapping variable names to JSON-compatible values.
+    def evaluate(self, activation: Mapping[str, Any], *, converted: bool = False) -> Any:
+        """Evaluate with ``activation`` mapping variable names to JSON-compatible values
+        (or to CEL values already, with ``converted``).
 
         Returns a CEL value from ``celpy.celtypes`` (``BoolType`` and ``IntType`` are
         ``int`` subclasses, ``StringType`` a ``str``, ``MapType`` a ``dict``). Raises ``celpy.CELEvalError`` when
         evaluation fails (missing field, type mismatch, division by zero).
         """
+        if converted:
+            return self._run(activation)
         return self._run({name: to_cel(value) for name, value in activation.items()})
 
     def _run(self, context: Mapping[str, Any]) -> Any:
@@ -95,7 +98,7 @@ class CompiledExpression:
         non-boolean result is False (logged at debug). ``converted`` says the
         activation's values are CEL values already (see :class:`PreparedEvent`)."""
         try:
-            result = (self._run(activation) if converted else self.evaluate(activation))
+            result = self.evaluate(activation, converted=converted)
         except Exception as exc:  # CELEvalError, or a conversion error on odd input
             log.debug("CEL expression %r: %s", self.source, exc)
             return False

@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 import msgpack
 
-from engine.expressions import CompiledExpression, ExpressionError
+from engine.expressions import CompiledExpression, ExpressionError, PreparedEvent
 from engine.fold_core import Emit, NotApplicable, value_at
 from topics.records import Event, Record, WaitCleared, WaitRegistered, WaitResolved
 
@@ -117,9 +117,10 @@ def _event(tables: WaitTables, event: Event) -> list[Emit]:
             candidates.extend(tables.scan_raw(INDEXED + name_key + _pk(field) + _pk(value)))
     candidates.extend(tables.scan_raw(UNINDEXED + name_key))
     emits: list[Emit] = []
+    candidate = PreparedEvent(body)  # converted to CEL once, for every condition
     for key, raw in candidates:
         wait = msgpack.unpackb(raw, raw=False)
-        if wait["if_exp"] and not _holds(wait["if_exp"], wait["trigger"], body):
+        if wait["if_exp"] and not _holds(wait["if_exp"], wait["trigger"], candidate):
             continue
         tables.delete_raw(key)  # a wait resolves once
         emits.append(Emit("runs", wait["partition_key"], WaitResolved(
@@ -152,12 +153,14 @@ def _expression(source: str) -> CompiledExpression:
     return expr
 
 
-def _holds(source: str, trigger: dict[str, Any], candidate: dict[str, Any]) -> bool:
+def _holds(source: str, trigger: dict[str, Any], candidate: PreparedEvent) -> bool:
     try:
         expr = _expression(source)
+        activation = {"event": PreparedEvent(trigger).cel(), "async_": candidate.cel()}
     except ExpressionError as exc:
         log.warning("wait condition does not compile: %s", exc)
         return False
-    fields = ("name", "data", "id", "ts")
-    return expr.evaluate_bool({"event": {k: trigger.get(k) for k in fields},
-                               "async_": {k: candidate.get(k) for k in fields}})
+    except Exception as exc:  # an event CEL cannot hold (an int beyond int64): no match
+        log.debug("wait condition not evaluable: %s", exc)
+        return False
+    return expr.evaluate_bool(activation, converted=True)

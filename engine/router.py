@@ -117,7 +117,7 @@ def _dedupe_key(fn: RegisteredFunction, prepared: PreparedEvent, event_id: str) 
     fn_id = fn.definition.fn_id
     if fn.idempotency is not None:
         try:
-            value = to_json(fn.idempotency.evaluate({"event": prepared.fields}))
+            value = to_json(fn.idempotency.evaluate({"event": prepared.cel()}, converted=True))
         except Exception as exc:  # CEL evaluation error: fall back to the event id
             log.warning("function %s: idempotency key did not evaluate (%s); deduplicating "
                         "by event id", fn_id, exc)
