@@ -1,7 +1,8 @@
 """The ``stepstream`` command line.
 
 Commands: ``dev`` (everything on one machine, with a dev broker), ``engine`` (against
-configured brokers), ``worker``, ``send``, ``runs show|list|cancel``, ``replay``. A malformed
+configured brokers), ``worker``, ``send``, ``runs show|list|cancel``,
+``functions list|show|remove`` (:mod:`engine.functions_cli`), ``replay``. A malformed
 argument prints one line and exits 2; a failure at run time prints one line and exits 1.
 """
 
@@ -198,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--reason", type=cancel_reason, help="why (kept with the run)")
     cancel.add_argument("--api", type=api_url, help=f"API base URL ({DEFAULT_API})")
 
+    from engine.functions_cli import add_parser as add_functions_parser
+
+    add_functions_parser(sub)
+
     rep = sub.add_parser("replay", help="rebuild every state table from the topics")
     rep.add_argument("--state-dir", type=Path,
                      help="empty directory to rebuild into (default: a new temp dir)")
@@ -337,14 +342,18 @@ def _api_base(args: argparse.Namespace) -> str:
     return (args.api or os.environ.get("STEPSTREAM_API") or DEFAULT_API).rstrip("/")
 
 
-def api_call(base: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    """GET ``base + path`` (POST ``body`` as JSON if given) and decode the JSON answer;
+def api_call(base: str, path: str, body: dict[str, Any] | None = None,
+             method: str | None = None) -> Any:
+    """GET ``base + path`` (POST ``body`` as JSON if given; ``method`` overrides) and
+    decode the JSON answer;
     raises :class:`CliError` on any failure. A 404 or 409 raises with the API's own
     message alone; other HTTP errors add the status and URL."""
     url = base + path
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
                                  headers={"Content-Type": "application/json"} if data else {})
+    if method:
+        req.method = method
     try:
         # A POST waits for the broker's acknowledgement, which the API bounds at 35 s.
         with urllib.request.urlopen(req, timeout=40 if data else 10) as resp:
@@ -434,6 +443,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_functions(args: argparse.Namespace) -> int:
+    """``stepstream functions list|show|remove``."""
+    from engine.functions_cli import cmd_functions as run
+
+    return run(args, _api_base(args))
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     """``stepstream replay``: prints the state hash of the rebuilt tables."""
     from engine.replay import ReplayError, replay
@@ -449,7 +465,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"dev": cmd_dev, "engine": cmd_engine, "worker": cmd_worker, "send": cmd_send,
-            "runs": cmd_runs, "replay": cmd_replay}
+            "runs": cmd_runs, "functions": cmd_functions, "replay": cmd_replay}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,6 +6,8 @@
 * ``GET /v1/runs?function=&status=&since=&until=&limit=&cursor=`` — runs, newest first,
   filtered, paged by run id
 * ``POST /v1/runs/{run_id}/cancel`` — cancel a run (body ``{"reason": "..."}`` optional)
+* ``GET /v1/functions``, ``GET /v1/functions/{id}`` — registered functions
+* ``DELETE /v1/functions/{id}`` — remove a function from the registry
 * ``GET /v1/state/hash`` — a hash over every run state this engine holds
 * ``GET /health``
 
@@ -56,6 +58,9 @@ class RunQueries(Protocol):
         ...
     def state_hash(self) -> str: ...
     def functions(self) -> list[dict[str, Any]]: ...
+    def function(self, fn_id: str) -> dict[str, Any] | None:
+        """One registered function (:func:`engine.function_views.function_view`)."""
+        ...
 
 
 class Ingest(Protocol):
@@ -66,6 +71,10 @@ class Ingest(Protocol):
     async def request_cancel(self, run_id: str, partition_key: str,
                              reason: str | None) -> Any:
         """Store a ``run.cancel`` for the run on its partition; returns once stored."""
+        ...
+
+    async def remove_function(self, fn_id: str) -> None:
+        """Store a tombstone for the function on the ``functions`` topic."""
         ...
 
 
@@ -301,6 +310,36 @@ async def functions(request: web.Request) -> web.Response:
     return _json({"data": await _query(request, "functions")})
 
 
+def _no_function(fn_id: str) -> web.Response:
+    return error(404, f"no function {fn_id!r} is registered (GET /v1/functions lists them; "
+                      f"ids are app_id-fn_id)")
+
+
+async def get_function(request: web.Request) -> web.Response:
+    """``GET /v1/functions/{fn_id}``: one registered function; 404 if there is none."""
+    fn_id = request.match_info["fn_id"]
+    view = await _query(request, "function", fn_id)
+    if view is None:
+        return _no_function(fn_id)
+    return _json({"data": view})
+
+
+async def remove_function(request: web.Request) -> web.Response:
+    """``DELETE /v1/functions/{fn_id}``: remove a function from the registry, as an app
+    sync that no longer defines it would: its cron stops and no new event starts it;
+    runs in flight keep their state. 200 ``{"data": {"id", "status": "removed"}}`` once
+    the broker has stored the removal; 404 if no such function is registered. A worker
+    of its app that still defines it registers it again when it starts."""
+    fn_id = request.match_info["fn_id"]
+    if await _query(request, "function", fn_id) is None:
+        return _no_function(fn_id)
+    try:
+        await request.app[INGEST].remove_function(fn_id)
+    except IngestError as exc:
+        return error(exc.status, exc.message)
+    return _json({"data": {"id": fn_id, "status": "removed"}})
+
+
 async def health(request: web.Request) -> web.Response:
     """``GET /health``."""
     return _json({"status": "ok"})
@@ -328,6 +367,8 @@ def make_app(queries: RunQueries, ingest: Ingest, *, dev: bool, event_keys: froz
     app.router.add_post("/v1/runs/{run_id}/cancel", cancel_run)
     app.router.add_get("/v1/state/hash", state_hash)
     app.router.add_get("/v1/functions", functions)
+    app.router.add_get("/v1/functions/{fn_id}", get_function)
+    app.router.add_delete("/v1/functions/{fn_id}", remove_function)
     app.router.add_get("/health", health)
     return app
 

@@ -188,6 +188,29 @@ class EventIngest:
         await self.send_record(self.catalog.runs, partition_key, record)
         return record
 
+    async def remove_function(self, fn_id: str) -> None:
+        """Remove a function from the registry: a tombstone (key = function id, no value)
+        on the compacted ``functions`` topic, which every engine's registry reader
+        applies. Returns once the broker has stored it; raises :class:`IngestError`
+        (503) if it was not."""
+        fut: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                fut.set_exception(KafkaException(err))
+            else:
+                fut.set_result(None)
+
+        # The registry topic has one partition, so all definitions stay in one order.
+        self._ensure_producer().produce(self.catalog.functions, value=None,
+                                        key=fn_id.encode(), partition=0,
+                                        on_delivery=delivered)
+        await asyncio.wait([asyncio.wrap_future(fut)], timeout=self.delivery_timeout + 5)
+        if not fut.done() or fut.exception() is not None:
+            raise IngestError(f"removal of function {fn_id} was not stored: "
+                              f"{fut.exception() if fut.done() else 'no acknowledgement'}",
+                              503)
+
     def _results(self, batch: list[tuple[Event, bytes]],
                  futures: list[concurrent.futures.Future[None]]) -> list[str]:
         for (event, _), fut in zip(batch, futures, strict=True):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from engine.function_views import function_view
 from engine.state import RUN, PartitionStore, decode_state, state_hash
 from engine.views import RunFilter
 
@@ -118,9 +120,18 @@ class Queries:
         return state_hash(self._stores())
 
     def functions(self) -> list[dict[str, Any]]:
-        return [{"id": fn_id, "app_id": f.definition.app_id, "name": f.definition.name,
-                 "triggers": f.definition.triggers, "retries": f.definition.retries}
-                for fn_id, f in sorted(self.processor.registry.functions.items())]
+        """Every registered function (:func:`engine.function_views.function_view`), by id."""
+        # A copy: the processor thread adds and removes definitions meanwhile.
+        registry = dict(self.processor.registry.functions)
+        now = int(time.time() * 1000)
+        return [function_view(f.definition, f.crons, now)
+                for _, f in sorted(registry.items())]
+
+    def function(self, fn_id: str) -> dict[str, Any] | None:
+        """One registered function's view, or None if no such function is registered."""
+        f = self.processor.registry.functions.get(fn_id)
+        return None if f is None else function_view(f.definition, f.crons,
+                                                    int(time.time() * 1000))
 
     def applied(self) -> int:
         return self.processor.applied

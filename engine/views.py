@@ -29,13 +29,13 @@ MAX_TIME_MS = 253_402_300_799_999
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 STATUS = {
-    "queued": "Running",
+    "queued": "Queued",
     "running": "Running",
     "completed": "Completed",
     "failed": "Failed",
     "cancelled": "Cancelled",
 }
-_STATUS_STYLE = {"Running": "yellow", "Completed": "green", "Failed": "red",
+_STATUS_STYLE = {"Queued": "cyan", "Running": "yellow", "Completed": "green", "Failed": "red",
                  "Cancelled": "magenta"}
 
 
@@ -80,7 +80,7 @@ class RunFilter:
     def matches(self, state: dict[str, Any]) -> bool:
         if self.function is not None and state.get("fn_id") != self.function:
             return False
-        if self.statuses is not None and state.get("status") not in self.statuses:
+        if self.statuses is not None and run_status(state) not in self.statuses:
             return False
         if self.since is not None or self.until is not None:
             at = state.get("requested_at")
@@ -123,6 +123,25 @@ def parse_status(value: str) -> str:
     return status
 
 
+def run_status(state: dict[str, Any]) -> str | None:
+    """A run's status as users see it: the fold's, except that a run no worker has
+    begun yet is ``queued``.
+
+    The fold marks a run running when it dispatches the first task; whether a worker
+    took it is read from what only a worker's report or ``run.started`` leaves behind
+    (a step, a function-level retry, a later task, the start time). Derived here rather
+    than stored, so the state, and the hash of every existing history, stay as they are.
+    """
+    status = state.get("status")
+    if status not in ("queued", "running"):
+        return status
+    waiting = state.get("waiting")
+    begun = (state.get("worker_started") is not None or bool(state.get("steps"))
+             or (state.get("attempt") or 0) > 0 or (state.get("task_seq") or 0) > 1
+             or (isinstance(waiting, dict) and waiting.get("kind") != "task"))
+    return "running" if begun else "queued"
+
+
 def api_status(status: str | None) -> str:
     """Internal run status to the API's (Inngest's) status name."""
     if status is None:
@@ -135,11 +154,15 @@ def _attempt_view(a: dict[str, Any]) -> dict[str, Any]:
             "ended_at": rfc3339(a.get("ended_at")), "error": a.get("error")}
 
 
-def _step_view(step_id: str, step: dict[str, Any]) -> dict[str, Any]:
+def _step_view(step_id: str, step: dict[str, Any], run_cancelled: bool) -> dict[str, Any]:
+    status = step.get("status")
+    if run_cancelled and status not in ("completed", "failed"):
+        # Sleeping, waiting or retrying when the run was cancelled: it never will be.
+        status = "cancelled"
     return {
         "id": step_id,
         "name": step.get("name", step_id),
-        "status": step.get("status"),
+        "status": status,
         "output": step.get("output"),
         "error": step.get("error"),
         "until": rfc3339(step.get("until_ms")),
@@ -203,6 +226,10 @@ def _children(state: dict[str, Any]) -> list[dict[str, Any]]:
 def run_view(state: dict[str, Any]) -> dict[str, Any]:
     """The API's JSON for one run, from the internal run state.
 
+    ``status`` is Queued (no worker has begun it; ``started_at`` is then null),
+    Running, Completed, Failed or Cancelled; a cancelled run's steps that had not ended
+    say ``cancelled``.
+
     Besides Inngest's fields: ``cancelled_by`` (who cancelled it: ``{"kind": "api",
     "reason"}``, ``{"kind": "event", "event_id", "event"}`` or ``{"kind": "timeout",
     "which": "start"|"finish"}``), ``waiting`` (what a running run waits for, times as
@@ -212,23 +239,23 @@ def run_view(state: dict[str, Any]) -> dict[str, Any]:
     """
     event = state.get("event") or {}
     steps = state.get("steps") or {}
-    status = state.get("status")
+    status = run_status(state)
     parent = state.get("parent")
     return {
         "run_id": state.get("run_id"),
         "function_id": state.get("fn_id"),
         "event_id": event.get("id"),
-        "status": api_status(state.get("status")),
+        "status": api_status(status),
         "output": state.get("output"),
-        "started_at": rfc3339(state.get("started_at")),
+        "started_at": None if status == "queued" else rfc3339(state.get("started_at")),
         "ended_at": rfc3339(state.get("ended_at")),
         "app_id": state.get("app_id"),
         "event_name": event.get("name"),
         "requested_at": rfc3339(state.get("requested_at")),
         "error": state.get("error"),
         "attempt": state.get("attempt", 0),
-        "steps": [_step_view(sid, steps[sid]) for sid in state.get("step_order") or []
-                  if sid in steps],
+        "steps": [_step_view(sid, steps[sid], status == "cancelled")
+                  for sid in state.get("step_order") or [] if sid in steps],
         "timeline": [_timeline_view(e) for e in state.get("timeline") or []],
         "cancelled_by": state.get("cancelled_by"),
         "waiting": (None if status in TERMINAL_STATUSES
@@ -341,10 +368,28 @@ def waiting_text(waiting: Any) -> str:
     return f"waiting: {_detail_text(waiting)}"
 
 
-def _step_result(s: dict[str, Any], waiting: Any) -> str:
+def _wait_endings(timeline: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per step id, the timeline entry that ended its wait (resolved or timed out)."""
+    return {str(e["step_id"]): e for e in timeline
+            if isinstance(e, dict) and e.get("step_id")
+            and e.get("type") in ("wait.resolved", "wait.timed_out")}
+
+
+def _step_result(s: dict[str, Any], waiting: Any, wait_end: dict[str, Any] | None) -> str:
+    if s.get("status") == "cancelled":
+        return ""
     if (s.get("status") in ("waiting", "invoking") and isinstance(waiting, dict)
             and waiting.get("step_id") == s.get("id")):
         return waiting_text({**waiting, "step_id": None})
+    if wait_end is not None:
+        # A wait's "until" is its timeout; what ended it is what a reader wants.
+        detail = wait_end.get("detail")
+        detail = detail if isinstance(detail, dict) else {}
+        if wait_end.get("type") == "wait.timed_out":
+            return f"timed out at {wait_end.get('at')}"
+        event_id = detail.get("event_id")
+        return (f"event {detail.get('event') or '?'}" + (f" ({event_id})" if event_id else "")
+                + f" at {wait_end.get('at')}")
     err = s.get("error")
     result = (f"{err.get('name', 'Error')}: {err.get('message', '')}"
               if isinstance(err, dict) else _short(err or s.get("output"), 60))
@@ -398,8 +443,9 @@ def timeline_text(run: dict[str, Any]) -> Group:
         st = Table(title="steps", title_justify="left", show_edge=False)
         for col in ("step", "status", "attempts", "output / error"):
             st.add_column(col)
+        endings = _wait_endings(view.get("timeline") or [])
         for s in steps:
-            result = _step_result(s, waiting)
+            result = _step_result(s, waiting, endings.get(str(s.get("id"))))
             st.add_row(str(s.get("name") or s.get("id")), str(s.get("status")),
                        str(len(s.get("attempts") or [])), result)
         parts += [Text(""), st]
@@ -413,8 +459,11 @@ def timeline_text(run: dict[str, Any]) -> Group:
         at = parse_rfc3339(e.get("at"))
         elapsed = _elapsed(at - first) if at is not None and first is not None else ""
         attempt = e.get("attempt")
+        # The API counts attempts from 0 (like ctx.attempt); shown from 1, so the Nth
+        # attempt in the timeline is the Nth the steps table counts.
         tl.add_row(_clock(at), elapsed, str(e.get("type")), str(e.get("step_id") or ""),
-                   "" if attempt is None else str(attempt), _detail_text(e.get("detail")))
+                   str(attempt + 1) if isinstance(attempt, int) else "",
+                   _detail_text(e.get("detail")))
     parts += [Text(""), tl]
     return Group(*parts)
 
@@ -435,5 +484,5 @@ def runs_table(runs: list[dict[str, Any]]) -> Table:
         table.add_row(str(view.get("run_id")), str(view.get("function_id")),
                       Text(status, style=_STATUS_STYLE.get(status, "")),
                       str(view.get("event_name") or view.get("event_id") or ""),
-                      str(requested).replace("T", " ").rstrip("Z"), duration)
+                      str(requested), duration)
     return table

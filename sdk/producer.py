@@ -49,12 +49,13 @@ class Producer:
         while not self._closed.is_set():
             self._producer.poll(0.1)
 
-    def produce_nowait(self, topic: str, key: str | bytes | None, value: bytes,
+    def produce_nowait(self, topic: str, key: str | bytes | None, value: bytes | None,
                        partition: int | None = None) -> concurrent.futures.Future[None]:
         """Queue one record; the future resolves when it is acknowledged.
 
         ``partition`` defaults to :func:`~topics.catalog.partition_for` of the key.
-        Raises ``BufferError`` when the local queue is full.
+        Raises ``BufferError`` when the local queue is full. A ``None`` value is a
+        tombstone (on a compacted topic it removes the key).
         """
         if partition is None:
             partition = partition_for(key or b"", self.settings.partitions)
@@ -72,7 +73,7 @@ class Producer:
                                on_delivery=delivered)
         return future
 
-    def produce(self, topic: str, key: str | bytes | None, value: bytes,
+    def produce(self, topic: str, key: str | bytes | None, value: bytes | None,
                 partition: int | None = None) -> concurrent.futures.Future[None]:
         """Like :meth:`produce_nowait`, but waits (blocking) while the queue is full."""
         while True:
@@ -81,7 +82,7 @@ class Producer:
             except BufferError:
                 self._producer.poll(_QUEUE_FULL_WAIT_S)
 
-    async def send(self, topic: str, key: str | bytes | None, value: bytes,
+    async def send(self, topic: str, key: str | bytes | None, value: bytes | None,
                    partition: int | None = None) -> None:
         """Produce one record and wait until it is acknowledged; raises DeliveryError."""
         while True:

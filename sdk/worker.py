@@ -28,6 +28,7 @@ from sdk.durations import wall_ms
 from sdk.execution import ExecutionResult, check_task, execute, function_not_found
 from sdk.offsets import OffsetTracker, SeqMemory
 from sdk.producer import DeliveryError, Producer
+from sdk.registration import remove_stale
 from topics import records
 from topics.catalog import Catalog, partition_for
 from topics.codec import DecodeError, decode, encode
@@ -176,6 +177,9 @@ class Worker:
         ]
         try:
             await asyncio.gather(*sends)
+            # App sync: the functions of this app it no longer defines are removed.
+            await remove_stale(self._producer, self._settings, self.client.app_id,
+                               [fn.id for fn in self.client.functions])
         except DeliveryError as exc:
             raise RuntimeError(
                 f"worker could not register its functions on {self._catalog.functions} "

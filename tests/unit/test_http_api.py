@@ -272,6 +272,8 @@ def _runs_for_filters() -> list[dict[str, Any]]:
         s["fn_id"] = "app-a" if i % 3 else "app-b"
         s["status"] = ("running", "completed", "failed", "cancelled", "queued")[i % 5]
         s["requested_at"] = 1_000_000 + i * 1000
+        if s["status"] == "running":
+            s["worker_started"] = s["requested_at"]  # begun by a worker, not queued
         out.append(s)
     return out
 

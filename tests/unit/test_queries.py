@@ -24,7 +24,9 @@ def make_state(run_id: str, fn_id: str, status: str, requested_at: int) -> dict[
             "events": [], "status": status, "requested_at": requested_at,
             "started_at": None, "ended_at": None, "output": None, "error": None,
             "retries": 0, "attempt": 0, "task_seq": 0, "waiting": None,
-            "step_order": [], "steps": {}, "timeline": []}
+            "step_order": [], "steps": {}, "timeline": [],
+            # A running run is one a worker has begun (else the views say queued).
+            "worker_started": requested_at if status == "running" else None}
 
 
 @pytest.fixture

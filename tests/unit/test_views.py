@@ -12,6 +12,7 @@ from engine.fold import apply
 from engine.views import (
     RUN_STATUSES,
     STATUS,
+    RunFilter,
     api_status,
     cancelled_text,
     parse_rfc3339,
@@ -27,14 +28,18 @@ from tests.unit.memtables import MemTables
 from topics.codec import decode, encode
 from topics.records import (
     FUNCTION_COMPLETED,
+    FUNCTION_FAILED,
     STEP_COMPLETED,
     STEP_FAILED,
     STEP_SLEEP,
+    STEP_WAIT,
     CancelRequested,
     Outcome,
     OutcomesReported,
     RunRequested,
+    RunStarted,
     TimerFired,
+    WaitResolved,
 )
 
 T0 = 1_714_564_800_000  # 2024-05-01T12:00:00Z
@@ -90,7 +95,7 @@ def test_rfc3339_round_trip() -> None:
 def test_status_mapping() -> None:
     assert [api_status(s) for s in ("queued", "running", "completed", "failed",
                                     "cancelled")] == [
-        "Running", "Running", "Completed", "Failed", "Cancelled"]
+        "Queued", "Running", "Completed", "Failed", "Cancelled"]
 
 
 def test_run_view_fields() -> None:
@@ -360,3 +365,105 @@ def test_view_of_real_fold_cancel() -> None:
     json.dumps(v)
     out = render(timeline_text(v))
     assert "cancelled through the API: dup" in out and "run.cancelled" in out
+
+
+# --- Queued, attempt numbers, resolved waits, cancelled steps, list times ------------
+
+
+def _requested(t: MemTables, run_id: str = "R1", retries: int = 2) -> None:
+    apply(t, RunRequested(run_id=run_id, fn_id="f", app_id="a", partition_key=run_id,
+                          event=EVENT, events=[EVENT], retries=retries, backoff_base_ms=1000,
+                          ts=T0))
+
+
+def _row(out: str, *words: str) -> list[str]:
+    """The cells of the one rendered table row holding every word."""
+    [line] = [ln for ln in out.splitlines() if "│" in ln and all(w in ln.split() for w in words)]
+    return [cell.strip() for cell in line.split("│")]
+
+
+def test_run_no_worker_has_begun_is_queued() -> None:
+    t = MemTables()
+    _requested(t)
+    s = t.runs["R1"]
+    v = run_view(s)
+    assert v["status"] == "Queued" and v["started_at"] is None
+    assert RunFilter(statuses=frozenset({"queued"})).matches(s)
+    assert not RunFilter(statuses=frozenset({"running"})).matches(s)
+    assert "Queued" in render(runs_table([v])) and "Queued" in render(timeline_text(v))
+    # The first report is a worker beginning it.
+    apply(t, OutcomesReported(run_id="R1", task_seq=1, worker="w", ts=T0 + 10,
+                              outcomes=[Outcome(op=STEP_COMPLETED, step_id="a", output=1)]))
+    s = t.runs["R1"]
+    assert run_view(s)["status"] == "Running" and run_view(s)["started_at"] is not None
+    assert RunFilter(statuses=frozenset({"running"})).matches(s)
+    assert not RunFilter(statuses=frozenset({"queued"})).matches(s)
+
+
+def test_run_started_or_function_retry_is_no_longer_queued() -> None:
+    t = MemTables()
+    _requested(t)
+    apply(t, RunStarted(run_id="R1", task_seq=1, worker="w", ts=T0 + 5))
+    assert run_view(t.runs["R1"])["status"] == "Running"
+    t = MemTables()
+    _requested(t, retries=2)
+    apply(t, OutcomesReported(run_id="R1", task_seq=1, worker="w", ts=T0 + 10, outcomes=[
+        Outcome(op=FUNCTION_FAILED, retriable=True,
+                error={"name": "E", "message": "m", "stack": ""})]))
+    assert run_view(t.runs["R1"])["status"] == "Running"
+
+
+def test_runs_show_numbers_attempts_from_one_everywhere() -> None:
+    out = render(timeline_text(run_view(state())))
+    # The step failed on its first attempt and completed on its second, which is also
+    # how many attempts the steps table counts.
+    assert _row(out, "step.failed")[4] == "1"
+    assert _row(out, "step.retry_scheduled")[4] == "2"
+    assert _row(out, "step.completed")[4] == "2"
+    assert _row(out, "Charge", "completed")[2] == "2"
+
+
+def _waiting_run(t: MemTables) -> None:
+    _requested(t)
+    apply(t, OutcomesReported(run_id="R1", task_seq=1, worker="w", ts=T0 + 10, outcomes=[
+        Outcome(op=STEP_WAIT, step_id="paid", until_ms=T0 + 3_600_000,
+                wait={"event": "shop/payment.received", "match": None, "if_exp": None})]))
+
+
+def test_runs_show_says_what_resolved_a_wait() -> None:
+    t = MemTables()
+    _waiting_run(t)
+    paid = {"name": "shop/payment.received", "data": {}, "id": "E2", "ts": T0 + 500}
+    apply(t, WaitResolved(run_id="R1", wait_id="R1/paid", kind="step", event=paid,
+                          ts=T0 + 600))
+    out = render(timeline_text(run_view(t.runs["R1"])))
+    row = _row(out, "paid", "completed")
+    assert row[3].startswith("event shop/payment.received (E2)")
+    assert "13:00:00" not in row[3]  # the timeout it did not reach
+
+
+def test_runs_show_says_a_wait_timed_out() -> None:
+    t = MemTables()
+    _waiting_run(t)
+    apply(t, TimerFired(run_id="R1", timer_id=t.runs["R1"]["waiting"]["timer_id"],
+                        due_ms=T0 + 3_600_000, ts=T0 + 3_600_020))
+    out = render(timeline_text(run_view(t.runs["R1"])))
+    assert _row(out, "paid", "completed")[3] == "timed out at 2024-05-01T13:00:00.020Z"
+
+
+def test_cancelled_run_shows_its_pending_step_cancelled() -> None:
+    t = MemTables()
+    _requested(t)
+    apply(t, OutcomesReported(run_id="R1", task_seq=1, worker="w", ts=T0 + 10, outcomes=[
+        Outcome(op=STEP_COMPLETED, step_id="a", output=1),
+        Outcome(op=STEP_SLEEP, step_id="nap", until_ms=T0 + 60_000)]))
+    apply(t, CancelRequested(run_id="R1", by={"kind": "api", "reason": None}, ts=T0 + 50))
+    v = run_view(t.runs["R1"])
+    assert [(s["id"], s["status"]) for s in v["steps"]] == [("a", "completed"),
+                                                            ("nap", "cancelled")]
+    assert _row(render(timeline_text(v)), "nap", "cancelled")[1:] == ["cancelled", "0", ""]
+
+
+def test_runs_list_times_carry_their_timezone() -> None:
+    out = render(runs_table([run_view(state())]))
+    assert "2024-05-01T12:00:00.000Z" in out
