@@ -26,6 +26,7 @@ import confluent_kafka
 from sdk import outcomes
 from sdk.durations import wall_ms
 from sdk.execution import ExecutionResult, check_task, execute, function_not_found
+from sdk.handover import finished_ahead
 from sdk.offsets import OffsetTracker, SeqMemory
 from sdk.producer import DeliveryError, Producer
 from topics import records
@@ -240,7 +241,12 @@ class Worker:
             self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
-        self._tracker.forget([tp.partition for tp in partitions])
+        assigned = [tp.partition for tp in partitions]
+        self._tracker.forget(assigned)
+        # Before any of it runs: tasks a previous owner finished but could not commit.
+        for p, done in finished_ahead(self._settings, consumer, self._catalog.tasks,
+                                      assigned).items():
+            self._tracker.set_known_done(p, done)
         log.info("worker %s: assigned %s", self.worker_id,
                  sorted(tp.partition for tp in partitions))
 
@@ -299,6 +305,8 @@ class Worker:
                 log.warning("worker %s: consumer error: %s", self.worker_id, err)
             return
         partition, offset = msg.partition(), msg.offset()
+        if self._tracker.take_known_done(partition, offset):
+            return
         self._tracker.start(partition, offset)
         settings = self._settings
         try:
