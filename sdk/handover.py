@@ -55,41 +55,34 @@ def finished_ahead(settings: Settings, consumer: Any, topic: str, partitions: li
         committed = consumer.committed(
             [confluent_kafka.TopicPartition(topic, p) for p in partitions],
             timeout=_BROKER_TIMEOUT_S)
-        starts, ends = {}, {}
-        for tp in committed:
-            low, high = scanner.get_watermark_offsets(
-                confluent_kafka.TopicPartition(topic, tp.partition),
-                timeout=_BROKER_TIMEOUT_S, cached=False)
-            begin = max(tp.offset, low) if tp.offset >= 0 else low
-            if begin < high - 1:  # fewer than two records cannot supersede each other
-                starts[tp.partition], ends[tp.partition] = begin, high
-        if not starts:
-            return found
-        scanner.assign([confluent_kafka.TopicPartition(topic, p, o) for p, o in starts.items()])
-        tails: dict[int, list[tuple[int, bytes | None]]] = {p: [] for p in starts}
+        # Read up to partition EOF, not to the high watermark: Tansu reports watermarks
+        # lower than the real end. No committed offset: from the start, as the group.
+        scanner.assign([confluent_kafka.TopicPartition(
+            topic, tp.partition, tp.offset if tp.offset >= 0 else confluent_kafka.OFFSET_BEGINNING)
+            for tp in committed])
+        reading = {tp.partition for tp in committed}
+        tails: dict[int, list[tuple[int, bytes | None]]] = {p: [] for p in reading}
         count = 0
-        while ends and count < max_records and time.monotonic() - started < max_s:
+        while reading and count < max_records and time.monotonic() - started < max_s:
             batch: list[Any] = scanner.consume(1000, 0.1)
             for msg in batch:
                 p = msg.partition()
-                if p not in ends:
+                if p not in reading:
                     continue
                 if msg.error() is not None:
                     if msg.error().code() == confluent_kafka.KafkaError._PARTITION_EOF:
-                        ends.pop(p)
+                        reading.discard(p)
                     continue
                 tails[p].append((msg.offset(), msg.key()))
                 count += 1
-                if msg.offset() >= ends[p] - 1:
-                    ends.pop(p)
-        if ends:
+        if reading:
             log.warning("handover: read %d uncommitted task(s) in %.1fs and stopped; tasks "
                         "past that in partitions %s may run again", count,
-                        time.monotonic() - started, sorted(ends))
+                        time.monotonic() - started, sorted(reading))
         for p, tail in tails.items():
             found[p] = superseded(tail)
         log.info("handover: %d of %d uncommitted task(s) in partitions %s already finished "
-                 "(%.0f ms)", sum(len(s) for s in found.values()), count, sorted(starts),
+                 "(%.0f ms)", sum(len(s) for s in found.values()), count, sorted(tails),
                  (time.monotonic() - started) * 1000)
     except confluent_kafka.KafkaException as exc:
         log.warning("handover: could not read the uncommitted tasks (%s); they may run "

@@ -93,13 +93,13 @@ def test_steps_recorded_before_a_worker_kill_do_not_run_again(
             # Kill it only once both workers have been executing since the last kill
             # (so the group settled), holding partitions with finished tasks above their
             # commit points.
-            wait_for(lambda s=since: all(executed(ledger, w.pid, s) >= 300 for w in slots), 60,
+            wait_for(lambda s=since: all(executed(ledger, w.pid, s) >= 200 for w in slots), 60,
                      "both workers to execute steps", every=0.1)
             kills_ms.append(time.time_ns() // 1_000_000)
             os.kill(victim.pid, signal.SIGKILL)
             victim.wait()
             slots[k % 2] = stack.spawn("-v", "worker", APP, log=f"w{k % 2}-{k}")
-        wait_for(lambda: all(executed(ledger, w.pid, kills_ms[-1]) >= 300 for w in slots), 60,
+        wait_for(lambda: all(executed(ledger, w.pid, kills_ms[-1]) >= 200 for w in slots), 60,
                  "both workers to execute steps after the last kill", every=0.1)
     finally:
         event_ids = load.stop()
