@@ -3,7 +3,8 @@
 Threads: one runs the consumer (every consumer call happens there, in order), the
 producer has its own delivery thread, sync step handlers run in a pool, and user
 functions run as tasks on the asyncio loop. Offsets are committed only below tasks
-whose report was acknowledged, so a worker that dies mid-task leaves it to another.
+whose report was acknowledged, so a worker that dies mid-task leaves it to another;
+the next owner skips the finished ones above the commit (:mod:`sdk.handover`).
 """
 
 from __future__ import annotations
