@@ -21,7 +21,7 @@ from sdk.durations import wall_ms
 from sdk.errors import NonRetriableError, StepError
 from sdk.events import Event
 from sdk.function import Function
-from sdk.step import ExecutionState, Interrupt, Step, start_line
+from sdk.step import ExecutionState, Interrupt, NestedStepError, Step, start_line
 from topics import records
 from topics.settings import Settings
 
@@ -119,11 +119,18 @@ async def execute(
     output: Any = None
     try:
         output = await body
-    except Interrupt:
+    except (Interrupt, NestedStepError):
         pass
     except Exception as exc:
         error = exc
 
+    if state.nested is not None:
+        # Checked first: whatever the outer step returned was computed without the
+        # inner step, and retrying would nest again.
+        return ExecutionResult([records.Outcome(
+            op=records.FUNCTION_FAILED, retriable=False,
+            error=outcomes.error_named("NestedStepError", state.nested),
+        )])
     if state.found_new:
         # Whatever the body did after meeting a new step (swallowing the interrupt,
         # returning, raising) is ignored: it ran past a step whose outcome is unknown.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -14,6 +15,9 @@ class _Partition:
     heap: list[int] = field(default_factory=list)  # pending offsets, lazily pruned
     high: int = -1  # highest offset seen
     reported: int | None = None  # last position handed out for commit
+    # Offsets ahead of the committed position known to be finished (a later task of
+    # the same run follows them), found when the partition was assigned.
+    known_done: set[int] = field(default_factory=set)
 
     def position(self) -> int | None:
         while self.heap and self.heap[0] not in self.pending:
@@ -58,6 +62,22 @@ class OffsetTracker:
         with self._lock:
             part = self._parts.setdefault(partition, _Partition())
             part.high = max(part.high, offset)
+
+    def set_known_done(self, partition: int, offsets: Iterable[int]) -> None:
+        """Record offsets of a newly assigned partition that need not run again."""
+        with self._lock:
+            part = self._parts.setdefault(partition, _Partition())
+            part.known_done = set(offsets)
+
+    def take_known_done(self, partition: int, offset: int) -> bool:
+        """True (once) if ``offset`` was recorded as known done; it then counts as done."""
+        with self._lock:
+            part = self._parts.get(partition)
+            if part is None or offset not in part.known_done:
+                return False
+            part.known_done.discard(offset)
+            part.high = max(part.high, offset)
+            return True
 
     def position(self, partition: int) -> int | None:
         with self._lock:
@@ -112,3 +132,24 @@ class SeqMemory:
 
     def __len__(self) -> int:
         return len(self._seqs)
+
+
+def superseded(records: Iterable[tuple[int, bytes | None]]) -> set[int]:
+    """Offsets of ``(offset, key)`` records (one partition, in order) whose key recurs later.
+
+    Tasks are keyed by run id and the engine writes a run's next task only after it
+    applied the previous one's report, and ignores reports of any task but the run's
+    latest: a task followed by another of its run is finished or obsolete, and running
+    it again would repeat a step whose outcome is already recorded. Keyless records
+    are never superseded.
+    """
+    last: dict[bytes, int] = {}
+    done: set[int] = set()
+    for offset, key in records:
+        if key is None:
+            continue
+        previous = last.get(key)
+        if previous is not None:
+            done.add(previous)
+        last[key] = offset
+    return done

@@ -42,6 +42,16 @@ class Interrupt(BaseException):
     """
 
 
+class NestedStepError(BaseException):
+    """A step was called inside another step's handler; fails the run for good.
+
+    A BaseException, like :class:`Interrupt`, so that the outer handler's ``except
+    Exception`` cannot swallow it and let the run complete without the inner step.
+    The execution also remembers it, so even a deliberate ``except BaseException``
+    does not hide it.
+    """
+
+
 @dataclass(slots=True)
 class _Line:
     """One line of control; ``stopped`` once it met a new step."""
@@ -77,6 +87,8 @@ class ExecutionState:
     # when parallel steps finish in any order.
     slots: list[records.Outcome | None] = field(default_factory=list)
     sends: dict[str, list[records.Event]] = field(default_factory=dict)
+    # Why the run must fail: the first step called inside another step's handler.
+    nested: str | None = None
 
     def next_id(self, user_id: str) -> str:
         """The step id for the next use of ``user_id``: "x", then "x:1", "x:2", ..."""
@@ -122,9 +134,11 @@ class Step:
         """The step id for this call of ``user_id``."""
         outer = _in_step.get()
         if outer is not None:
-            raise RuntimeError(
-                f"step {user_id!r} was called inside step {outer!r}: steps cannot be nested"
-            )
+            message = (f"step {user_id!r} was called inside the handler of step {outer!r}: "
+                       "steps cannot be nested; call both from the function body")
+            if self._state.nested is None:
+                self._state.nested = message
+            raise NestedStepError(message)
         return self._state.next_id(user_id)
 
     def _memo(self, step_id: str) -> Any:

@@ -3,7 +3,8 @@
 Threads: one runs the consumer (every consumer call happens there, in order), the
 producer has its own delivery thread, sync step handlers run in a pool, and user
 functions run as tasks on the asyncio loop. Offsets are committed only below tasks
-whose report was acknowledged, so a worker that dies mid-task leaves it to another.
+whose report was acknowledged, so a worker that dies mid-task leaves it to another;
+the next owner skips the finished ones above the commit (:mod:`sdk.handover`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import confluent_kafka
 from sdk import outcomes
 from sdk.durations import wall_ms
 from sdk.execution import ExecutionResult, check_task, execute, function_not_found
+from sdk.handover import finished_ahead
 from sdk.offsets import OffsetTracker, SeqMemory
 from sdk.producer import DeliveryError, Producer
 from sdk.registration import remove_stale
@@ -244,7 +246,12 @@ class Worker:
             self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
-        self._tracker.forget([tp.partition for tp in partitions])
+        assigned = [tp.partition for tp in partitions]
+        self._tracker.forget(assigned)
+        # Before any of it runs: tasks a previous owner finished but could not commit.
+        for p, done in finished_ahead(self._settings, consumer, self._catalog.tasks,
+                                      assigned).items():
+            self._tracker.set_known_done(p, done)
         log.info("worker %s: assigned %s", self.worker_id,
                  sorted(tp.partition for tp in partitions))
 
@@ -303,6 +310,8 @@ class Worker:
                 log.warning("worker %s: consumer error: %s", self.worker_id, err)
             return
         partition, offset = msg.partition(), msg.offset()
+        if self._tracker.take_known_done(partition, offset):
+            return
         self._tracker.start(partition, offset)
         settings = self._settings
         try:

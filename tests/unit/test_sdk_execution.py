@@ -322,15 +322,64 @@ def test_swallowed_interrupt_runs_no_further_step() -> None:
     assert calls.n == {"a": 1}
 
 
-def test_nested_steps_fail_the_outer_step() -> None:
+def nested_failure(result: ExecutionResult) -> str:
+    """The message of the run's non-retriable NestedStepError failure."""
+    o = only(result)
+    assert (o.op, o.retriable) == (records.FUNCTION_FAILED, False), o
+    assert o.error is not None and o.error["name"] == "NestedStepError", o.error
+    return str(o.error["message"])
+
+
+def test_nested_steps_fail_the_run_naming_both_steps() -> None:
     async def fn(ctx: sdk.Context) -> Any:
         async def outer() -> Any:
             return await ctx.step.run("inner", lambda: 1)
         await ctx.step.run("outer", outer)
 
-    o = only(run(define(fn), make_task()))
-    assert (o.op, o.step_id) == (records.STEP_FAILED, "outer")
-    assert o.error is not None and "nested" in o.error["message"]
+    message = nested_failure(run(define(fn), make_task()))
+    assert "'inner'" in message and "'outer'" in message
+
+
+def test_nested_step_cannot_be_swallowed_by_except_exception() -> None:
+    # The reported bug: the outer handler's `except Exception` caught the nested-step
+    # error, the outer step completed and the run finished without the inner step.
+    async def fn(ctx: sdk.Context) -> Any:
+        async def outer() -> Any:
+            try:
+                return await ctx.step.run("inner", lambda: 1)
+            except Exception:
+                return "swallowed"
+        try:
+            return await ctx.step.run("outer", outer)
+        except Exception:
+            return "swallowed in the body"
+
+    message = nested_failure(run(define(fn), make_task()))
+    assert "'inner'" in message and "'outer'" in message
+
+
+def test_nested_step_fails_the_run_even_if_caught_deliberately() -> None:
+    async def fn(ctx: sdk.Context) -> Any:
+        async def outer() -> Any:
+            try:
+                await ctx.step.sleep("inner-nap", "1s")
+            except BaseException:
+                pass
+            return "done"
+        return await ctx.step.run("outer", outer)
+
+    nested_failure(run(define(fn), make_task({"before": ok(1)})))
+
+
+def test_nested_step_in_a_parallel_line_fails_the_run() -> None:
+    async def fn(ctx: sdk.Context) -> Any:
+        async def outer() -> Any:
+            return await ctx.step.run("inner", lambda: 1)
+        return await ctx.step.parallel([lambda: ctx.step.run("plain", lambda: 2),
+                                        lambda: ctx.step.run("outer", outer)])
+
+    message = nested_failure(run(define(fn), make_task()))
+    assert "'inner'" in message and "'outer'" in message
 
 
 # -- sleep ---------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sdk.offsets import OffsetTracker, SeqMemory
+from sdk.offsets import OffsetTracker, SeqMemory, superseded
 from sdk.outcomes import fit_report
 from topics import records
 from topics.codec import encode
@@ -25,6 +25,35 @@ def test_position_waits_for_the_lowest_in_flight_offset() -> None:
     assert t.position(0) == 13
     t.skip(0, 20)
     assert t.position(0) == 21
+
+
+def test_superseded_is_every_task_followed_by_a_later_one_of_its_run() -> None:
+    tail = [(10, b"r1"), (11, b"r2"), (12, b"r1"), (13, None), (14, None), (15, b"r3"),
+            (16, b"r1"), (17, b"r2")]
+    assert superseded(tail) == {10, 11, 12}
+    assert superseded([]) == set()
+
+
+@given(st.lists(st.sampled_from([b"a", b"b", b"c", None]), max_size=40))
+def test_superseded_keeps_exactly_the_last_task_of_each_run(keys: list[bytes | None]) -> None:
+    tail = list(enumerate(keys, start=100))
+    done = superseded(tail)
+    last = {k: o for o, k in tail if k is not None}
+    assert done == {o for o, k in tail if k is not None and last[k] != o}
+
+
+def test_known_done_offsets_count_as_done_once_and_move_the_position() -> None:
+    t = OffsetTracker()
+    t.set_known_done(0, {5, 6})
+    t.start(0, 4)
+    assert not t.take_known_done(0, 4)
+    assert t.take_known_done(0, 5) and t.take_known_done(0, 6)
+    assert not t.take_known_done(0, 6)
+    t.done(0, 4)
+    assert t.position(0) == 7
+    t.set_known_done(1, {3})
+    t.forget([1])  # revoked before it was read: nothing carries over
+    assert not t.take_known_done(1, 3)
 
 
 def test_take_changed_reports_each_move_once() -> None:
