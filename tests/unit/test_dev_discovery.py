@@ -147,3 +147,36 @@ def test_make_dev_takes_a_port() -> None:
     out = subprocess.run(["make", "-n", "dev", "PORT=8300"], cwd=ROOT, capture_output=True,
                          text=True, timeout=30, check=True).stdout
     assert "stepstream dev --app examples.shop:client --port 8300" in out
+
+
+def test_a_worker_asked_to_stop_while_registering_stops() -> None:
+    # A broker that takes the registrations but never acknowledges them (the delivery
+    # timeout is minutes) must not hold a SIGTERM: stop() ends the registration.
+    import asyncio
+
+    import sdk
+    from sdk.worker import Worker
+    from topics.catalog import Catalog
+
+    settings = Settings(brokers="unused:1", prefix="t.")
+    client = sdk.Client(app_id="shop", settings=settings)
+
+    @client.create_function(fn_id="f", trigger=sdk.TriggerEvent(event="a/b"))
+    async def f(ctx: sdk.Context) -> None:
+        return None
+
+    class Unacknowledged:
+        async def send(self, *args: object, **kwargs: object) -> None:
+            await asyncio.Event().wait()
+
+    worker = Worker(client)
+    worker._settings, worker._catalog = settings, Catalog(settings)
+    worker._producer = Unacknowledged()  # type: ignore[assignment]
+
+    async def main() -> bool:
+        registering = asyncio.ensure_future(worker._register())
+        await asyncio.sleep(0)  # let it begin: nothing can acknowledge it anyway
+        worker.stop()
+        return await asyncio.wait_for(registering, 2)
+
+    assert asyncio.run(main()) is False
