@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## dev: set up, then run the dev broker, the engine, the HTTP API and the example shop app
+## (`make dev PORT=8300` serves the API on another port)
+PORT ?= 8288
 dev: $(STAMP)
-	$(BIN)/stepstream dev --app examples.shop:client
+	$(BIN)/stepstream dev --app examples.shop:client --port $(PORT)
 
 ## test: the whole suite (unit + integration on one real Tansu broker)
 test: $(STAMP)

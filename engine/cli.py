@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from engine.brokers import DEFAULT_API
 from topics.settings import SettingsError
 
-DEFAULT_API = "http://127.0.0.1:8288"
 _APP_REF = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 
 
@@ -292,6 +292,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         worker.run()
     except KeyboardInterrupt:
         pass
+    except Exception as exc:
+        # The SDK's errors that mean "fix the setup" carry the exit status to use
+        # (duck-typed: the engine does not import the SDK).
+        code = getattr(exc, "exit_code", None)
+        if isinstance(code, int):
+            raise CliError(str(exc), code) from None
+        raise
     return 0
 
 
@@ -322,24 +329,28 @@ def _check_events_topic(settings: Any) -> None:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    from engine.brokers import resolve_brokers
+    from engine.brokers import HOW_TO_SET, resolve_brokers
     from topics.catalog import Catalog
 
     _, source = resolve_brokers(os.environ)
     topic = Catalog(settings).events
-    admin = AdminClient({"bootstrap.servers": settings.brokers, "log_level": 0})
+    admin = AdminClient({"bootstrap.servers": settings.brokers, "log_level": 0,
+                         "socket.connection.setup.timeout.ms": 2000})
     try:
         meta = admin.list_topics(timeout=5)
     except KafkaException:
         raise CliError(f"cannot reach the broker at {settings.brokers} (from {source}); "
-                       f"is `stepstream dev` running?") from None
+                       f"{HOW_TO_SET}", 2) from None
     if topic not in meta.topics:
-        raise CliError(f"topic {topic!r} does not exist on {settings.brokers}; start "
-                       f"`stepstream dev` or `stepstream engine` first")
+        raise CliError(f"topic {topic!r} does not exist on the broker at {settings.brokers} "
+                       f"(from {source}); start `stepstream dev` or `stepstream engine` "
+                       f"first", 2)
 
 
 def _api_base(args: argparse.Namespace) -> str:
-    return (args.api or os.environ.get("STEPSTREAM_API") or DEFAULT_API).rstrip("/")
+    from engine.brokers import resolve_api
+
+    return resolve_api(args.api, os.environ)[0]
 
 
 def api_call(base: str, path: str, body: dict[str, Any] | None = None,

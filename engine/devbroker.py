@@ -16,7 +16,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from types import TracebackType
 from typing import IO
 
@@ -224,13 +223,3 @@ class DevBroker:
                  tb: TracebackType | None) -> None:
         self.stop()
 
-
-def write_address_file(path: str | Path, address: str) -> Path:
-    """Write the dev broker's address where clients look for it (see
-    ``topics.settings.DEV_BROKER_FILE``); creates parent directories."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(address + "\n")
-    tmp.replace(p)
-    return p

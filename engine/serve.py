@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -29,10 +31,19 @@ from engine.devbroker import (
     free_port,
     port_is_free,
 )
+from engine.devsession import (
+    DevBusyError,
+    DevLock,
+    check_ports,
+    dev_files,
+    lock_paths,
+    remove_if_ours,
+    write_file,
+)
 from engine.http_api import bound_urls, event_keys_from_env, make_app, start_server
 from engine.ingest import EventIngest
 from engine.provision import ProvisionError, ensure_topics
-from topics.settings import DEV_BROKER_FILE, Settings, SettingsError
+from topics.settings import DEV_API_FILE, DEV_BROKER_FILE, Settings, SettingsError
 
 # Written into a dev state directory so that a later `stepstream dev` may wipe it: we
 # never delete a directory we did not create (--state-dir could point anywhere).
@@ -100,10 +111,31 @@ def prepare_dev_state_dir(state_dir: Path) -> None:
     (state_dir / DEV_STATE_MARKER).write_text("state of `stepstream dev`; wiped at start\n")
 
 
-def _remove_if_ours(path: Path, address: str) -> None:
-    with contextlib.suppress(OSError):
-        if path.read_text().strip() == address:
-            path.unlink()
+# The banner's example event: one that starts a run of the example app `make dev` runs.
+EXAMPLE_APP = "examples.shop:client"
+EXAMPLE_EVENT = ("shop/order.created", {"order_id": 1, "total": 12.5})
+
+
+def _claim_folder(opts: DevOptions) -> DevLock:
+    """Lock the folder and check the ports before anything is wiped or written, so a
+    second `stepstream dev` leaves the running one alone; raises CliError (exit 2)."""
+    lock = DevLock(lock_paths(opts.state_dir))
+    try:
+        lock.acquire(f"http://{opts.host}:{opts.port}")
+        ports = [("--port, the API", opts.host, opts.port)]
+        if opts.broker_port is not None and configured_brokers(os.environ) is None:
+            ports.append(("--broker-port, the dev broker", DevBroker.HOST, opts.broker_port))
+        check_ports(ports)
+    except DevBusyError as exc:
+        lock.release()
+        raise CliError(str(exc), 2) from None
+    return lock
+
+
+def _record(stack: contextlib.ExitStack, paths: list[Path], text: str) -> None:
+    for path in paths:
+        write_file(path, text)
+        stack.callback(remove_if_ours, path, text)
 
 
 def run_dev(opts: DevOptions) -> int:
@@ -112,6 +144,9 @@ def run_dev(opts: DevOptions) -> int:
     signal.signal(signal.SIGINT, _stop_on_signal)
     with contextlib.ExitStack() as stack:
         try:
+            lock = _claim_folder(opts)
+            stack.callback(lock.release)
+            records = dev_files(os.environ)
             brokers = configured_brokers(os.environ)
             broker_note = "(configured)"
             if brokers is None:
@@ -125,10 +160,7 @@ def run_dev(opts: DevOptions) -> int:
                     raise CliError(str(exc)) from None
                 stack.callback(broker.stop)
                 brokers = broker.address
-                from engine.devbroker import write_address_file
-
-                address_file = write_address_file(DEV_BROKER_FILE, brokers)
-                stack.callback(_remove_if_ours, address_file, brokers)
+                _record(stack, records[DEV_BROKER_FILE], brokers)
                 broker_note = "(Tansu, in memory: stopping it loses every event and run)"
             else:
                 opts.state_dir.mkdir(parents=True, exist_ok=True)
@@ -141,16 +173,21 @@ def run_dev(opts: DevOptions) -> int:
 
             def banner(urls: list[str], worker_pid: int | None) -> None:
                 api = urls[0] if urls else f"http://{opts.host}:{opts.port}"
+                lock.update(api)
+                _record(stack, records[DEV_API_FILE], api)
+                name, data = (EXAMPLE_EVENT if opts.app == EXAMPLE_APP
+                              else ("app/event.name", {"n": 1}))
                 say("stepstream dev")
                 say(f"  broker  {brokers} {broker_note}")
                 say(f"  api     {api}")
                 say(f"  state   {opts.state_dir}")
                 if opts.app:
                     say(f"  worker  {opts.app} (pid {worker_pid})")
-                say("send an event:")
-                say(f"  curl -X POST {api}/e/dev -d '{{\"name\": \"demo/hello\", "
-                    f"\"data\": {{\"n\": 1}}}}'")
-                say("  stepstream send demo/hello '{\"n\": 1}'")
+                say("send an event" + ("" if opts.app == EXAMPLE_APP else
+                                       " (named as one of your functions' triggers)") + ":")
+                body = json.dumps({"name": name, "data": data})
+                say(f"  curl -X POST {api}/e/dev -d {shlex.quote(body)}")
+                say(f"  stepstream send {name} {shlex.quote(json.dumps(data))}")
                 say("then: stepstream runs list | stepstream runs show RUN_ID")
                 say("Ctrl-C stops everything.")
 

@@ -6,25 +6,34 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from topics.settings import DEV_BROKER_ADDRESS, DEV_BROKER_FILE, Settings
+from topics.settings import DEV_BROKER_ADDRESS, DEV_BROKER_FILE, Settings, dev_file_candidates
+
+
+def resolve_brokers_from(brokers: str | None, env: Mapping[str, str],
+                         cwd: Path | None = None) -> tuple[str, str]:
+    """The bootstrap servers and where they came from (for error messages): the
+    argument, ``STEPSTREAM_BROKERS``, ``KAFKA_BOOTSTRAP_SERVERS``, the address
+    ``stepstream dev`` wrote to :data:`~topics.settings.DEV_BROKER_FILE` (in the working
+    folder, a parent, or ``$HOME``), else :data:`~topics.settings.DEV_BROKER_ADDRESS`."""
+    if brokers:
+        return brokers, "the brokers given to sdk.Client"
+    for name in ("STEPSTREAM_BROKERS", "KAFKA_BOOTSTRAP_SERVERS"):
+        if env.get(name):
+            return env[name], name
+    for candidate in dev_file_candidates(DEV_BROKER_FILE, cwd or Path.cwd(), env):
+        try:
+            written = Path(candidate).read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if written:
+            return written, str(candidate)
+    return DEV_BROKER_ADDRESS, (f"the default: no {DEV_BROKER_FILE} here, in a parent "
+                                f"folder or in $HOME")
 
 
 def resolve_brokers(brokers: str | None, env: Mapping[str, str], cwd: Path | None = None) -> str:
-    """The bootstrap servers, first found of: the argument, ``STEPSTREAM_BROKERS``,
-    ``KAFKA_BOOTSTRAP_SERVERS``, the address ``stepstream dev`` wrote to
-    :data:`~topics.settings.DEV_BROKER_FILE`, and :data:`~topics.settings.DEV_BROKER_ADDRESS`.
-    """
-    if brokers:
-        return brokers
-    for name in ("STEPSTREAM_BROKERS", "KAFKA_BOOTSTRAP_SERVERS"):
-        if env.get(name):
-            return env[name]
-    path = (cwd or Path.cwd()) / DEV_BROKER_FILE
-    try:
-        written = path.read_text().strip()
-    except OSError:
-        written = ""
-    return written or DEV_BROKER_ADDRESS
+    """The bootstrap servers: see :func:`resolve_brokers_from`."""
+    return resolve_brokers_from(brokers, env, cwd)[0]
 
 
 def load_settings(brokers: str | None = None, env: Mapping[str, str] | None = None,
@@ -32,3 +41,9 @@ def load_settings(brokers: str | None = None, env: Mapping[str, str] | None = No
     """Settings from the environment (``STEPSTREAM_*``) with the brokers resolved."""
     env = os.environ if env is None else env
     return Settings.from_env(env, brokers=resolve_brokers(brokers, env, cwd))
+
+
+def broker_source(brokers: str | None, env: Mapping[str, str] | None = None) -> str:
+    """Where the address ``brokers`` most likely came from, for an error message."""
+    found, source = resolve_brokers_from(None, os.environ if env is None else env)
+    return source if found == brokers else "the client's settings"

@@ -10,6 +10,7 @@ from typing import Any
 
 import confluent_kafka
 
+from sdk.connect import client_logging
 from topics.catalog import partition_for
 from topics.settings import Settings
 
@@ -39,6 +40,7 @@ class Producer:
             "bootstrap.servers": settings.brokers,
             "client.id": client_id,
             **settings.producer_tuning(),
+            **client_logging(),
         })
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._serve, name=f"{client_id}-deliveries",

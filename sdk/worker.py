@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import confluent_kafka
 
 from sdk import outcomes
+from sdk.config import broker_source
+from sdk.connect import client_logging, wait_for_broker
 from sdk.durations import wall_ms
 from sdk.execution import ExecutionResult, check_task, execute, function_not_found
 from sdk.handover import finished_ahead
@@ -103,18 +105,32 @@ class Worker:
         settings = self.client.settings
         self._settings = settings
         self._catalog = Catalog(settings)
+        # Before any client that would log every failed connection attempt: a broker
+        # that is not there is one clear error within seconds, not minutes of noise.
+        source = broker_source(settings.brokers)
+        log.info("worker %s: connecting to %s (from %s)", self.worker_id, settings.brokers,
+                 source)
+        if not await wait_for_broker(settings, [self._catalog.functions, self._catalog.tasks],
+                                     source=source,
+                                     stopping=lambda: self._stop_requested):
+            return
         self._producer = Producer(settings, client_id=f"stepstream-worker-{self.client.app_id}")
         self._steps_pool = ThreadPoolExecutor(max_workers=self.concurrency,
                                               thread_name_prefix="stepstream-step")
         self._consumer_thread = ThreadPoolExecutor(max_workers=1,
                                                    thread_name_prefix="stepstream-consumer")
         try:
-            await self._register()
+            if not await self._register():
+                # Stopped while registering: the unacknowledged registrations must not
+                # hold the shutdown for its whole timeout.
+                self._producer.close(0)
+                return
             self._consumer = confluent_kafka.Consumer({
                 "bootstrap.servers": settings.brokers,
                 "group.id": f"{settings.prefix}workers.{self.client.app_id}",
                 "client.id": f"stepstream-worker-{self.client.app_id}",
                 **settings.consumer_tuning(),
+                **client_logging(),
                 "on_commit": _log_commit,
             })
             self._consumer.subscribe([self._catalog.tasks], on_assign=self._on_assign,
@@ -170,18 +186,27 @@ class Worker:
             for sig in installed:
                 loop.remove_signal_handler(sig)
 
-    async def _register(self) -> None:
+    async def _register(self) -> bool:
+        """Publish the app's functions; False if the worker was asked to stop first
+        (a signal must stop it in every phase, and a delivery can take minutes)."""
         now = wall_ms()
-        sends = [
+        sends = asyncio.gather(*(
             self._producer.send(self._catalog.functions, fn.id,
                                 encode(fn.config.registration(now)), partition=0)
             for fn in self.client.functions
-        ]
+        ))
+        while not (await asyncio.wait({sends}, timeout=0.1))[0]:
+            if self._stop_requested:
+                sends.cancel()
+                with contextlib.suppress(asyncio.CancelledError, DeliveryError):
+                    await sends
+                return False
         try:
-            await asyncio.gather(*sends)
+            sends.result()
             # App sync: the functions of this app it no longer defines are removed.
             await remove_stale(self._producer, self._settings, self.client.app_id,
                                [fn.id for fn in self.client.functions])
+            return True
         except DeliveryError as exc:
             raise RuntimeError(
                 f"worker could not register its functions on {self._catalog.functions} "

@@ -8,12 +8,35 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from pathlib import PurePath
 from typing import Any
 
 DEV_BROKER_ADDRESS = "127.0.0.1:9092"
 # `stepstream dev` writes the address of the broker it started here (relative to the
-# working directory), so that clients started beside it find it without configuration.
-DEV_BROKER_FILE = ".stepstream/dev-broker"
+# folder it runs in) and the same in the user's home folder, so that clients started
+# anywhere find it without configuration (see dev_file_candidates).
+DEV_DIR = ".stepstream"
+DEV_BROKER_FILE = DEV_DIR + "/dev-broker"
+# The HTTP API's base URL, beside the broker's address: `stepstream runs` reads it.
+DEV_API_FILE = DEV_DIR + "/dev-api"
+
+
+def dev_file_candidates(name: str, cwd: PurePath, env: Mapping[str, str]) -> list[PurePath]:
+    """Where to look for a file ``stepstream dev`` wrote (``name`` relative to the folder
+    it ran in, like :data:`DEV_BROKER_FILE`), first match wins: ``cwd``, each of its
+    parents, then the per-user copy under ``$HOME``.
+
+    A client started in a sub-folder of the project, or anywhere else on the machine,
+    then finds the dev broker that is running: the nearest project's first, else the
+    most recently started one.
+    """
+    candidates = [folder / name for folder in (cwd, *cwd.parents)]
+    home = env.get("HOME")
+    if home:
+        mine = PurePath(home) / name
+        if mine not in candidates:
+            candidates.append(mine)
+    return candidates
 
 KIB = 1024
 MIB = 1024 * KIB

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,20 +40,38 @@ def call(port: int, path: str, body: Any = None) -> tuple[int, Any]:
         return err.code, json.loads(err.read())
 
 
+@dataclass
+class Dev:
+    port: int
+    folder: Path
+    # For clients: no STEPSTREAM_* variables, and a $HOME of the test's own, so the
+    # per-user files neither come from nor reach anyone else's `stepstream dev`.
+    env: dict[str, str]
+    broker: str = ""
+    log: Path = field(default_factory=Path)
+
+    def cli(self, *args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "engine", *args], env=self.env, cwd=cwd,
+                              capture_output=True, text=True, timeout=timeout)
+
+
+def dev_command(port: int, broker_port: int, state: Path) -> list[str]:
+    return [sys.executable, "-m", "engine", "dev", "--app", "examples.shop:client",
+            "--port", str(port), "--broker-port", str(broker_port), "--state-dir", str(state)]
+
+
 @pytest.fixture(scope="module")
-def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, dict[str, str]]]:
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     tmp_path = tmp_path_factory.mktemp("dev")
     port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("STEPSTREAM_BROKERS", "KAFKA_BOOTSTRAP_SERVERS")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPSTREAM_")
+           and k != "KAFKA_BOOTSTRAP_SERVERS"}
     env["PYTHONPATH"] = str(ROOT)
-    env["STEPSTREAM_API"] = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "dev.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine", "dev", "--app", "examples.shop:client",
-         "--port", str(port), "--broker-port", str(free_port()),
-         "--state-dir", str(tmp_path / "state")],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    env["HOME"] = str(tmp_path / "home")
+    info = Dev(port, tmp_path, env, log=tmp_path / "dev.log")
+    log = info.log.open("wb")
+    proc = subprocess.Popen(dev_command(port, free_port(), tmp_path / "state"),
+                            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     # The example module lives in the repository; the dev command runs from tmp_path
     # so its .stepstream/ files land there.
     try:
@@ -60,21 +82,23 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, dict[st
                 return False
             return status == 200 and any(f["id"] == "shop-process-order" for f in fns["data"])
         wait_for(up, 90, "stepstream dev to serve the example app")
-        env["STEPSTREAM_BROKERS"] = (tmp_path / ".stepstream" / "dev-broker").read_text().strip()
-        yield port, env
+        info.broker = (tmp_path / ".stepstream" / "dev-broker").read_text().strip()
+        yield info
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            assert proc.wait(60) == 0, (tmp_path / "dev.log").read_text()[-3000:]
+            assert proc.wait(60) == 0, info.log.read_text()[-3000:]
         finally:
             if proc.poll() is None:
                 proc.kill()
             log.close()
-    assert not (tmp_path / ".stepstream" / "dev-broker").exists()
+    for name in ("dev-broker", "dev-api"):
+        assert not (tmp_path / ".stepstream" / name).exists()
+        assert not (tmp_path / "home" / ".stepstream" / name).exists()
 
 
-def test_dev_runs_the_example_over_http_and_cli(dev: tuple[int, dict[str, str]]) -> None:
-    port, env = dev
+def test_dev_runs_the_example_over_http_and_cli(dev: Dev) -> None:
+    port = dev.port
     status, body = call(port, "/e/any-key", {"name": "shop/order.created",
                                              "data": {"order_id": 7, "total": 12.5}})
     assert status == 200 and body["status"] == 200
@@ -93,7 +117,9 @@ def test_dev_runs_the_example_over_http_and_cli(dev: tuple[int, dict[str, str]])
     status, single = call(port, f"/v1/runs/{run['run_id']}")
     assert status == 200 and single["data"]["run_id"] == run["run_id"]
 
-    # The CLI: send an event, list runs, show the timeline.
+    # The CLI, configured explicitly: send an event, list runs, show the timeline.
+    env = {**dev.env, "STEPSTREAM_BROKERS": dev.broker,
+           "STEPSTREAM_API": f"http://127.0.0.1:{port}"}
     cli = [sys.executable, "-m", "engine"]
     sent = subprocess.run([*cli, "send", "shop/order.created", '{"order_id": 8, "total": 3}'],
                           env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
@@ -106,15 +132,85 @@ def test_dev_runs_the_example_over_http_and_cli(dev: tuple[int, dict[str, str]])
     assert shown.returncode == 0 and "cool-off" in shown.stdout
 
 
+def runs_of(port: int, event_id: str) -> list[dict[str, Any]]:
+    status, runs = call(port, f"/v1/events/{event_id}/runs")
+    assert status == 200, runs
+    return list(runs["data"])
+
+
+def test_the_cli_finds_dev_on_its_port_from_a_sub_folder_and_from_anywhere(
+        dev: Dev, tmp_path: Path) -> None:
+    # No STEPSTREAM_BROKERS or STEPSTREAM_API: the broker and the API (on a port that is
+    # not the default) are found upward from a sub-folder, and from an unrelated folder
+    # through the per-user files.
+    sub = dev.folder / "src" / "pkg"
+    sub.mkdir(parents=True, exist_ok=True)
+    for cwd in (sub, tmp_path):
+        sent = dev.cli("send", "shop/order.created", '{"order_id": 9, "total": 1}', cwd=cwd)
+        assert sent.returncode == 0, sent.stderr
+        event_id = sent.stdout.strip()
+        [run] = wait_for(lambda: runs_of(dev.port, event_id), 60, "a run of the event")  # noqa: B023
+        listed = dev.cli("runs", "list", "--limit", "100", cwd=cwd)
+        assert listed.returncode == 0, listed.stderr
+        assert run["run_id"] in listed.stdout
+
+
+def test_the_banners_example_event_starts_a_run(dev: Dev, tmp_path: Path) -> None:
+    banner = dev.log.read_text()
+    [send_line] = [line.strip() for line in banner.splitlines()
+                   if line.strip().startswith("stepstream send ")]
+    [curl_line] = [line.strip() for line in banner.splitlines()
+                   if line.strip().startswith("curl ")]
+    sent = dev.cli(*shlex.split(send_line)[1:], cwd=tmp_path)
+    assert sent.returncode == 0, sent.stderr
+    wait_for(lambda: runs_of(dev.port, sent.stdout.strip()), 60, "a run of the send line")
+    words = shlex.split(curl_line)
+    url, body = words[words.index("-X") + 2], words[words.index("-d") + 1]
+    req = urllib.request.Request(url, data=body.encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        [event_id] = json.loads(resp.read())["ids"]
+    wait_for(lambda: runs_of(dev.port, event_id), 60, "a run of the curl line")
+
+
+def test_a_second_dev_leaves_the_running_one_alone(dev: Dev, tmp_path: Path) -> None:
+    marker = dev.folder / "state" / ".stepstream-dev-state"
+    assert marker.exists()
+    address_file = dev.folder / ".stepstream" / "dev-broker"
+    # Same folder, other ports: refused by the lock, before anything is touched.
+    started = time.monotonic()
+    second = subprocess.run(dev_command(free_port(), free_port(), dev.folder / "state"),
+                            cwd=dev.folder, env=dev.env, capture_output=True, text=True,
+                            timeout=60)
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert time.monotonic() - started < 10
+    [line] = second.stderr.strip().splitlines()
+    assert "stepstream dev is already running in this folder" in line
+    assert f"api http://127.0.0.1:{dev.port}" in line
+    # Another folder, the same API port: refused before its state folder is created.
+    other = tmp_path / "other"
+    other.mkdir()
+    third = subprocess.run(dev_command(dev.port, free_port(), other / "state"), cwd=other,
+                           env=dev.env, capture_output=True, text=True, timeout=60)
+    assert third.returncode == 2, third.stdout + third.stderr
+    [line] = third.stderr.strip().splitlines()
+    assert f"port {dev.port} on 127.0.0.1 is in use" in line
+    assert not (other / "state").exists()
+    # The first one is untouched and still runs functions.
+    assert marker.exists() and address_file.read_text().strip() == dev.broker
+    status, body = call(dev.port, "/e/k", {"name": "shop/order.created",
+                                           "data": {"order_id": 11, "total": 2}})
+    assert status == 200
+    wait_for(lambda: runs_of(dev.port, body["ids"][0]), 60, "a run after the refused starts")
+
+
 @pytest.mark.parametrize("body, status, fragment", [
     (b"{not json", 400, "JSON"),
     ({"data": {}}, 400, "name"),
     ({"name": "x", "data": {"blob": "x" * 600_000}}, 413, "limit"),
 ])
-def test_bad_http_requests_get_a_4xx_with_a_message(dev: tuple[int, dict[str, str]],
-                                                     body: Any, status: int,
+def test_bad_http_requests_get_a_4xx_with_a_message(dev: Dev, body: Any, status: int,
                                                      fragment: str) -> None:
-    port, _ = dev
+    port = dev.port
     got, answer = call(port, "/e/key", body)
     assert got == status and fragment in answer["error"]
     assert call(port, "/v1/runs/NOPE")[0] == 404

@@ -34,6 +34,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for var in ("STEPSTREAM_BROKERS", "KAFKA_BOOTSTRAP_SERVERS", "STEPSTREAM_API",
                 "STEPSTREAM_PARTITIONS"):
         monkeypatch.delenv(var, raising=False)
+    # The per-user dev files live under $HOME: never read or write the real ones.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
 
 
@@ -241,3 +243,37 @@ def test_runs_list_api_refuses(api: ApiThread, capsys: pytest.CaptureFixture[str
     assert main(["runs", "list", "--function", " ", "--api", api.url]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "function must be a function id" in lines[0]
+
+
+def test_runs_list_finds_the_dev_api_upward_then_per_user(
+        api: ApiThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # `stepstream dev --port P` records its API beside its broker; `runs` finds it from
+    # a sub-folder of the project, and from anywhere through the per-user copy.
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / ".stepstream").mkdir()
+    (project / ".stepstream" / "dev-api").write_text(api.url + "\n")
+    monkeypatch.chdir(project / "src")
+    assert main(["runs", "list", "--function", "nope"]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.strip() == "no runs match"
+    (tmp_path / "home" / ".stepstream").mkdir(parents=True)
+    (tmp_path / "home" / ".stepstream" / "dev-api").write_text(api.url + "\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["runs", "list", "--function", "nope"]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.strip() == "no runs match"
+
+
+def test_worker_setup_errors_exit_with_their_code(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "unreachable_app_mod.py").write_text(
+        "class Unreachable(ConnectionError):\n"
+        "    exit_code = 2\n"
+        "class W:\n"
+        "    def run(self): raise Unreachable('cannot reach the broker at h:1')\n"
+        "class C:\n"
+        "    def worker(self, **kw): return W()\n"
+        "client = C()\n")
+    line = fails(["worker", "unreachable_app_mod:client"], capsys)
+    assert line == "stepstream worker: error: cannot reach the broker at h:1"
