@@ -28,6 +28,7 @@ from topics.records import (
     WaitCleared,
     WaitRegistered,
     WaitResolved,
+    bounded_dead_letter,
 )
 from topics.settings import Settings
 
@@ -125,15 +126,17 @@ def _fold_all(store: PartitionStore, records: Sequence[RawRecord], settings: Set
                     result.emits.extend(emits)
                 continue
         if offset >= live_from:
-            result.dead.append(dead_letter(msg, reason, now))
+            result.dead.append(dead_letter(msg, reason, now, settings.max_record_bytes))
     return result
 
 
-def dead_letter(msg: RawRecord, reason: str, now_ms: int) -> DeadLetter:
+def dead_letter(msg: RawRecord, reason: str, now_ms: int, max_record_bytes: int
+                ) -> DeadLetter:
+    """The dead letter of a consumed record, bounded to fit in one record."""
     key = msg.key()
     value = msg.value()
-    return DeadLetter(source_topic=msg.topic() or "", partition=msg.partition() or 0,
-                      offset=msg.offset() or 0,
-                      key=key if isinstance(key, bytes) else None,
-                      value=value if isinstance(value, bytes) else None,
-                      reason=reason, ts=now_ms)
+    return bounded_dead_letter(source_topic=msg.topic() or "", partition=msg.partition() or 0,
+                               offset=msg.offset() or 0,
+                               key=key if isinstance(key, bytes) else None,
+                               value=value if isinstance(value, bytes) else None,
+                               reason=reason, ts=now_ms, max_record_bytes=max_record_bytes)

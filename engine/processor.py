@@ -204,7 +204,8 @@ class Processor:
                 # the same bad definition is dead-lettered once by each of them.
                 log.error("undecodable function definition at offset %s: %s", m.offset(), exc)
                 self._produce_all([self._dead_target(
-                    dead_letter(m, f"undecodable: {exc}", self.clock_ms()))])
+                    dead_letter(m, f"undecodable: {exc}", self.clock_ms(),
+                                self.settings.max_record_bytes))])
                 continue
             assert isinstance(rec, FunctionRegistered)
             self.registry.apply(rec)
@@ -327,7 +328,8 @@ class Processor:
             rec = decode(m.value(), max_bytes=self.settings.max_record_bytes,
                          max_depth=self.settings.max_depth, expect=(Event, InvokeRequested))
         except DecodeError as exc:
-            return [self._dead_target(dead_letter(m, f"undecodable: {exc}", now))]
+            return [self._dead_target(dead_letter(m, f"undecodable: {exc}", now,
+                                                  self.settings.max_record_bytes))]
         if isinstance(rec, InvokeRequested):
             return [self._emit_target(e) for e in route_invoke(
                 rec, self.registry, now_ms=now,
