@@ -59,7 +59,8 @@ def produce_big(stack: Stack, topic: str, partition: int, size: int) -> None:
 def test_oversized_records_on_every_topic_are_dead_lettered_and_partitions_go_on(
         stack: Stack, tmp_path: Path) -> None:
     cat, limit = stack.catalog, stack.settings.max_record_bytes
-    sources = [(t, p) for t in (cat.events, cat.runs, cat.waits) for p in (0, 1)]
+    # tasks: read by the worker, which dead-letters with the same builder.
+    sources = [(t, p) for t in (cat.events, cat.runs, cat.waits, cat.tasks) for p in (0, 1)]
     sources.append((cat.functions, 0))
     for topic, p in sources:
         produce_big(stack, topic, p, OVERSIZED)
