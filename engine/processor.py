@@ -39,7 +39,13 @@ from engine import fold
 from engine.apply import RUNS_FOLD, WAITS_FOLD, apply_batch, dead_letter
 from engine.cron_service import CronService
 from engine.router import Registry, route, route_invoke
-from engine.state import PartitionStore, StateMemory, parse_timer_key
+from engine.state import (
+    CorruptState,
+    PartitionStore,
+    StateMemory,
+    open_store,
+    parse_timer_key,
+)
 from topics.catalog import Catalog, partition_for
 from topics.codec import DecodeError, decode, encode
 from topics.records import (
@@ -221,7 +227,8 @@ class Processor:
             p = tp.partition
             runs = tp.topic == self.catalog.runs
             name = "runs" if runs else "waits"
-            store = PartitionStore(self.state_dir / f"{name}-{p}", memory=self.memory)
+            store = open_store(self.state_dir / f"{name}-{p}", self.memory,
+                               on_corrupt=self._rebuilding(tp.topic, p))
             with self.stores_lock:
                 (self.stores if runs else self.wait_stores)[p] = store
             start = store.next_offset()
@@ -236,6 +243,15 @@ class Processor:
             log.info("%s[%d]: restoring from offset %d, live from %d", name, p, start, live)
         consumer.assign(partitions)
         self.ready.set()
+
+    @staticmethod
+    def _rebuilding(topic: str, p: int) -> Callable[[CorruptState], None]:
+        def report(c: CorruptState) -> None:
+            # The topic is the source of truth: an empty database restores from offset
+            # 0 (silently up to the committed offset), as on a fresh machine.
+            log.error("%s: corrupt RocksDB state (%s); moved it to %s and rebuilding "
+                      "%s[%d] from the topic", c.path, c.reason, c.moved_to, topic, p)
+        return report
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:

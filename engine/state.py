@@ -25,8 +25,9 @@ from __future__ import annotations
 import bisect
 import hashlib
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +238,44 @@ class PartitionStore:
         while it.valid() and it.key().startswith(prefix):
             yield it.key()
             it.next()
+
+
+class CorruptState(Exception):
+    """A partition's database was found corrupt and moved aside (see :func:`open_store`)."""
+
+    def __init__(self, path: Path, moved_to: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}; moved to {moved_to}")
+        self.path = path
+        self.moved_to = moved_to
+        self.reason = reason
+
+
+def open_store(path: Path, memory: StateMemory | None = None,
+               on_corrupt: Callable[[CorruptState], None] | None = None) -> PartitionStore:
+    """Open the partition database at ``path``; if RocksDB finds it corrupt, move it to
+    ``<path>.corrupt-<UTC time>`` and open an empty one in its place.
+
+    Local state is only a cache of what the topics hold, so the caller rebuilds the
+    emptied partition from its topic like a fresh machine would; the damaged files are
+    kept for inspection, never deleted. Other errors (a lock held by another process, a
+    full disk) are raised: moving state aside would not fix them, and could hide them.
+    """
+    try:
+        return PartitionStore(path, memory=memory)
+    except Exception as exc:
+        if not str(exc).startswith("Corruption"):
+            raise
+        reason = " ".join(str(exc).split())
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while aside.exists():
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    path.rename(aside)
+    if on_corrupt is not None:
+        on_corrupt(CorruptState(path, aside, reason))
+    return PartitionStore(path, memory=memory)
 
 
 class BatchView:
