@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
+
 from engine import fold, matcher
 from engine.state import BatchView, PartitionStore
 from topics.codec import DecodeError, decode
@@ -43,12 +45,14 @@ WAITS_RECORDS = (Event, WaitRegistered, WaitCleared)
 class Fold:
     """Which fold a partition's records go through, and which record kinds it takes."""
 
-    apply: Callable[[Any, Any], list[fold.Emit]]
+    apply: Callable[..., list[fold.Emit]]
     expect: tuple[type, ...]
+    # Whether the fold takes the record's log time as a third argument (the matcher).
+    log_time: bool = False
 
 
 RUNS_FOLD = Fold(fold.apply, RUNS_RECORDS)
-WAITS_FOLD = Fold(matcher.apply, WAITS_RECORDS)
+WAITS_FOLD = Fold(matcher.apply, WAITS_RECORDS, log_time=True)
 
 
 class RawRecord(Protocol):
@@ -59,6 +63,7 @@ class RawRecord(Protocol):
     def offset(self) -> int | None: ...
     def key(self) -> Any: ...
     def value(self) -> Any: ...
+    def timestamp(self) -> tuple[int, int]: ...
 
 
 @dataclass(slots=True)
@@ -111,7 +116,8 @@ def _fold_all(store: PartitionStore, records: Sequence[RawRecord], settings: Set
             try:
                 rec = decode(msg.value(), max_bytes=settings.max_record_bytes,
                              max_depth=settings.max_depth, expect=folder.expect)
-                emits = folder.apply(result.view, rec)
+                emits = (folder.apply(result.view, rec, log_time_ms(msg)) if folder.log_time
+                         else folder.apply(result.view, rec))
             except DecodeError as exc:
                 reason = f"undecodable: {exc}"
             except fold.NotApplicable as exc:
@@ -128,6 +134,12 @@ def _fold_all(store: PartitionStore, records: Sequence[RawRecord], settings: Set
         if offset >= live_from:
             result.dead.append(dead_letter(msg, reason, now, settings.max_record_bytes))
     return result
+
+
+def log_time_ms(msg: RawRecord) -> int | None:
+    """The record's Kafka timestamp (stored in the log, so replay sees the same), if any."""
+    kind, ts = msg.timestamp()
+    return ts if kind != TIMESTAMP_NOT_AVAILABLE and ts >= 0 else None
 
 
 def dead_letter(msg: RawRecord, reason: str, now_ms: int, max_record_bytes: int
