@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 
 from engine import fold, matcher
+from engine.recovery import StateCorrupt, is_corruption, reason_of
 from engine.state import BatchView, PartitionStore
 from topics.codec import DecodeError, decode
 from topics.records import (
@@ -82,7 +83,8 @@ def apply_batch(store: PartitionStore, records: Sequence[RawRecord], settings: S
     Emits from records below ``live_from`` are dropped: those records were processed
     (and their emits produced) before, and are folded again only to rebuild state.
     If the fold itself raises on a record, that record becomes a dead letter and the
-    batch is folded again without it, so no half-applied change survives.
+    batch is folded again without it, so no half-applied change survives. RocksDB
+    reporting the store corrupt raises :class:`StateCorrupt` instead.
     """
     poisoned: dict[int, str] = {}
     while True:
@@ -91,6 +93,11 @@ def apply_batch(store: PartitionStore, records: Sequence[RawRecord], settings: S
         except _FoldCrash as crash:
             crash.view.discard()
             poisoned[crash.offset] = crash.reason
+        except Exception as exc:
+            # Damaged storage is not the record's fault: dead-lettering would lose it.
+            if is_corruption(exc):
+                raise StateCorrupt(store.path, reason_of(exc)) from exc
+            raise
 
 
 class _FoldCrash(Exception):
@@ -123,6 +130,8 @@ def _fold_all(store: PartitionStore, records: Sequence[RawRecord], settings: Set
             except fold.NotApplicable as exc:
                 reason = f"not applicable: {exc}"
             except Exception as exc:
+                if is_corruption(exc):
+                    raise
                 log.exception("fold failed on %s[%s]@%s", msg.topic(), msg.partition(), offset)
                 raise _FoldCrash(offset, f"fold error: {type(exc).__name__}: {exc}",
                                  result.view) from exc

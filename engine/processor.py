@@ -38,14 +38,9 @@ from confluent_kafka import (
 from engine import fold
 from engine.apply import RUNS_FOLD, WAITS_FOLD, apply_batch, dead_letter
 from engine.cron_service import CronService
+from engine.recovery import StateCorrupt, open_store, set_aside
 from engine.router import Registry, route, route_invoke
-from engine.state import (
-    CorruptState,
-    PartitionStore,
-    StateMemory,
-    open_store,
-    parse_timer_key,
-)
+from engine.state import PartitionStore, StateMemory, parse_timer_key
 from topics.catalog import Catalog, partition_for
 from topics.codec import DecodeError, decode, encode
 from topics.records import (
@@ -244,9 +239,31 @@ class Processor:
         consumer.assign(partitions)
         self.ready.set()
 
+    def _rebuild(self, topic: str, p: int, damage: StateCorrupt, live_from: int) -> None:
+        """Found damaged while running: set the database aside, restore the partition
+        from offset 0, silently up to ``live_from`` (whose emits were produced)."""
+        runs = topic == self.catalog.runs
+        table = self.stores if runs else self.wait_stores
+        with self.stores_lock:
+            old = table.pop(p)
+        old.close()
+        report = self._rebuilding(topic, p)
+        report(set_aside(old.path, damage.reason))
+        store = open_store(old.path, self.memory, on_corrupt=report)
+        with self.stores_lock:
+            table[p] = store
+        key = (topic, p)
+        self.live_from[key] = max(self.live_from.get(key, 0), live_from)
+        if runs:
+            self.next_due[p] = None
+            self.inflight_timers = {k: v for k, v in self.inflight_timers.items()
+                                    if k[0] != p}
+        # Drops what was fetched beyond the offset too: the restore reads it again.
+        self.consumer.seek(TopicPartition(topic, p, 0))
+
     @staticmethod
-    def _rebuilding(topic: str, p: int) -> Callable[[CorruptState], None]:
-        def report(c: CorruptState) -> None:
+    def _rebuilding(topic: str, p: int) -> Callable[[StateCorrupt], None]:
+        def report(c: StateCorrupt) -> None:
             # The topic is the source of truth: an empty database restores from offset
             # 0 (silently up to the committed offset), as on a fresh machine.
             log.error("%s: corrupt RocksDB state (%s); moved it to %s and rebuilding "
@@ -314,9 +331,13 @@ class Processor:
             store = (self.stores if runs else self.wait_stores).get(p)
             if store is None:
                 continue  # revoked while the batch was in flight; the next owner has it
-            result = apply_batch(store, msgs, self.settings,
-                                 live_from=self.live_from.get((topic, p), 0),
-                                 folder=RUNS_FOLD if runs else WAITS_FOLD)
+            try:
+                result = apply_batch(store, msgs, self.settings,
+                                     live_from=self.live_from.get((topic, p), 0),
+                                     folder=RUNS_FOLD if runs else WAITS_FOLD)
+            except StateCorrupt as damage:
+                self._rebuild(topic, p, damage, live_from=msgs[0].offset() or 0)
+                continue
             self.applied += result.applied
             for e in result.emits:
                 out.append(self._emit_target(e))

@@ -25,14 +25,21 @@ from __future__ import annotations
 import bisect
 import hashlib
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import msgpack
-from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager
+from rocksdict import (
+    BlockBasedOptions,
+    Cache,
+    Options,
+    Rdict,
+    ReadOptions,
+    WriteBatch,
+    WriteBufferManager,
+)
 
 from engine.fold import RunState
 
@@ -182,6 +189,7 @@ class PartitionStore:
                 break
             out.append((due, run_id, timer_id))
             it.next()
+        it.status()
         return out
 
     def next_due(self, after: int = -1) -> int | None:
@@ -190,6 +198,7 @@ class PartitionStore:
         it.seek(TIMER + (after + 1).to_bytes(8, "big") if after >= 0 else TIMER)
         if it.valid() and it.key().startswith(TIMER):
             return parse_timer_key(it.key())[0]
+        it.status()
         return None
 
     def scan(self, prefix: bytes, upto: bytes | None = None) -> list[tuple[bytes, bytes]]:
@@ -203,6 +212,7 @@ class PartitionStore:
                 break
             out.append((key, it.value()))
             it.next()
+        it.status()
         return out
 
     def next_expiry(self) -> int | None:
@@ -210,6 +220,8 @@ class PartitionStore:
         if self._next_expiry is _UNKNOWN:
             it = self.db.iter()
             it.seek(EXPIRY)
+            if not it.valid():
+                it.status()
             self._next_expiry = (int.from_bytes(it.key()[2:10], "big")
                                  if it.valid() and it.key().startswith(EXPIRY) else None)
         return self._next_expiry  # type: ignore[return-value]
@@ -222,6 +234,26 @@ class PartitionStore:
             while it.valid() and it.key().startswith(prefix):
                 yield it.key(), it.value()
                 it.next()
+            it.status()
+
+    def verify(self) -> int:
+        """Read every entry, so RocksDB checks every block's checksum; the count.
+
+        Raises RocksDB's ``Corruption: ...`` error for a damaged block. Iterators that
+        meet one stop early and say so only through ``status()``: every scan here
+        checks it, so damage is never read as "no more keys".
+        """
+        n = 0
+        opts = ReadOptions()
+        opts.fill_cache(False)  # type: ignore[call-arg]  # the stub omits the flag
+        it = self.db.iter(opts)  # a one-off read: keep the shared cache for the hot set
+        it.seek_to_first()
+        while it.valid():
+            it.value()
+            n += 1
+            it.next()
+        it.status()
+        return n
 
     def write(self, batch: WriteBatch) -> None:
         self.db.write(batch)
@@ -238,44 +270,7 @@ class PartitionStore:
         while it.valid() and it.key().startswith(prefix):
             yield it.key()
             it.next()
-
-
-class CorruptState(Exception):
-    """A partition's database was found corrupt and moved aside (see :func:`open_store`)."""
-
-    def __init__(self, path: Path, moved_to: Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}; moved to {moved_to}")
-        self.path = path
-        self.moved_to = moved_to
-        self.reason = reason
-
-
-def open_store(path: Path, memory: StateMemory | None = None,
-               on_corrupt: Callable[[CorruptState], None] | None = None) -> PartitionStore:
-    """Open the partition database at ``path``; if RocksDB finds it corrupt, move it to
-    ``<path>.corrupt-<UTC time>`` and open an empty one in its place.
-
-    Local state is only a cache of what the topics hold, so the caller rebuilds the
-    emptied partition from its topic like a fresh machine would; the damaged files are
-    kept for inspection, never deleted. Other errors (a lock held by another process, a
-    full disk) are raised: moving state aside would not fix them, and could hide them.
-    """
-    try:
-        return PartitionStore(path, memory=memory)
-    except Exception as exc:
-        if not str(exc).startswith("Corruption"):
-            raise
-        reason = " ".join(str(exc).split())
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
-    n = 1
-    while aside.exists():
-        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-        n += 1
-    path.rename(aside)
-    if on_corrupt is not None:
-        on_corrupt(CorruptState(path, aside, reason))
-    return PartitionStore(path, memory=memory)
+        it.status()
 
 
 class BatchView:
