@@ -265,7 +265,7 @@ class Processor:
     def _rebuilding(topic: str, p: int) -> Callable[[StateCorrupt], None]:
         def report(c: StateCorrupt) -> None:
             # The topic is the source of truth: an empty database restores from offset
-            # 0 (silently up to the committed offset), as on a fresh machine.
+            # 0, silently up to where the partition was live, as on a fresh machine.
             log.error("%s: corrupt RocksDB state (%s); moved it to %s and rebuilding "
                       "%s[%d] from the topic", c.path, c.reason, c.moved_to, topic, p)
         return report
