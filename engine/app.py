@@ -38,10 +38,15 @@ class Engine:
         except BaseException as exc:
             self.error = exc
             log.exception("processor stopped")
+            # Wake whoever waits for readiness: a waiter left blocked (serve's wait on an
+            # executor thread) kept a failed engine process alive for two minutes.
+            self.processor.ready.set()
             raise
 
     def wait_ready(self, timeout: float = 60) -> bool:
-        return self.processor.ready.wait(timeout)
+        """True once the first partition assignment is restored; False after
+        ``timeout`` or as soon as the processor has failed (see ``error``)."""
+        return self.processor.ready.wait(timeout) and self.error is None
 
     @property
     def alive(self) -> bool:

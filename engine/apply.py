@@ -13,7 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
+
 from engine import fold, matcher
+from engine.recovery import StateCorrupt, is_corruption, reason_of
 from engine.state import BatchView, PartitionStore
 from topics.codec import DecodeError, decode
 from topics.records import (
@@ -28,6 +31,7 @@ from topics.records import (
     WaitCleared,
     WaitRegistered,
     WaitResolved,
+    bounded_dead_letter,
 )
 from topics.settings import Settings
 
@@ -42,12 +46,14 @@ WAITS_RECORDS = (Event, WaitRegistered, WaitCleared)
 class Fold:
     """Which fold a partition's records go through, and which record kinds it takes."""
 
-    apply: Callable[[Any, Any], list[fold.Emit]]
+    apply: Callable[..., list[fold.Emit]]
     expect: tuple[type, ...]
+    # Whether the fold takes the record's log time as a third argument (the matcher).
+    log_time: bool = False
 
 
 RUNS_FOLD = Fold(fold.apply, RUNS_RECORDS)
-WAITS_FOLD = Fold(matcher.apply, WAITS_RECORDS)
+WAITS_FOLD = Fold(matcher.apply, WAITS_RECORDS, log_time=True)
 
 
 class RawRecord(Protocol):
@@ -58,6 +64,7 @@ class RawRecord(Protocol):
     def offset(self) -> int | None: ...
     def key(self) -> Any: ...
     def value(self) -> Any: ...
+    def timestamp(self) -> tuple[int, int]: ...
 
 
 @dataclass(slots=True)
@@ -76,7 +83,8 @@ def apply_batch(store: PartitionStore, records: Sequence[RawRecord], settings: S
     Emits from records below ``live_from`` are dropped: those records were processed
     (and their emits produced) before, and are folded again only to rebuild state.
     If the fold itself raises on a record, that record becomes a dead letter and the
-    batch is folded again without it, so no half-applied change survives.
+    batch is folded again without it, so no half-applied change survives. RocksDB
+    reporting the store corrupt raises :class:`StateCorrupt` instead.
     """
     poisoned: dict[int, str] = {}
     while True:
@@ -85,6 +93,11 @@ def apply_batch(store: PartitionStore, records: Sequence[RawRecord], settings: S
         except _FoldCrash as crash:
             crash.view.discard()
             poisoned[crash.offset] = crash.reason
+        except Exception as exc:
+            # Damaged storage is not the record's fault: dead-lettering would lose it.
+            if is_corruption(exc):
+                raise StateCorrupt(store.path, reason_of(exc)) from exc
+            raise
 
 
 class _FoldCrash(Exception):
@@ -110,12 +123,15 @@ def _fold_all(store: PartitionStore, records: Sequence[RawRecord], settings: Set
             try:
                 rec = decode(msg.value(), max_bytes=settings.max_record_bytes,
                              max_depth=settings.max_depth, expect=folder.expect)
-                emits = folder.apply(result.view, rec)
+                emits = (folder.apply(result.view, rec, log_time_ms(msg)) if folder.log_time
+                         else folder.apply(result.view, rec))
             except DecodeError as exc:
                 reason = f"undecodable: {exc}"
             except fold.NotApplicable as exc:
                 reason = f"not applicable: {exc}"
             except Exception as exc:
+                if is_corruption(exc):
+                    raise
                 log.exception("fold failed on %s[%s]@%s", msg.topic(), msg.partition(), offset)
                 raise _FoldCrash(offset, f"fold error: {type(exc).__name__}: {exc}",
                                  result.view) from exc
@@ -125,15 +141,23 @@ def _fold_all(store: PartitionStore, records: Sequence[RawRecord], settings: Set
                     result.emits.extend(emits)
                 continue
         if offset >= live_from:
-            result.dead.append(dead_letter(msg, reason, now))
+            result.dead.append(dead_letter(msg, reason, now, settings.max_record_bytes))
     return result
 
 
-def dead_letter(msg: RawRecord, reason: str, now_ms: int) -> DeadLetter:
+def log_time_ms(msg: RawRecord) -> int | None:
+    """The record's Kafka timestamp (stored in the log, so replay sees the same), if any."""
+    kind, ts = msg.timestamp()
+    return ts if kind != TIMESTAMP_NOT_AVAILABLE and ts >= 0 else None
+
+
+def dead_letter(msg: RawRecord, reason: str, now_ms: int, max_record_bytes: int
+                ) -> DeadLetter:
+    """The dead letter of a consumed record, bounded to fit in one record."""
     key = msg.key()
     value = msg.value()
-    return DeadLetter(source_topic=msg.topic() or "", partition=msg.partition() or 0,
-                      offset=msg.offset() or 0,
-                      key=key if isinstance(key, bytes) else None,
-                      value=value if isinstance(value, bytes) else None,
-                      reason=reason, ts=now_ms)
+    return bounded_dead_letter(source_topic=msg.topic() or "", partition=msg.partition() or 0,
+                               offset=msg.offset() or 0,
+                               key=key if isinstance(key, bytes) else None,
+                               value=value if isinstance(value, bytes) else None,
+                               reason=reason, ts=now_ms, max_record_bytes=max_record_bytes)

@@ -24,7 +24,9 @@ prefix scan for one value never runs into another). An event of name N looks up,
 field waited on for N, only the waits whose value equals the event's — never every
 waiting run — plus the unindexed (``if_exp``-only) waits of N, which it evaluates.
 
-Pure: time comes from records. Whether a resolved wait still counts is for the run's
+Pure: time comes from records and their log times. An event is checked against a
+wait's expiry at the time the engine appended it to ``waits``, never at its sender's
+``ts`` (see docs/architecture.md). Whether a resolved wait still counts is for the run's
 fold to decide (the run may have timed out meanwhile); the matcher only finds
 candidates and forgets a wait once it has resolved it.
 """
@@ -69,8 +71,13 @@ def wait_key(name: str, field: str | None, value: Any, wait_id: str) -> bytes:
     return INDEXED + _pk(name) + _pk(field) + _pk(value) + wait_id.encode()
 
 
-def apply(tables: WaitTables, record: Record) -> list[Emit]:
-    """Apply one ``waits`` record; return the ``wait.resolved`` records to emit."""
+def apply(tables: WaitTables, record: Record, appended_ms: int | None = None) -> list[Emit]:
+    """Apply one ``waits`` record; return the ``wait.resolved`` records to emit.
+
+    ``appended_ms`` is the record's time in the ``waits`` log (the Kafka timestamp the
+    engine's producer gave it when forwarding). An event resolves only waits whose
+    expiry is after that time; None (unknown) checks no expiry.
+    """
     if isinstance(record, WaitRegistered):
         # Only engine-written records move expiry: an event's time is its sender's.
         tables.expire(record.ts)
@@ -81,7 +88,10 @@ def apply(tables: WaitTables, record: Record) -> list[Emit]:
                                    record.wait_id))
         return []
     if isinstance(record, Event):
-        return _event(tables, record)
+        if appended_ms is not None:
+            # The forward time is the engine's, like the expiries: it may move expiry.
+            tables.expire(appended_ms)
+        return _event(tables, record, appended_ms)
     raise NotApplicable(f"record kind {record.KIND!r} does not belong on the waits topic")
 
 
@@ -100,12 +110,13 @@ def _register(tables: WaitTables, rec: WaitRegistered) -> list[Emit]:
     key = wait_key(rec.event, rec.match_field, rec.match_value, rec.wait_id)
     tables.put_value(key, {"wait_id": rec.wait_id, "run_id": rec.run_id,
                            "partition_key": rec.partition_key, "kind": rec.kind,
-                           "if_exp": rec.if_exp, "trigger": rec.trigger},
+                           "if_exp": rec.if_exp, "trigger": rec.trigger,
+                           "expires_ms": rec.expires_ms},
                      expires_ms=rec.expires_ms)
     return []
 
 
-def _event(tables: WaitTables, event: Event) -> list[Emit]:
+def _event(tables: WaitTables, event: Event, appended_ms: int | None) -> list[Emit]:
     body = asdict(event)
     name_key = _pk(event.name)
     candidates: list[tuple[bytes, bytes]] = []
@@ -120,6 +131,9 @@ def _event(tables: WaitTables, event: Event) -> list[Emit]:
     candidate = PreparedEvent(body)  # converted to CEL once, for every condition
     for key, raw in candidates:
         wait = msgpack.unpackb(raw, raw=False)
+        expires = wait.get("expires_ms")  # absent in waits stored by older engines
+        if appended_ms is not None and expires is not None and expires <= appended_ms:
+            continue  # over: a cancel rule's timeout, or a wait whose timeout is firing
         if wait["if_exp"] and not _holds(wait["if_exp"], wait["trigger"], candidate):
             continue
         tables.delete_raw(key)  # a wait resolves once

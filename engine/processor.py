@@ -38,6 +38,7 @@ from confluent_kafka import (
 from engine import fold
 from engine.apply import RUNS_FOLD, WAITS_FOLD, apply_batch, dead_letter
 from engine.cron_service import CronService
+from engine.recovery import StateCorrupt, open_store, set_aside
 from engine.router import Registry, route, route_invoke
 from engine.state import PartitionStore, StateMemory, parse_timer_key
 from topics.catalog import Catalog, partition_for
@@ -204,7 +205,8 @@ class Processor:
                 # the same bad definition is dead-lettered once by each of them.
                 log.error("undecodable function definition at offset %s: %s", m.offset(), exc)
                 self._produce_all([self._dead_target(
-                    dead_letter(m, f"undecodable: {exc}", self.clock_ms()))])
+                    dead_letter(m, f"undecodable: {exc}", self.clock_ms(),
+                                self.settings.max_record_bytes))])
                 continue
             assert isinstance(rec, FunctionRegistered)
             self.registry.apply(rec)
@@ -220,7 +222,8 @@ class Processor:
             p = tp.partition
             runs = tp.topic == self.catalog.runs
             name = "runs" if runs else "waits"
-            store = PartitionStore(self.state_dir / f"{name}-{p}", memory=self.memory)
+            store = open_store(self.state_dir / f"{name}-{p}", self.memory,
+                               on_corrupt=self._rebuilding(tp.topic, p))
             with self.stores_lock:
                 (self.stores if runs else self.wait_stores)[p] = store
             start = store.next_offset()
@@ -235,6 +238,37 @@ class Processor:
             log.info("%s[%d]: restoring from offset %d, live from %d", name, p, start, live)
         consumer.assign(partitions)
         self.ready.set()
+
+    def _rebuild(self, topic: str, p: int, damage: StateCorrupt, live_from: int) -> None:
+        """Found damaged while running: set the database aside, restore the partition
+        from offset 0, silently up to ``live_from`` (whose emits were produced)."""
+        runs = topic == self.catalog.runs
+        table = self.stores if runs else self.wait_stores
+        with self.stores_lock:
+            old = table.pop(p)
+        old.close()
+        report = self._rebuilding(topic, p)
+        report(set_aside(old.path, damage.reason))
+        store = open_store(old.path, self.memory, on_corrupt=report)
+        with self.stores_lock:
+            table[p] = store
+        key = (topic, p)
+        self.live_from[key] = max(self.live_from.get(key, 0), live_from)
+        if runs:
+            self.next_due[p] = None
+            self.inflight_timers = {k: v for k, v in self.inflight_timers.items()
+                                    if k[0] != p}
+        # Drops what was fetched beyond the offset too: the restore reads it again.
+        self.consumer.seek(TopicPartition(topic, p, 0))
+
+    @staticmethod
+    def _rebuilding(topic: str, p: int) -> Callable[[StateCorrupt], None]:
+        def report(c: StateCorrupt) -> None:
+            # The topic is the source of truth: an empty database restores from offset
+            # 0, silently up to where the partition was live, as on a fresh machine.
+            log.error("%s: corrupt RocksDB state (%s); moved it to %s and rebuilding "
+                      "%s[%d] from the topic", c.path, c.reason, c.moved_to, topic, p)
+        return report
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
@@ -297,9 +331,13 @@ class Processor:
             store = (self.stores if runs else self.wait_stores).get(p)
             if store is None:
                 continue  # revoked while the batch was in flight; the next owner has it
-            result = apply_batch(store, msgs, self.settings,
-                                 live_from=self.live_from.get((topic, p), 0),
-                                 folder=RUNS_FOLD if runs else WAITS_FOLD)
+            try:
+                result = apply_batch(store, msgs, self.settings,
+                                     live_from=self.live_from.get((topic, p), 0),
+                                     folder=RUNS_FOLD if runs else WAITS_FOLD)
+            except StateCorrupt as damage:
+                self._rebuild(topic, p, damage, live_from=msgs[0].offset() or 0)
+                continue
             self.applied += result.applied
             for e in result.emits:
                 out.append(self._emit_target(e))
@@ -327,7 +365,8 @@ class Processor:
             rec = decode(m.value(), max_bytes=self.settings.max_record_bytes,
                          max_depth=self.settings.max_depth, expect=(Event, InvokeRequested))
         except DecodeError as exc:
-            return [self._dead_target(dead_letter(m, f"undecodable: {exc}", now))]
+            return [self._dead_target(dead_letter(m, f"undecodable: {exc}", now,
+                                                  self.settings.max_record_bytes))]
         if isinstance(rec, InvokeRequested):
             return [self._emit_target(e) for e in route_invoke(
                 rec, self.registry, now_ms=now,

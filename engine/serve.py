@@ -283,7 +283,7 @@ async def _serve(app: Any, host: str, port: int, engine: Any, settings: Settings
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
-            if not announced and ready.done():
+            if not announced and ready.done() and engine.alive:
                 announced = True
                 say("engine ready" if ready.result() else
                     "engine not ready after 120 s (partitions not assigned yet)")

@@ -511,16 +511,10 @@ class Worker:
 
     async def _dead_letter(self, msg: Any, reason: str) -> None:
         partition, offset = msg.partition(), msg.offset()
-        value = msg.value()
-        extra: dict[str, Any] = {"worker": self.worker_id}
-        room = self._settings.max_record_bytes - 4096
-        if value is not None and len(value) > room:
-            # The dead letter must itself fit in a record.
-            extra.update(truncated=True, value_bytes=len(value))
-            value = value[:room]
-        letter = records.DeadLetter(
+        letter = records.bounded_dead_letter(
             source_topic=msg.topic(), partition=partition, offset=offset, key=msg.key(),
-            value=value, reason=reason, ts=wall_ms(), extra=extra,
+            value=msg.value(), reason=reason, ts=wall_ms(),
+            max_record_bytes=self._settings.max_record_bytes, extra={"worker": self.worker_id},
         )
         delivered = await self._send_until_delivered(self._catalog.dlq, msg.key(),
                                                       encode(letter), "dead letter")

@@ -338,6 +338,43 @@ class DeadLetter:
     extra: dict[str, JSON] = field(default_factory=dict)
 
 
+# What a dead letter keeps of a record that does not fit whole: enough to see what it
+# was; a truncated record cannot be re-driven anyway.
+DEAD_LETTER_PREFIX_BYTES = 64 * 1024
+DEAD_LETTER_KEY_BYTES = 1024
+DEAD_LETTER_REASON_CHARS = 2000
+# Room left for everything but the value (field names, topic name, reason, key, extra).
+DEAD_LETTER_ENVELOPE_BYTES = 16 * 1024
+
+
+def bounded_dead_letter(*, source_topic: str, partition: int, offset: int,
+                        key: bytes | None, value: bytes | None, reason: str, ts: int,
+                        max_record_bytes: int, extra: dict[str, JSON] | None = None,
+                        ) -> DeadLetter:
+    """A dead letter for a record that always fits in ``max_record_bytes``.
+
+    The value is kept whole when it fits, else only its first
+    ``DEAD_LETTER_PREFIX_BYTES``; ``extra`` records ``value_bytes`` (the original size)
+    and ``truncated``. The key and the reason are bounded too: a record just under the
+    limit, or one far over it, must not yield a dead letter that cannot be written
+    (it would stop the partition that tried).
+    """
+    info: dict[str, JSON] = dict(extra or {})
+    size = len(value) if value is not None else 0
+    room = max(0, max_record_bytes - DEAD_LETTER_ENVELOPE_BYTES)
+    truncated = value is not None and size > room
+    if value is not None and truncated:
+        value = value[:min(room, DEAD_LETTER_PREFIX_BYTES)]
+    info.update(value_bytes=size, truncated=truncated)
+    if key is not None and len(key) > DEAD_LETTER_KEY_BYTES:
+        info["key_bytes"] = len(key)
+        key = key[:DEAD_LETTER_KEY_BYTES]
+    if len(reason) > DEAD_LETTER_REASON_CHARS:
+        reason = reason[:DEAD_LETTER_REASON_CHARS] + "..."
+    return DeadLetter(source_topic=source_topic[:DEAD_LETTER_KEY_BYTES], partition=partition,
+                      offset=offset, key=key, value=value, reason=reason, ts=ts, extra=info)
+
+
 Record = (
     Event | FunctionRegistered | RunRequested | OutcomesReported | TimerFired | Task
     | DeadLetter | RunStarted | CancelRequested | InvokeFinished | InvokeRequested

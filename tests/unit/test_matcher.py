@@ -26,11 +26,12 @@ class Matcher:
         self.store = store
         self.offset = 0
 
-    def batch(self, *records: Record) -> list[WaitResolved]:
+    def batch(self, *records: Record, at: int | None = None) -> list[WaitResolved]:
+        """``at``: the time the records were appended to ``waits`` (by the engine)."""
         view = BatchView(self.store)
         out: list[WaitResolved] = []
         for r in records:
-            for e in matcher.apply(view, r):
+            for e in matcher.apply(view, r, at):
                 assert isinstance(e.record, WaitResolved)
                 out.append(e.record)
         self.offset += len(records)
@@ -116,6 +117,28 @@ def test_expired_waits_are_dropped_when_engine_time_passes(store: PartitionStore
     m.batch(wait("R2/s", value=9, ts=6000))
     assert m.batch(paid()) == []
     assert [h.run_id for h in m.batch(paid(value=9))] == ["R2"]
+
+
+def test_a_wait_does_not_resolve_on_an_event_appended_after_it_expired(
+        store: PartitionStore) -> None:
+    m = Matcher(store)
+    m.batch(wait("R1/cancel:0", kind="cancel", expires=3000, ts=0))
+    m.batch(wait("R2/cancel:0", kind="cancel", expires=5000, ts=0))
+    # The sender says 2000; the engine forwarded it at 5000: both rules are over (a
+    # rule holds while its expiry is after the append time).
+    assert paid().ts == 2000
+    assert m.batch(paid(), at=5000) == []
+    # And a wait expired before that time is gone, not left for a later event.
+    assert [k for k, _ in store.scan(matcher.INDEXED) if k.endswith(b"R1/cancel:0")] == []
+
+
+def test_a_wait_resolves_on_an_event_appended_before_it_expired_whatever_its_sender_time(
+        store: PartitionStore) -> None:
+    m = Matcher(store)
+    m.batch(wait("R1/s", expires=3000, ts=0))
+    far = Event(name="invoice.paid", data={"invoice_id": 42}, id="X", ts=10**12)
+    [hit] = m.batch(far, at=2999)
+    assert hit.run_id == "R1"
 
 
 def test_rename_async_leaves_strings_alone() -> None:
