@@ -42,12 +42,13 @@ WAITS_RECORDS = (Event, WaitRegistered, WaitCleared)
 class Fold:
     """Which fold a partition's records go through, and which record kinds it takes."""
 
-    apply: Callable[[Any, Any], list[fold.Emit]]
+    apply: Callable[[Any, Any, fold.Position, fold.Limits], list[fold.Emit]]
     expect: tuple[type, ...]
 
 
 RUNS_FOLD = Fold(fold.apply, RUNS_RECORDS)
-WAITS_FOLD = Fold(matcher.apply, WAITS_RECORDS)
+# The matcher keeps no references to its records and has no run limits.
+WAITS_FOLD = Fold(lambda tables, rec, at, limits: matcher.apply(tables, rec), WAITS_RECORDS)
 
 
 class RawRecord(Protocol):
@@ -99,6 +100,7 @@ def _fold_all(store: PartitionStore, records: Sequence[RawRecord], settings: Set
               live_from: int, poisoned: dict[int, str], folder: Fold) -> BatchResult:
     result = BatchResult(BatchView(store), next_offset=store.next_offset())
     now = int(time.time() * 1000)
+    limits = fold.Limits.from_settings(settings)
     for msg in records:
         offset = msg.offset()
         assert offset is not None
@@ -110,7 +112,8 @@ def _fold_all(store: PartitionStore, records: Sequence[RawRecord], settings: Set
             try:
                 rec = decode(msg.value(), max_bytes=settings.max_record_bytes,
                              max_depth=settings.max_depth, expect=folder.expect)
-                emits = folder.apply(result.view, rec)
+                at = fold.Position(msg.partition() or 0, offset)
+                emits = folder.apply(result.view, rec, at, limits)
             except DecodeError as exc:
                 reason = f"undecodable: {exc}"
             except fold.NotApplicable as exc:

@@ -9,7 +9,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgpack
+
 from topics.records import Record, Task
+from topics.settings import MIB, Settings
 
 RunState = dict[str, Any]
 
@@ -44,8 +47,82 @@ class Emit:
     record: Record
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size limits of a run, fixed when it is requested (kept in its state as
+    ``limits``), so a configuration change never alters a run already going."""
+
+    # Events plus every recorded output (Inngest's 32 MB).
+    state_bytes: int = 32 * MIB
+    # The largest task a worker accepts (its record limit).
+    task_bytes: int = 8 * MIB
+
+    @staticmethod
+    def from_settings(settings: Settings) -> Limits:
+        return Limits(state_bytes=settings.max_run_state_bytes,
+                      task_bytes=settings.max_record_bytes)
+
+    @staticmethod
+    def of(state: RunState) -> Limits:
+        kept = state.get("limits") or {}
+        return Limits(**kept)
+
+    def to_state(self) -> dict[str, int]:
+        return {"state_bytes": self.state_bytes, "task_bytes": self.task_bytes}
+
+    @property
+    def inline_bytes(self) -> int:
+        """Memoized values a task carries inline, in all; the rest go by reference."""
+        return min(MIB, self.task_bytes // 4)
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where the record being applied sits on the ``runs`` topic. It is an input of the
+    fold like the record itself (replay reads the same records at the same offsets), and
+    lets a task point at a large value instead of carrying it."""
+
+    partition: int
+    offset: int
+
+    def ref(self, index: int) -> list[int]:
+        """A reference to the memoized value ``index`` of this record (an outcome's
+        index in ``outcomes.reported``; 0 for ``wait.resolved``/``invoke.finished``)."""
+        return [self.partition, self.offset, index]
+
+
+def value_size(value: Any) -> int:
+    """Encoded size of a user value, as the codec writes it."""
+    return len(msgpack.packb(value, use_bin_type=True))
+
+
+def over_state_limit(state: RunState, size: int, what: str) -> dict[str, Any] | None:
+    """Count ``size`` more bytes of output into the run's state, or, if that would take
+    the state over its limit, return the run's error (and count nothing)."""
+    total = state.get("state_bytes", 0) + size
+    limit = Limits.of(state).state_bytes
+    if total <= limit:
+        state["state_bytes"] = total
+        return None
+    return {"name": "RunStateTooLarge",
+            "message": f"{what} is {size} bytes: with it the run's state (events and step "
+                       f"outputs) would be {total} bytes, over the {limit}-byte limit "
+                       "(STEPSTREAM_MAX_RUN_STATE_BYTES)",
+            "stack": ""}
+
+
+def keep_value(step: dict[str, Any], size: int, ref: list[int] | None) -> None:
+    """Remember a memoized value's size and, if known, where it was recorded."""
+    step["size"] = size
+    if ref is not None:
+        step["ref"] = ref
+    else:
+        step.pop("ref", None)
+
+
 def dispatch(state: RunState, now: int) -> Emit:
-    """Hand the run to a worker: a new task carrying every memoized outcome."""
+    """Hand the run to a worker: a new task carrying every memoized outcome, small ones
+    inline and, past the run's inline budget, recorded ones by reference."""
     seq = state["task_seq"] + 1
     state["task_seq"] = seq
     state["waiting"] = {"kind": "task", "seq": seq}
@@ -54,13 +131,21 @@ def dispatch(state: RunState, now: int) -> Emit:
         state["started_at"] = now
     memo: dict[str, dict[str, Any]] = {}
     step_attempts: dict[str, int] = {}
+    budget = Limits.of(state).inline_bytes
     for step_id, step in state["steps"].items():
-        if step["status"] == "completed":
-            memo[step_id] = {"data": step["output"]}
-        elif step["status"] == "failed":
-            memo[step_id] = {"error": step["error"]}
-        elif step["status"] == "retrying":
+        status = step["status"]
+        if status == "retrying":
             step_attempts[step_id] = len(step["attempts"])
+            continue
+        if status not in ("completed", "failed"):
+            continue
+        size = step.get("size", 0)
+        if size > budget and step.get("ref") is not None:
+            memo[step_id] = {"ref": step["ref"]}
+            continue
+        budget = max(0, budget - size)
+        memo[step_id] = ({"data": step["output"]} if status == "completed"
+                         else {"error": step["error"]})
     note(state, now, "task.dispatched", detail={"seq": seq})
     cron = state.get("cron")
     task = Task(run_id=state["run_id"], fn_id=state["fn_id"], app_id=state["app_id"], seq=seq,
