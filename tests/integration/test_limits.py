@@ -1,0 +1,89 @@
+"""Run size limits on the real broker: large outputs travel by reference, and a run
+over its state limit fails with a named error instead of hanging."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sdk
+from tests.integration.harness import Stack
+from topics.settings import MIB, Settings
+
+pytestmark = pytest.mark.kafka
+
+STEP_BYTES = 1_000_000
+
+
+def blob(i: int) -> str:
+    """A 1 MB output that differs per step, so a mixed-up reference shows."""
+    return (f"{i}" * STEP_BYTES)[:STEP_BYTES]
+
+
+def digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+def make_client(settings: Settings) -> sdk.Client:
+    client = sdk.Client(app_id="limits", settings=settings)
+
+    @client.create_function(fn_id="nine-megabytes", retries=0,
+                            trigger=sdk.TriggerEvent(event="test/nine"))
+    async def nine(ctx: sdk.Context) -> dict[str, Any]:
+        seen: list[str] = []
+        for i in range(9):
+            # Each step checks every earlier output as the task delivered it.
+            def make(i: int = i, before: tuple[str, ...] = tuple(seen)) -> str:
+                assert before == tuple(digest(blob(j)) for j in range(i)), "earlier output"
+                return blob(i)
+            out = await ctx.step.run(f"s{i}", make)
+            seen.append(digest(out))
+        return {"digests": seen}
+
+    return client
+
+
+@contextlib.contextmanager
+def limits_stack(broker: str, tmp: Path, **limits: int) -> Iterator[Stack]:
+    stack = Stack(broker, tmp, backoff_ms=100)
+    stack.settings = replace(stack.settings, **limits)
+    client = None
+    try:
+        stack.start_engine()
+        client = make_client(stack.settings)
+        stack.start_worker(client)
+        stack.client = client
+        stack.wait_functions("limits-nine-megabytes")
+        yield stack
+    finally:
+        stack.close()
+        if client is not None:
+            client.close()
+
+
+def test_nine_one_megabyte_steps_complete(broker: str, tmp_path: Path) -> None:
+    # Defaults: 4 MiB per output, 32 MiB per run, 8 MiB per record. Before outputs went
+    # by reference, the ninth task (9 MB of memoized outputs) exceeded the record limit
+    # and the run stayed running for ever.
+    with limits_stack(broker, tmp_path) as stack:
+        run = stack.finished_run(stack.send("test/nine", {}), timeout=90)
+        assert run["status"] == "completed", run.get("error")
+        assert run["output"] == {"digests": [digest(blob(i)) for i in range(9)]}
+
+
+def test_run_over_its_state_limit_fails_with_a_named_error(broker: str, tmp_path: Path
+                                                          ) -> None:
+    limit = int(2.5 * MIB)  # the third 1 MB output crosses it
+    with limits_stack(broker, tmp_path, max_run_state_bytes=limit) as stack:
+        run = stack.finished_run(stack.send("test/nine", {}), timeout=60)
+        assert run["status"] == "failed"
+        error = run["error"]
+        assert error["name"] == "RunStateTooLarge"
+        assert "'s2'" in error["message"] and f"{limit}-byte limit" in error["message"]
+        assert f"is {STEP_BYTES + 5} bytes" in error["message"]  # msgpack str32 header
