@@ -72,8 +72,20 @@ class Limits:
 
     @property
     def inline_bytes(self) -> int:
-        """Memoized values a task carries inline, in all; the rest go by reference."""
-        return min(MIB, self.task_bytes // 4)
+        return inline_budget(self.task_bytes)
+
+
+def inline_budget(task_bytes: int) -> int:
+    """Memoized values a task carries inline, in all; the rest go by reference."""
+    return min(MIB, task_bytes // 4)
+
+
+def run_limit(state: RunState, name: str) -> int:
+    """One of the run's kept limits (``state_bytes``, ``task_bytes``); a run from
+    before limits were kept has the defaults. Read per record: no object built."""
+    kept = state.get("limits")
+    value = kept.get(name) if kept else None
+    return value if isinstance(value, int) else int(getattr(_DEFAULT_LIMITS, name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,16 +103,21 @@ class Position:
         return [self.partition, self.offset, index]
 
 
+_DEFAULT_LIMITS = Limits()
+# One packer for sizes: packb would build a new one per call, on the fold's hot path.
+_packer = msgpack.Packer(use_bin_type=True)
+
+
 def value_size(value: Any) -> int:
     """Encoded size of a user value, as the codec writes it."""
-    return len(msgpack.packb(value, use_bin_type=True))
+    return len(_packer.pack(value))
 
 
 def over_state_limit(state: RunState, size: int, what: str) -> dict[str, Any] | None:
     """Count ``size`` more bytes of output into the run's state, or, if that would take
     the state over its limit, return the run's error (and count nothing)."""
     total = state.get("state_bytes", 0) + size
-    limit = Limits.of(state).state_bytes
+    limit = run_limit(state, "state_bytes")
     if total <= limit:
         state["state_bytes"] = total
         return None
@@ -121,7 +138,12 @@ def keep_value(step: dict[str, Any], size: int, ref: list[int] | None) -> None:
 
 
 def dispatch(state: RunState, now: int) -> Emit:
-    """Hand the run to a worker: a new task carrying every memoized outcome, small ones
+    """Hand the run to a worker: a new task carrying every memoized outcome."""
+    return build_task(state, now, run_limit(state, "task_bytes"))[0]
+
+
+def build_task(state: RunState, now: int, task_bytes: int) -> tuple[Emit, int]:
+    """:func:`dispatch`, and more bytes than the task can encode to. Small values go
     inline and, past the run's inline budget, recorded ones by reference."""
     seq = state["task_seq"] + 1
     state["task_seq"] = seq
@@ -131,21 +153,33 @@ def dispatch(state: RunState, now: int) -> Emit:
         state["started_at"] = now
     memo: dict[str, dict[str, Any]] = {}
     step_attempts: dict[str, int] = {}
-    budget = Limits.of(state).inline_bytes
-    for step_id, step in state["steps"].items():
+    budget = inline_budget(task_bytes)
+    # The bound: the events twice (event, events; counted in state_bytes), the values
+    # carried inline, and per step its id plus 64 bytes of keys, headers and a ref.
+    bound = (2 * state.get("state_bytes", 0) + 1024 + len(state["run_id"])
+             + len(state["fn_id"]) + len(state["app_id"]) + len(state["partition_key"]))
+    steps = state["steps"]
+    bound += 64 * len(steps)
+    for step_id, step in steps.items():
+        bound += len(step_id)
         status = step["status"]
-        if status == "retrying":
-            step_attempts[step_id] = len(step["attempts"])
+        if status == "completed":
+            key, value = "data", step["output"]
+        elif status == "failed":
+            key, value = "error", step["error"]
+        else:
+            if status == "retrying":
+                step_attempts[step_id] = len(step["attempts"])
             continue
-        if status not in ("completed", "failed"):
-            continue
-        size = step.get("size", 0)
-        if size > budget and step.get("ref") is not None:
+        size = step.get("size")
+        if size is None:  # a sleep, or a step recorded before sizes were kept
+            size = value_size(value)
+        if size > budget and "ref" in step:
             memo[step_id] = {"ref": step["ref"]}
             continue
-        budget = max(0, budget - size)
-        memo[step_id] = ({"data": step["output"]} if status == "completed"
-                         else {"error": step["error"]})
+        budget = budget - size if size < budget else 0
+        bound += size
+        memo[step_id] = {key: value}
     note(state, now, "task.dispatched", detail={"seq": seq})
     cron = state.get("cron")
     task = Task(run_id=state["run_id"], fn_id=state["fn_id"], app_id=state["app_id"], seq=seq,
@@ -156,7 +190,7 @@ def dispatch(state: RunState, now: int) -> Emit:
                 report_start=seq == 1 and isinstance(
                     (state.get("timeouts") or {}).get("start_ms"), int),
                 cron_tick_ms=cron["tick_ms"] if cron else None)
-    return Emit("tasks", state["run_id"], task)
+    return Emit("tasks", state["run_id"], task), bound
 
 
 def note(state: RunState, at: int, kind: str, step_id: str | None = None,

@@ -12,16 +12,16 @@ from typing import Any
 from engine.fold_core import (
     TERMINAL,
     Emit,
-    Limits,
     Position,
     RunState,
     Tables,
-    dispatch,
+    build_task,
     error_brief,
     field_path,
     keep_value,
     note,
     over_state_limit,
+    run_limit,
     value_at,
     value_size,
 )
@@ -234,9 +234,11 @@ def _settle(tables: Tables, state: RunState, now: int, *, output: Any = None,
 def hand_over(tables: Tables, state: RunState, now: int) -> list[Emit]:
     """Dispatch the run's next task, or fail the run if that task would be larger than
     a worker accepts (it would be dropped there, and the run would hang)."""
-    emit = dispatch(state, now)
+    limit = run_limit(state, "task_bytes")
+    emit, bound = build_task(state, now, limit)
+    if bound <= limit:
+        return [emit]  # surely fits: no need to encode it here as well
     size = len(encode(emit.record))
-    limit = Limits.of(state).task_bytes
     if size <= limit:
         return [emit]
     state["timeline"].pop()  # the task.dispatched just noted: it is never sent
