@@ -3,8 +3,12 @@ within what a worker accepts (large values by reference)."""
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from engine import fold
 from engine.fold import Limits, Position, apply
+from engine.fold_core import build_task
 from tests.unit.memtables import MemTables
 from topics.codec import encode
 from topics.records import (
@@ -167,3 +171,28 @@ def test_replaying_the_same_positions_gives_the_same_state() -> None:
     run_steps(a, 4, 400_000)
     run_steps(b, 4, 400_000)
     assert a.runs == b.runs
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.text(min_size=1, max_size=40),
+                          st.one_of(st.none(), st.integers(), st.text(max_size=3000),
+                                    st.lists(st.floats(allow_nan=False), max_size=50)),
+                          st.booleans()),
+                min_size=1, max_size=12),
+       st.booleans())
+def test_the_task_size_bound_is_never_below_the_encoded_size(
+        steps: list[tuple[str, object, bool]], positioned: bool) -> None:
+    t = MemTables()
+    apply(t, requested(), Position(0, 0) if positioned else None,
+          Limits(task_bytes=16 * 1024))
+    for i, (step_id, output, fails) in enumerate(steps):
+        outcome = (Outcome(op=STEP_FAILED, step_id=step_id, retriable=False,
+                           error={"name": "E", "message": str(output), "stack": ""})
+                   if fails else done(step_id, output))
+        apply(t, report(i + 1, outcome), Position(0, i + 1) if positioned else None)
+        state = t.runs["R1"]
+        if state["status"] != "running":
+            break
+        copy = {**state, "timeline": [], "task_seq": state["task_seq"] - 1}
+        emit, bound = build_task(copy, 0, 16 * 1024)
+        assert len(encode(emit.record)) <= bound
