@@ -175,7 +175,8 @@ def test_replaying_the_same_positions_gives_the_same_state() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.text(min_size=1, max_size=40),
-                          st.one_of(st.none(), st.integers(), st.text(max_size=3000),
+                          st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1),
+                                    st.text(max_size=3000),
                                     st.lists(st.floats(allow_nan=False), max_size=50)),
                           st.booleans()),
                 min_size=1, max_size=12),
