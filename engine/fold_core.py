@@ -154,9 +154,9 @@ def build_task(state: RunState, now: int, task_bytes: int) -> tuple[Emit, int]:
     memo: dict[str, dict[str, Any]] = {}
     step_attempts: dict[str, int] = {}
     budget = inline_budget(task_bytes)
-    # The bound: the events twice (event, events; counted in state_bytes), the values
-    # carried inline, and per step its id plus 64 bytes of keys, headers and a ref.
-    bound = (2 * state.get("state_bytes", 0) + 1024 + len(state["run_id"])
+    # The bound: the events (counted in state_bytes), the values carried inline, and
+    # per step its id plus 64 bytes of keys, headers and a reference.
+    bound = (state.get("state_bytes", 0) + 1024 + len(state["run_id"])
              + len(state["fn_id"]) + len(state["app_id"]) + len(state["partition_key"]))
     steps = state["steps"]
     bound += 64 * len(steps)
@@ -184,7 +184,9 @@ def build_task(state: RunState, now: int, task_bytes: int) -> tuple[Emit, int]:
     cron = state.get("cron")
     task = Task(run_id=state["run_id"], fn_id=state["fn_id"], app_id=state["app_id"], seq=seq,
                 partition_key=state["partition_key"], event=state["event"],
-                events=state["events"] or [state["event"]],
+                # Empty unless a batch: the worker takes [event] then, and a large
+                # event is not carried twice.
+                events=state["events"],
                 attempt=max([state["attempt"], *step_attempts.values()]),
                 steps=memo, step_attempts=step_attempts, ts=now,
                 report_start=seq == 1 and isinstance(
