@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import sdk
+from engine.replay import replay
 from tests.integration.harness import Stack
 from topics.settings import MIB, Settings
 
@@ -75,6 +76,9 @@ def test_nine_one_megabyte_steps_complete(broker: str, tmp_path: Path) -> None:
         run = stack.finished_run(stack.send("test/nine", {}), timeout=90)
         assert run["status"] == "completed", run.get("error")
         assert run["output"] == {"digests": [digest(blob(i)) for i in range(9)]}
+        # References are built from record positions: replay builds the same state.
+        assert stack.engine is not None
+        assert replay(stack.settings, tmp_path / "replayed") == stack.engine.queries.state_hash()
 
 
 def test_run_over_its_state_limit_fails_with_a_named_error(broker: str, tmp_path: Path
