@@ -91,3 +91,32 @@ def test_run_over_its_state_limit_fails_with_a_named_error(broker: str, tmp_path
         assert error["name"] == "RunStateTooLarge"
         assert "'s2'" in error["message"] and f"{limit}-byte limit" in error["message"]
         assert f"is {STEP_BYTES + 5} bytes" in error["message"]  # msgpack str32 header
+
+
+def test_a_task_over_the_workers_record_limit_fails_its_run(broker: str, tmp_path: Path
+                                                            ) -> None:
+    # A worker configured with a smaller record limit than the engine: it cannot take the
+    # third task (two 500 kB outputs inline, plus the event), and fails the run instead
+    # of dropping the task.
+    stack = Stack(broker, tmp_path, backoff_ms=100)
+    small = replace(stack.settings, max_record_bytes=MIB, max_step_output_bytes=512 * 1024)
+    client = sdk.Client(app_id="limits", settings=small)
+
+    @client.create_function(fn_id="halves", retries=0, trigger=sdk.TriggerEvent(event="t/h"))
+    async def halves(ctx: sdk.Context) -> None:
+        for i in range(3):
+            await ctx.step.run(f"h{i}", lambda i=i: blob(i)[:500_000])
+
+    try:
+        stack.start_engine()
+        stack.start_worker(client)
+        stack.client = client
+        stack.wait_functions("limits-halves")
+        run = stack.finished_run(stack.send("t/h", {"pad": "p" * 100_000}), timeout=60)
+        assert run["status"] == "failed"
+        assert run["error"]["name"] == "TaskTooLarge"
+        assert f"over this worker's {MIB}-byte record limit" in run["error"]["message"]
+        assert set(run["steps"]) == {"h0", "h1"}
+    finally:
+        stack.close()
+        client.close()
