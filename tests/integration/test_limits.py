@@ -3,6 +3,7 @@ over its state limit fails with a named error instead of hanging."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 from collections.abc import Iterator
@@ -14,7 +15,10 @@ import pytest
 
 import sdk
 from engine.replay import replay
+from sdk._refs import RefError, RefResolver
 from tests.integration.harness import Stack
+from topics import records
+from topics.codec import encode
 from topics.settings import MIB, Settings
 
 pytestmark = pytest.mark.kafka
@@ -120,3 +124,35 @@ def test_a_task_over_the_workers_record_limit_fails_its_run(broker: str, tmp_pat
     finally:
         stack.close()
         client.close()
+
+
+def test_the_reference_reader_on_the_broker(broker: str, tmp_path: Path) -> None:
+    stack = Stack(broker, tmp_path)
+    report = records.OutcomesReported(run_id="R1", task_seq=1, worker="w", ts=1, outcomes=[
+        records.Outcome(op=records.STEP_COMPLETED, step_id="a", output=blob(7)[:100_000])])
+    stack.produce_raw(stack.catalog.runs, encode(report), key=b"R1", partition=2)
+    resolver = RefResolver(stack.settings, timeout_s=3)
+
+    def task(run_id: str, ref: list[int]) -> records.Task:
+        event = {"name": "n", "data": {}, "id": "E", "ts": 1}
+        return records.Task(run_id=run_id, fn_id="f", app_id="a", seq=2, partition_key=run_id,
+                            event=event, events=[], attempt=0, steps={"a": {"ref": ref}},
+                            step_attempts={}, ts=1)
+
+    async def resolve(t: records.Task) -> Any:
+        try:
+            return (await resolver.resolve(t)).steps
+        except RefError as exc:
+            return exc.outcome
+
+    try:
+        assert asyncio.run(resolve(task("R1", [2, 0, 0]))) == {"a": {"data": blob(7)[:100_000]}}
+        # Another run's record, and an offset nothing was written at (yet): the first
+        # can never resolve, the second may once the broker answers.
+        wrong = asyncio.run(resolve(task("R2", [2, 0, 0])))
+        assert (wrong.error["name"], wrong.retriable) == ("StepOutputUnavailable", False)
+        missing = asyncio.run(resolve(task("R1", [2, 5, 0])))
+        assert (missing.error["name"], missing.retriable) == ("StepOutputUnavailable", True)
+        assert "within 3 s" in missing.error["message"]
+    finally:
+        resolver.close()
