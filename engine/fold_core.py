@@ -62,17 +62,8 @@ class Limits:
         return Limits(state_bytes=settings.max_run_state_bytes,
                       task_bytes=settings.max_record_bytes)
 
-    @staticmethod
-    def of(state: RunState) -> Limits:
-        kept = state.get("limits") or {}
-        return Limits(**kept)
-
     def to_state(self) -> dict[str, int]:
         return {"state_bytes": self.state_bytes, "task_bytes": self.task_bytes}
-
-    @property
-    def inline_bytes(self) -> int:
-        return inline_budget(self.task_bytes)
 
 
 def inline_budget(task_bytes: int) -> int:
@@ -154,14 +145,17 @@ def build_task(state: RunState, now: int, task_bytes: int) -> tuple[Emit, int]:
     memo: dict[str, dict[str, Any]] = {}
     step_attempts: dict[str, int] = {}
     budget = inline_budget(task_bytes)
-    # The bound: the events (counted in state_bytes), the values carried inline, and
-    # per step its id plus 64 bytes of keys, headers and a reference.
-    bound = (state.get("state_bytes", 0) + 1024 + len(state["run_id"])
-             + len(state["fn_id"]) + len(state["app_id"]) + len(state["partition_key"]))
+    # The bound: the events (counted in state_bytes), the values carried inline, the
+    # ids (4 bytes a character at most in UTF-8), and 64 bytes a step of keys, headers
+    # and a reference. A run from before sizes were kept gets no bound: encode it.
+    counted = state.get("state_bytes")
+    bound = (task_bytes + 1 if counted is None else counted) + 1024 + 4 * (
+        len(state["run_id"]) + len(state["fn_id"]) + len(state["app_id"])
+        + len(state["partition_key"]))
     steps = state["steps"]
     bound += 64 * len(steps)
     for step_id, step in steps.items():
-        bound += len(step_id)
+        bound += 4 * len(step_id)
         status = step["status"]
         if status == "completed":
             key, value = "data", step["output"]
