@@ -3,6 +3,7 @@ within what a worker accepts (large values by reference)."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +25,7 @@ from topics.records import (
     Task,
     WaitResolved,
 )
-from topics.settings import MIB
+from topics.settings import MIB, Settings, SettingsError
 
 EVENT = {"name": "big/run", "data": {"n": 1}, "id": "E1", "ts": 1000}
 MB = 1_000_000
@@ -197,3 +198,11 @@ def test_the_task_size_bound_is_never_below_the_encoded_size(
         copy = {**state, "timeline": [], "task_seq": state["task_seq"] - 1}
         emit, bound = build_task(copy, 0, 16 * 1024)
         assert len(encode(emit.record)) <= bound
+
+
+def test_limits_come_from_the_environment_and_must_fit_a_record() -> None:
+    s = Settings.from_env({"STEPSTREAM_MAX_RUN_STATE_BYTES": "1000000"})
+    assert (s.max_run_state_bytes, s.max_step_output_bytes) == (1_000_000, 4 * MIB)
+    assert Limits.from_settings(s) == Limits(state_bytes=1_000_000, task_bytes=8 * MIB)
+    with pytest.raises(SettingsError, match="must leave 65536 bytes"):
+        Settings.from_env({"STEPSTREAM_MAX_STEP_OUTPUT_BYTES": str(8 * MIB)})
