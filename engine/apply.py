@@ -46,14 +46,17 @@ WAITS_RECORDS = (Event, WaitRegistered, WaitCleared)
 class Fold:
     """Which fold a partition's records go through, and which record kinds it takes."""
 
-    apply: Callable[..., list[fold.Emit]]
+    # (tables, record, its position on the log, the run limits, its log time)
+    apply: Callable[[Any, Any, fold.Position, fold.Limits, int | None], list[fold.Emit]]
     expect: tuple[type, ...]
-    # Whether the fold takes the record's log time as a third argument (the matcher).
-    log_time: bool = False
 
 
-RUNS_FOLD = Fold(fold.apply, RUNS_RECORDS)
-WAITS_FOLD = Fold(matcher.apply, WAITS_RECORDS, log_time=True)
+# The run fold takes no log time (its times come from the records); the matcher keeps no
+# references to its records and has no run limits, but checks expiry at the log time.
+RUNS_FOLD = Fold(lambda tables, rec, at, limits, _log_ms: fold.apply(tables, rec, at, limits),
+                 RUNS_RECORDS)
+WAITS_FOLD = Fold(lambda tables, rec, _at, _limits, log_ms: matcher.apply(tables, rec, log_ms),
+                  WAITS_RECORDS)
 
 
 class RawRecord(Protocol):
@@ -112,6 +115,7 @@ def _fold_all(store: PartitionStore, records: Sequence[RawRecord], settings: Set
               live_from: int, poisoned: dict[int, str], folder: Fold) -> BatchResult:
     result = BatchResult(BatchView(store), next_offset=store.next_offset())
     now = int(time.time() * 1000)
+    limits = fold.Limits.from_settings(settings)
     for msg in records:
         offset = msg.offset()
         assert offset is not None
@@ -123,8 +127,8 @@ def _fold_all(store: PartitionStore, records: Sequence[RawRecord], settings: Set
             try:
                 rec = decode(msg.value(), max_bytes=settings.max_record_bytes,
                              max_depth=settings.max_depth, expect=folder.expect)
-                emits = (folder.apply(result.view, rec, log_time_ms(msg)) if folder.log_time
-                         else folder.apply(result.view, rec))
+                at = fold.Position(msg.partition() or 0, offset)
+                emits = folder.apply(result.view, rec, at, limits, log_time_ms(msg))
             except DecodeError as exc:
                 reason = f"undecodable: {exc}"
             except fold.NotApplicable as exc:

@@ -20,12 +20,16 @@ from engine import fold_ends as ends
 from engine.fold_core import (
     TERMINAL,
     Emit,
+    Limits,
     NotApplicable,
+    Position,
     RunState,
     Tables,
-    dispatch,
     error_brief,
+    keep_value,
     note,
+    over_state_limit,
+    value_size,
 )
 from topics.records import (
     DEDUPE_WINDOW_MS,
@@ -47,12 +51,14 @@ from topics.records import (
     WaitResolved,
 )
 
-__all__ = ["TERMINAL", "Emit", "NotApplicable", "RunState", "Tables", "apply", "backoff_ms"]
+__all__ = ["TERMINAL", "Emit", "Limits", "NotApplicable", "Position", "RunState", "Tables",
+           "apply", "backoff_ms"]
 
 # A retry never waits longer than this, however many attempts came before.
 MAX_BACKOFF_MS = 3_600_000
 STEP_OPS = (STEP_COMPLETED, STEP_FAILED, STEP_SLEEP, STEP_WAIT, STEP_INVOKE)
 PAUSING_OPS = (STEP_WAIT, STEP_INVOKE)
+DEFAULT_LIMITS = Limits()
 
 
 def dedupe_table_key(dedupe_key: str) -> bytes:
@@ -63,21 +69,27 @@ def cron_table_key(fn_id: str, cron: str) -> bytes:
     return b"c/" + f"{fn_id}\x1f{cron}".encode()
 
 
-def apply(tables: Tables, record: Record) -> list[Emit]:
-    """Apply one ``runs`` record; return the records to emit."""
+def apply(tables: Tables, record: Record, at: Position | None = None,
+          limits: Limits = DEFAULT_LIMITS) -> list[Emit]:
+    """Apply one ``runs`` record; return the records to emit.
+
+    ``at`` is the record's place on the topic: with it, a task can refer to a large
+    value this record holds instead of carrying it (without it, values go inline).
+    ``limits`` apply to runs this record requests; a run keeps the ones it began with.
+    """
     # Dedupe keys past their window go first, at this record's time: what expires
     # depends only on the records, never on how they were batched.
     tables.expire(record.ts)
     if isinstance(record, RunRequested):
-        return _requested(tables, record)
+        return _requested(tables, record, limits)
     if isinstance(record, OutcomesReported):
-        return _reported(tables, record)
+        return _reported(tables, record, at)
     if isinstance(record, TimerFired):
         return _timer_fired(tables, record)
     if isinstance(record, WaitResolved):
-        return ends.wait_resolved(tables, record)
+        return ends.wait_resolved(tables, record, at)
     if isinstance(record, InvokeFinished):
-        return ends.invoke_finished(tables, record)
+        return ends.invoke_finished(tables, record, at)
     if isinstance(record, CancelRequested):
         return ends.cancel_requested(tables, record)
     if isinstance(record, RunStarted):
@@ -101,7 +113,7 @@ def backoff_ms(base_ms: int, attempt: int, run_id: str, step_id: str) -> int:
 # --- run.requested ---------------------------------------------------------------
 
 
-def _requested(tables: Tables, rec: RunRequested) -> list[Emit]:
+def _requested(tables: Tables, rec: RunRequested, limits: Limits) -> list[Emit]:
     if tables.get_run(rec.run_id) is not None:
         return []  # the router re-delivered it; the run exists already
     event_id = str(rec.event.get("id", ""))
@@ -151,6 +163,10 @@ def _requested(tables: Tables, rec: RunRequested) -> list[Emit]:
         "deadlines": {},
         "cancel_waits": [],
         "cancelled_by": None,
+        "limits": limits.to_state(),
+        # Bytes of events and outputs held, against limits["state_bytes"].
+        "state_bytes": value_size(rec.event) + (
+            value_size(rec.events) if rec.events != [rec.event] else 0),
     }
     if event_id:
         tables.index_event(event_id, rec.run_id)
@@ -161,7 +177,7 @@ def _requested(tables: Tables, rec: RunRequested) -> list[Emit]:
     elif isinstance(timeouts.get("finish_ms"), int):
         # Without a start timeout the run starts as it is handed to workers, now.
         ends.arm_deadline(tables, state, ends.FINISH_DEADLINE, rec.ts + timeouts["finish_ms"])
-    emits.append(dispatch(state, rec.ts))
+    emits.extend(ends.hand_over(tables, state, rec.ts))
     tables.put_run(rec.run_id, state)
     return emits
 
@@ -183,7 +199,7 @@ def _deduplicated(tables: Tables, rec: RunRequested, holder: str, event_id: str
 # --- outcomes.reported -----------------------------------------------------------
 
 
-def _reported(tables: Tables, rec: OutcomesReported) -> list[Emit]:
+def _reported(tables: Tables, rec: OutcomesReported, at: Position | None) -> list[Emit]:
     state = tables.get_run(rec.run_id)
     if state is None:
         raise NotApplicable(f"outcomes for unknown run {rec.run_id}")
@@ -209,16 +225,22 @@ def _reported(tables: Tables, rec: OutcomesReported) -> list[Emit]:
     timers: list[tuple[int, str, str | None]] = []  # (due, reason, step_id)
     pauses = [o for o in rec.outcomes if o.op in PAUSING_OPS]
     emits: list[Emit] = []
-    for outcome in rec.outcomes:
+    for index, outcome in enumerate(rec.outcomes):
         if state["status"] in TERMINAL:
             break
         if outcome.op in PAUSING_OPS:
             continue  # after the others, below
         if outcome.op in (STEP_COMPLETED, STEP_FAILED, STEP_SLEEP):
-            timer = _apply_step_outcome(state, outcome, rec)
+            timer = _apply_step_outcome(state, outcome, rec, at.ref(index) if at else None)
             if timer is not None:
                 timers.append(timer)
+            elif state["status"] == "failed":
+                emits.extend(ends.finish(tables, state, rec.ts))  # over the state limit
         elif outcome.op == FUNCTION_COMPLETED:
+            error = over_state_limit(state, value_size(outcome.output), "the function's output")
+            if error is not None:
+                emits.extend(ends.fail(tables, state, error, rec.ts))
+                continue
             state["status"] = "completed"
             state["output"] = outcome.output
             state["ended_at"] = rec.ts
@@ -250,7 +272,7 @@ def _reported(tables: Tables, rec: OutcomesReported) -> list[Emit]:
         o = pauses[0]
         step = _step(state, o)
         if step["status"] in ("completed", "failed"):
-            emits.append(dispatch(state, rec.ts))
+            emits.extend(ends.hand_over(tables, state, rec.ts))
         elif o.op == STEP_WAIT:
             emits.extend(ends.begin_wait(tables, state, step, o, rec))
         else:
@@ -266,7 +288,7 @@ def _reported(tables: Tables, rec: OutcomesReported) -> list[Emit]:
                             "reason": reason, "step_id": step_ids[0] if step_ids else None}
         tables.put_timer(due, rec.run_id, timer_id)
     else:
-        emits.append(dispatch(state, rec.ts))
+        emits.extend(ends.hand_over(tables, state, rec.ts))
     tables.put_run(rec.run_id, state)
     return emits
 
@@ -304,8 +326,10 @@ def _step(state: RunState, outcome: Outcome) -> dict[str, Any]:
     return step
 
 
-def _apply_step_outcome(state: RunState, o: Outcome, rec: OutcomesReported
-                        ) -> tuple[int, str, str | None] | None:
+def _apply_step_outcome(state: RunState, o: Outcome, rec: OutcomesReported,
+                        ref: list[int] | None) -> tuple[int, str, str | None] | None:
+    """Record one step outcome; a retry or sleep returns its timer. A completed step
+    whose output would take the run over its state limit fails the run instead."""
     step = _step(state, o)
     step_id = o.step_id
     if step["status"] in ("completed", "failed"):
@@ -317,13 +341,30 @@ def _apply_step_outcome(state: RunState, o: Outcome, rec: OutcomesReported
         note(state, rec.ts, "sleep.scheduled", step_id, detail={"until_ms": until})
         return (until, "sleep", step_id)
     attempt = len(step["attempts"])
+    size = value_size(o.output if o.op == STEP_COMPLETED else o.error)
+    too_large = (over_state_limit(state, size, f"step {step_id!r} output")
+                 if o.op == STEP_COMPLETED else None)
+    error = too_large or (o.error if o.op == STEP_FAILED else None)
     step["attempts"].append({"attempt": attempt, "started_at": o.started_at,
                              "ended_at": o.ended_at if o.ended_at is not None else rec.ts,
-                             "error": o.error if o.op == STEP_FAILED else None})
+                             "error": error})
+    if too_large is not None:
+        # Not retriable: the same step would produce the same output again.
+        step["status"] = "failed"
+        step["error"] = too_large
+        keep_value(step, value_size(too_large), None)
+        note(state, rec.ts, "step.failed", step_id, attempt, detail=error_brief(too_large))
+        state["status"] = "failed"
+        state["error"] = too_large
+        state["ended_at"] = rec.ts
+        note(state, rec.ts, "run.failed", attempt=state["attempt"],
+             detail=error_brief(too_large))
+        return None
     if o.op == STEP_COMPLETED:
         step["status"] = "completed"
         step["output"] = o.output
         step["error"] = None
+        keep_value(step, size, ref)
         note(state, rec.ts, "step.completed", step_id, attempt)
         return None
     step["error"] = o.error
@@ -335,6 +376,7 @@ def _apply_step_outcome(state: RunState, o: Outcome, rec: OutcomesReported
               detail={"due_ms": due})
         return (due, "retry", step_id)
     step["status"] = "failed"
+    keep_value(step, size, ref)
     note(state, rec.ts, "step.errored", step_id, attempt,
           detail="not retriable" if not o.retriable else "retries exhausted")
     return None
@@ -405,6 +447,6 @@ def _timer_fired(tables: Tables, rec: TimerFired) -> list[Emit]:
             step["output"] = None
             step["attempts"].append({"attempt": 0, "started_at": None, "ended_at": rec.ts,
                                      "error": None})
-    emits = [dispatch(state, rec.ts)]
+    emits = ends.hand_over(tables, state, rec.ts)
     tables.put_run(rec.run_id, state)
     return emits

@@ -12,14 +12,20 @@ from typing import Any
 from engine.fold_core import (
     TERMINAL,
     Emit,
+    Position,
     RunState,
     Tables,
-    dispatch,
+    build_task,
     error_brief,
     field_path,
+    keep_value,
     note,
+    over_state_limit,
+    run_limit,
     value_at,
+    value_size,
 )
+from topics.codec import encode
 from topics.ids import derived_ulid, run_id_for
 from topics.records import (
     FUNCTION_CANCELLED_EVENT,
@@ -134,7 +140,8 @@ def begin_invoke(tables: Tables, state: RunState, step: dict[str, Any], o: Outco
 # --- resolving waits ---------------------------------------------------------------
 
 
-def wait_resolved(tables: Tables, rec: WaitResolved) -> list[Emit]:
+def wait_resolved(tables: Tables, rec: WaitResolved, at: Position | None = None
+                  ) -> list[Emit]:
     state = tables.get_run(rec.run_id)
     if state is None or state["status"] in TERMINAL:
         return []  # the run ended first; the matcher's answer comes too late
@@ -147,22 +154,25 @@ def wait_resolved(tables: Tables, rec: WaitResolved) -> list[Emit]:
     waiting = state["waiting"]
     if waiting is None or waiting["kind"] != "event" or waiting["wait_id"] != rec.wait_id:
         return []  # timed out first, or a duplicate
-    _settle(tables, state, rec.ts, output=rec.event)
+    too_large = _settle(tables, state, rec.ts, output=rec.event, ref=at.ref(0) if at else None)
     note(state, rec.ts, "wait.resolved", waiting["step_id"],
          detail={"event_id": rec.event.get("id"), "event": rec.event.get("name")})
-    emits = [dispatch(state, rec.ts)]
+    emits = (fail(tables, state, too_large, rec.ts) if too_large
+             else hand_over(tables, state, rec.ts))
     tables.put_run(rec.run_id, state)
     return emits
 
 
 def wait_timed_out(tables: Tables, state: RunState, now: int) -> list[Emit]:
-    waiting = _settle(tables, state, now, output=None)
+    waiting = state["waiting"]
+    _settle(tables, state, now, output=None)
     note(state, now, "wait.timed_out", waiting["step_id"],
          detail={"due_ms": waiting["due_ms"], "late_ms": now - waiting["due_ms"]})
-    return [_clear(waiting, now), dispatch(state, now)]
+    return [_clear(waiting, now), *hand_over(tables, state, now)]
 
 
-def invoke_finished(tables: Tables, rec: InvokeFinished) -> list[Emit]:
+def invoke_finished(tables: Tables, rec: InvokeFinished, at: Position | None = None
+                    ) -> list[Emit]:
     state = tables.get_run(rec.run_id)
     if state is None or state["status"] in TERMINAL:
         return []
@@ -170,11 +180,13 @@ def invoke_finished(tables: Tables, rec: InvokeFinished) -> list[Emit]:
     if (waiting is None or waiting["kind"] != "invoke" or waiting["step_id"] != rec.step_id
             or waiting["child_run_id"] != rec.child_run_id):
         return []  # timed out first, or a duplicate
-    _settle(tables, state, rec.ts, output=rec.output, error=rec.error)
+    too_large = _settle(tables, state, rec.ts, output=rec.output, error=rec.error,
+                        ref=at.ref(0) if at else None)
     note(state, rec.ts, "invoke.finished", rec.step_id,
          detail={"child_run_id": rec.child_run_id, "ok": rec.error is None,
                  **error_brief(rec.error)})
-    emits = [dispatch(state, rec.ts)]
+    emits = (fail(tables, state, too_large, rec.ts) if too_large
+             else hand_over(tables, state, rec.ts))
     tables.put_run(rec.run_id, state)
     return emits
 
@@ -188,17 +200,25 @@ def invoke_timed_out(tables: Tables, state: RunState, now: int) -> list[Emit]:
         "stack": ""})
     note(state, now, "invoke.timed_out", waiting["step_id"],
          detail={"child_run_id": waiting["child_run_id"]})
-    return [dispatch(state, now)]
+    return hand_over(tables, state, now)
 
 
 def _settle(tables: Tables, state: RunState, now: int, *, output: Any = None,
-            error: dict[str, Any] | None = None) -> dict[str, Any]:
+            error: dict[str, Any] | None = None, ref: list[int] | None = None
+            ) -> dict[str, Any] | None:
     """End the step the run is paused on (a wait or an invoke): completed with
-    ``output``, or failed with ``error``; its timeout timer goes. Returns the pause."""
+    ``output``, or failed with ``error``; its timeout timer goes. ``ref`` says where the
+    value was recorded. Returns the run's error if the output would take its state over
+    the limit (the step is then failed with it)."""
     waiting: dict[str, Any] = state["waiting"]
     if waiting.get("timer_id"):
         tables.delete_timer(waiting["due_ms"], state["run_id"], waiting["timer_id"])
     step = state["steps"][waiting["step_id"]]
+    size = value_size(output if error is None else error)
+    too_large = (over_state_limit(state, size, f"step {waiting['step_id']!r} output")
+                 if error is None and output is not None else None)
+    if too_large is not None:
+        error, size, ref = too_large, value_size(too_large), None
     step["attempts"].append({"attempt": 0, "started_at": None, "ended_at": now,
                              "error": error})
     if error is None:
@@ -207,7 +227,36 @@ def _settle(tables: Tables, state: RunState, now: int, *, output: Any = None,
     else:
         step["status"] = "failed"
         step["error"] = error
-    return waiting
+    keep_value(step, size, ref)
+    return too_large
+
+
+def hand_over(tables: Tables, state: RunState, now: int) -> list[Emit]:
+    """Dispatch the run's next task, or fail the run if that task would be larger than
+    a worker accepts (it would be dropped there, and the run would hang)."""
+    limit = run_limit(state, "task_bytes")
+    emit, bound = build_task(state, now, limit)
+    if bound <= limit:
+        return [emit]  # surely fits: no need to encode it here as well
+    size = len(encode(emit.record))
+    if size <= limit:
+        return [emit]
+    state["timeline"].pop()  # the task.dispatched just noted: it is never sent
+    return fail(tables, state, {
+        "name": "TaskTooLarge",
+        "message": f"the run's next task would be {size} bytes, over the {limit}-byte record "
+                   "limit (STEPSTREAM_MAX_RECORD_BYTES): its events and the step outputs and "
+                   "errors it must carry inline do not fit",
+        "stack": ""}, now)
+
+
+def fail(tables: Tables, state: RunState, error: dict[str, Any], now: int) -> list[Emit]:
+    """End the run as failed with ``error`` (not retried: retrying cannot change it)."""
+    state["status"] = "failed"
+    state["error"] = error
+    state["ended_at"] = now
+    note(state, now, "run.failed", attempt=state["attempt"], detail=error_brief(error))
+    return finish(tables, state, now)
 
 
 # --- starting, deadlines, cancelling ------------------------------------------------

@@ -71,16 +71,28 @@ def step_failed(step_id: str, name: str, exc: BaseException, *, now_ms: int,
     )
 
 
+def output_error(output: Any, what: str, settings: Settings) -> dict[str, Any] | None:
+    """Why ``output`` cannot be stored, as the run's error, or None if it can:
+    ``OutputNotSerializable`` (not JSON-compatible, too deep) or ``OutputTooLarge``."""
+    try:
+        size = check_payload(output, what=what, max_depth=settings.max_depth)
+    except PayloadError as exc:
+        return error_named("OutputNotSerializable", str(exc))
+    limit = settings.max_step_output_bytes
+    if size > limit:
+        return error_named("OutputTooLarge",
+                           f"{what} is {size} bytes, over the {limit}-byte limit "
+                           "(STEPSTREAM_MAX_STEP_OUTPUT_BYTES)")
+    return None
+
+
 def step_completed(step_id: str, name: str, output: Any, settings: Settings, *,
                    started_at: int, ended_at: int) -> records.Outcome:
     """A completed step, or a non-retriable failure if its output cannot be stored."""
-    try:
-        check_payload(output, what=f"step {step_id!r} output", max_depth=settings.max_depth,
-                      max_bytes=settings.max_step_output_bytes)
-    except PayloadError as exc:
+    error = output_error(output, f"step {step_id!r} output", settings)
+    if error is not None:
         return records.Outcome(
-            op=records.STEP_FAILED, step_id=step_id, name=name,
-            error=error_named("OutputNotSerializable", str(exc)), retriable=False,
+            op=records.STEP_FAILED, step_id=step_id, name=name, error=error, retriable=False,
             started_at=started_at, ended_at=ended_at,
         )
     return records.Outcome(op=records.STEP_COMPLETED, step_id=step_id, name=name,
@@ -88,13 +100,9 @@ def step_completed(step_id: str, name: str, output: Any, settings: Settings, *,
 
 
 def function_completed(fn_id: str, output: Any, settings: Settings) -> records.Outcome:
-    try:
-        check_payload(output, what=f"function {fn_id!r} output", max_depth=settings.max_depth,
-                      max_bytes=settings.max_step_output_bytes)
-    except PayloadError as exc:
-        return records.Outcome(op=records.FUNCTION_FAILED,
-                               error=error_named("OutputNotSerializable", str(exc)),
-                               retriable=False)
+    error = output_error(output, f"function {fn_id!r} output", settings)
+    if error is not None:
+        return records.Outcome(op=records.FUNCTION_FAILED, error=error, retriable=False)
     return records.Outcome(op=records.FUNCTION_COMPLETED, output=output)
 
 

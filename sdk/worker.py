@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import confluent_kafka
 
-from sdk import outcomes
+from sdk import _refs, outcomes
 from sdk.config import broker_source
 from sdk.connect import client_logging, wait_for_broker
 from sdk.durations import wall_ms
@@ -90,6 +90,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._consumer: Any = None
         self._slot_freed = asyncio.Event()
+        self._refs = _refs.RefResolver(client.settings)  # reads large outputs; lazy
         # Set once the functions are registered and the worker is consuming.
         self.ready = threading.Event()
 
@@ -228,6 +229,7 @@ class Worker:
         if self._consumer is not None:
             await loop.run_in_executor(self._consumer_thread, self._close_consumer)
         self._producer.close(self.shutdown_timeout)
+        self._refs.close()
         self._consumer_thread.shutdown(wait=True)
         self._steps_pool.shutdown(wait=False, cancel_futures=True)
         log.info("worker %s: stopped", self.worker_id)
@@ -350,6 +352,11 @@ class Worker:
             log.warning("worker %s: undecodable task at %s[%d]@%d: %s", self.worker_id,
                         msg.topic(), partition, offset, exc)
             self._spawn_side(self._dead_letter(msg, str(exc)))
+            failure = _refs.oversized_task_report(msg.value(), settings, self.client.app_id,
+                                                  self.worker_id)
+            if failure is not None:  # fail its run rather than leave it waiting for ever
+                self._spawn_side(self._send_until_delivered(
+                    self._catalog.runs, failure[0], failure[1], "TaskTooLarge report"))
             return
         if task.app_id != self.client.app_id:
             self._tracker.done(partition, offset)
@@ -448,6 +455,11 @@ class Worker:
             log.warning("worker %s: run %s asks for unknown function %r", self.worker_id,
                         task.run_id, task.fn_id)
             return function_not_found(task)
+        try:
+            task = await self._refs.resolve(task)
+        except _refs.RefError as exc:
+            log.warning("worker %s: run %s: %s", self.worker_id, task.run_id, exc)
+            return ExecutionResult([exc.outcome])
         try:
             return await execute(function, task, settings=self._settings,
                                  executor=self._steps_pool)

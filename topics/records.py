@@ -297,9 +297,12 @@ class WaitResolved:
 class Task:
     """Execute function ``fn_id`` for run ``run_id`` with these memoized outcomes.
 
-    Topic ``tasks``, key = run id. ``steps`` maps a step id to ``{"data": value}`` or
-    ``{"error": {...}}`` (a step that exhausted its retries). ``step_attempts`` maps a
-    step id to the attempt number its next execution is (0 for the first).
+    Topic ``tasks``, key = run id. ``steps`` maps a step id to ``{"data": value}``,
+    ``{"error": {...}}`` (a step that exhausted its retries), or ``{"ref": [partition,
+    offset, index]}``: the value is memoized in that ``runs`` record (value ``index`` of
+    it), too large to carry inline. ``step_attempts`` maps a step id to the attempt
+    number its next execution is (0 for the first). ``events`` is empty unless the run
+    has a batch of events (then the run's events are ``[event]``).
     """
 
     KIND: ClassVar[str] = "task"

@@ -40,6 +40,8 @@ def dev_file_candidates(name: str, cwd: PurePath, env: Mapping[str, str]) -> lis
 
 KIB = 1024
 MIB = 1024 * KIB
+# Room kept in a record for what surrounds one user value (kind, ids, step names).
+RECORD_ENVELOPE_BYTES = 64 * KIB
 
 
 class SettingsError(ValueError):
@@ -55,7 +57,10 @@ class Settings:
     partitions: int = 8
     replication: int = 1
     max_event_bytes: int = 512 * KIB
-    max_step_output_bytes: int = 1 * MIB
+    # Inngest's limits: 4 MB per step output, 32 MB per run (events + outputs). A run's
+    # task carries large outputs by reference, so neither is bounded by the record size.
+    max_step_output_bytes: int = 4 * MIB
+    max_run_state_bytes: int = 32 * MIB
     max_record_bytes: int = 8 * MIB
     max_depth: int = 64
     session_timeout_ms: int = 6000
@@ -98,12 +103,18 @@ class Settings:
 
     def validate(self) -> None:
         for name in ("partitions", "replication", "max_event_bytes", "max_record_bytes",
-                     "max_depth", "max_step_output_bytes", "state_memtable_mb",
-                     "state_block_cache_mb"):
+                     "max_depth", "max_step_output_bytes", "max_run_state_bytes",
+                     "state_memtable_mb", "state_block_cache_mb"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_event_bytes > self.max_record_bytes:
             raise SettingsError("max_event_bytes cannot exceed max_record_bytes")
+        if self.max_step_output_bytes > self.max_record_bytes - RECORD_ENVELOPE_BYTES:
+            # A worker reports an output inside one record, with its ids around it.
+            raise SettingsError(
+                f"max_step_output_bytes ({self.max_step_output_bytes}) must leave "
+                f"{RECORD_ENVELOPE_BYTES} bytes of max_record_bytes ({self.max_record_bytes}) "
+                "for the record around it")
 
     def with_brokers(self, brokers: str) -> Settings:
         return replace(self, brokers=brokers)

@@ -285,8 +285,22 @@ def test_oversized_output_fails_naming_the_step() -> None:
 
     o = only(run(define(fn), make_task(), small))
     assert (o.op, o.retriable) == (records.STEP_FAILED, False)
-    assert o.error is not None and o.error["name"] == "OutputNotSerializable"
-    assert "'big'" in o.error["message"] and "100-byte limit" in o.error["message"]
+    # Too large is not "not serializable": the name says which limit to look at.
+    assert o.error is not None and o.error["name"] == "OutputTooLarge"
+    assert o.error["message"] == ("step 'big' output is 503 bytes, over the 100-byte limit "
+                                  "(STEPSTREAM_MAX_STEP_OUTPUT_BYTES)")
+
+
+def test_oversized_function_output_fails_as_too_large() -> None:
+    small = Settings(brokers="x", max_step_output_bytes=100)
+
+    async def fn(ctx: sdk.Context) -> Any:
+        return "x" * 500
+
+    o = only(run(define(fn), make_task(), small))
+    assert (o.op, o.retriable) == (records.FUNCTION_FAILED, False)
+    assert o.error is not None and o.error["name"] == "OutputTooLarge"
+    assert "function 'shop-fn' output is 503 bytes" in o.error["message"]
 
 
 def test_except_exception_does_not_swallow_the_interrupt() -> None:
