@@ -50,6 +50,7 @@ from topics.records import (
     InvokeRequested,
     Record,
     TimerFired,
+    bounded_dead_letter,
 )
 from topics.settings import Settings
 
@@ -394,6 +395,24 @@ class Processor:
             self.catalog.partitions
         return self.catalog.dlq, p, key, encode(d)
 
+    def _fits(self, target: tuple[str, int, Any, bytes]) -> tuple[str, int, Any, bytes]:
+        """The record to produce, or its bounded dead letter when it is over the record
+        limit: the producer refuses such a record on every retry, so sending it as is would
+        stop this process at each restart (the fold bounds what it emits; this is the
+        guard for anything that still slips past)."""
+        topic, p, key, value = target
+        if len(value) <= self.settings.max_record_bytes:
+            return target
+        reason = (f"emitted record of {len(value)} bytes is over the "
+                  f"{self.settings.max_record_bytes}-byte record limit "
+                  f"(STEPSTREAM_MAX_RECORD_BYTES); not written to {topic}")
+        log.error("%s (key %r)", reason, key)
+        raw_key = key.encode() if isinstance(key, str) else key
+        return self._dead_target(bounded_dead_letter(
+            source_topic=topic, partition=p, offset=-1, key=raw_key, value=value,
+            reason=reason, ts=self.clock_ms(), max_record_bytes=self.settings.max_record_bytes,
+            extra={"emitted": True}))
+
     def _produce_all(self, out: list[tuple[str, int, Any, bytes]]) -> None:
         if not out:
             return
@@ -403,7 +422,7 @@ class Processor:
             if err is not None:
                 failures.append(str(err))
 
-        for topic, p, key, value in out:
+        for topic, p, key, value in map(self._fits, out):
             while True:
                 try:
                     self.producer.produce(topic, value, key, partition=p, on_delivery=on_delivery)

@@ -111,3 +111,32 @@ def test_oversized_records_on_every_topic_are_dead_lettered_and_partitions_go_on
     assert stack.finished_run(again, timeout=60)["output"] == 100
     assert stack.engine.alive and stack.engine.error is None
     client.close()
+
+
+def test_an_emitted_record_over_the_limit_is_dead_lettered_not_fatal(stack: Stack,
+                                                                     tmp_path: Path) -> None:
+    """The last guard: whatever the fold emits that is over the record limit (it bounds
+    tasks and outputs itself) becomes a bounded dead letter, and the records produced beside
+    it are written, instead of the producer refusing it on every restart."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from engine.processor import Processor
+
+    processor = Processor(stack.settings, tmp_path / "guard")
+    limit = stack.settings.max_record_bytes
+    processor._produce_all([(stack.catalog.tasks, 0, "run-1", b"\x01" * (limit + 1)),
+                            (stack.catalog.tasks, 1, "run-2", b"beside it")])
+    (dead,) = stack.dead_letters(expect=1)
+    assert dead.source_topic == stack.catalog.tasks
+    assert dead.extra["value_bytes"] == limit + 1 and dead.extra["truncated"] is True
+    assert "record limit" in dead.reason and dead.key == b"run-1"
+    assert len(encode(dead)) <= limit
+    reader = Consumer({"bootstrap.servers": stack.settings.brokers, "group.id": "guard",
+                       "enable.partition.eof": True})
+    reader.assign([TopicPartition(stack.catalog.tasks, 1, 0)])
+    try:
+        got = wait_for(lambda: [m.value() for m in reader.consume(10, 0.2) if not m.error()],
+                       30, "the record produced beside it")
+    finally:
+        reader.close()
+    assert got == [b"beside it"]
