@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     Message,
@@ -172,8 +171,9 @@ class Processor:
 
     def _load_registry(self) -> None:
         """Read the whole function registry before routing any event."""
-        self.registry_consumer.assign([TopicPartition(self.catalog.functions, 0,
-                                                      OFFSET_BEGINNING)])
+        # Offset 0, not OFFSET_BEGINNING: resolving that cost 0.5 s per start on the dev
+        # broker; where compaction removed offset 0, auto.offset.reset=earliest applies.
+        self.registry_consumer.assign([TopicPartition(self.catalog.functions, 0, 0)])
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not self.stopping.is_set():
             msgs = self.registry_consumer.consume(500, 0.2)
