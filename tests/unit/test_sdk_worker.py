@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 import sdk
-from sdk.producer import DeliveryError
-from sdk.worker import Worker
+from sdk._producer import DeliveryError
+from sdk._worker import Worker
 from topics import records
 from topics.catalog import Catalog, partition_for
 from topics.codec import decode, encode

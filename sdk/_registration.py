@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 import confluent_kafka
 
-from sdk.producer import Producer
+from sdk._producer import Producer
 from topics.catalog import Catalog
 from topics.codec import DecodeError, decode
 from topics.records import FunctionRegistered
@@ -90,7 +90,7 @@ async def remove_stale(producer: Producer, settings: Settings, app_id: str,
     """Remove the functions of ``app_id`` the registry holds and ``defined`` lacks (a
     tombstone each, acknowledged by the broker); returns their ids. If the registry
     cannot be read, nothing is removed (logged): they stay until the next start.
-    Raises :class:`sdk.producer.DeliveryError` if a tombstone is not stored."""
+    Raises :class:`sdk._producer.DeliveryError` if a tombstone is not stored."""
     known = await asyncio.to_thread(registered_ids, settings, app_id)
     if known is None:
         log.warning("app %r: could not read the function registry within %.0f s; "

@@ -4,7 +4,7 @@ Threads: one runs the consumer (every consumer call happens there, in order), th
 producer has its own delivery thread, sync step handlers run in a pool, and user
 functions run as tasks on the asyncio loop. Offsets are committed only below tasks
 whose report was acknowledged, so a worker that dies mid-task leaves it to another;
-the next owner skips the finished ones above the commit (:mod:`sdk.handover`).
+the next owner skips the finished ones above the commit (:mod:`sdk._handover`).
 """
 
 from __future__ import annotations
@@ -24,21 +24,21 @@ from typing import TYPE_CHECKING, Any
 
 import confluent_kafka
 
-from sdk import _refs, outcomes
-from sdk.config import broker_source
-from sdk.connect import client_logging, wait_for_broker
-from sdk.durations import wall_ms
-from sdk.execution import ExecutionResult, check_task, execute, function_not_found
-from sdk.handover import finished_ahead
-from sdk.offsets import OffsetTracker, SeqMemory
-from sdk.producer import DeliveryError, Producer
-from sdk.registration import remove_stale
+from sdk import _outcomes, _refs
+from sdk._config import broker_source
+from sdk._connect import client_logging, wait_for_broker
+from sdk._durations import wall_ms
+from sdk._execution import ExecutionResult, check_task, execute, function_not_found
+from sdk._handover import finished_ahead
+from sdk._offsets import OffsetTracker, SeqMemory
+from sdk._producer import DeliveryError, Producer
+from sdk._registration import remove_stale
 from topics import records
 from topics.catalog import Catalog, partition_for
 from topics.codec import DecodeError, decode, encode
 
 if TYPE_CHECKING:
-    from sdk.client import Client
+    from sdk._client import Client
 
 log = logging.getLogger("stepstream.worker")
 
@@ -422,7 +422,7 @@ class Worker:
         try:
             result = await self._execute(task)
             result = await self._deliver_events(task, result)
-            report = outcomes.fit_report(
+            report = _outcomes.fit_report(
                 records.OutcomesReported(run_id=task.run_id, task_seq=task.seq,
                                          outcomes=result.outcomes, worker=self.worker_id,
                                          ts=wall_ms()),
@@ -465,7 +465,7 @@ class Worker:
                                  executor=self._steps_pool)
         except Exception as exc:  # a bug in the SDK itself: report it and retry the run
             log.exception("worker %s: executing run %s failed", self.worker_id, task.run_id)
-            return ExecutionResult([outcomes.function_failed(exc, now_ms=wall_ms())])
+            return ExecutionResult([_outcomes.function_failed(exc, now_ms=wall_ms())])
 
     async def _deliver_events(self, task: records.Task,
                               result: ExecutionResult) -> ExecutionResult:
@@ -494,7 +494,7 @@ class Worker:
             if o.step_id in failed:
                 o = records.Outcome(
                     op=records.STEP_FAILED, step_id=o.step_id, name=o.name, retriable=True,
-                    error=outcomes.error_named(
+                    error=_outcomes.error_named(
                         "SendError", f"step {o.step_id!r}: events not acknowledged: "
                                      f"{failed[o.step_id]}"),
                     started_at=o.started_at, ended_at=now,
