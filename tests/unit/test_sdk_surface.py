@@ -47,3 +47,7 @@ def test_the_worker_keeps_its_documented_exit_code() -> None:
     assert issubclass(sdk.BrokerUnreachableError, ConnectionError)
     assert sdk.BrokerUnreachableError.exit_code == 2
 
+
+def test_sdk_modules_stay_small() -> None:
+    sizes = {p.name: len(p.read_text().splitlines()) for p in SDK_DIR.glob("*.py")}
+    assert {name: n for name, n in sizes.items() if n > 500} == {}
