@@ -84,7 +84,7 @@ def wait_api() -> str | None:
     """Why the ``wait`` variant cannot run here, or None."""
     fn = getattr(_step_class(), "wait_for_event", None)
     if fn is None:
-        return "ctx.step.wait_for_event is not in this SDK yet (sdk/_step.py)"
+        return "ctx.step.wait_for_event is not in this SDK yet (sdk/step.py)"
     params = inspect.signature(fn).parameters
     if "match" not in params and "if_exp" not in params:
         return f"ctx.step.wait_for_event{inspect.signature(fn)} takes neither match= nor if_exp="
@@ -92,7 +92,7 @@ def wait_api() -> str | None:
 
 
 def _step_class() -> type:
-    from sdk._step import Step
+    from sdk import Step
 
     return Step
 
