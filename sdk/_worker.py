@@ -56,7 +56,6 @@ class Worker:
     cancelled and left uncommitted for another worker.
     """
 
-
     def __init__(self, client: Client, *, concurrency: int = 100,
                  prefetch: int | None = None, shutdown_timeout: float = 30.0,
                  seq_memory: int = 100_000) -> None:
