@@ -92,7 +92,7 @@ def wait_api() -> str | None:
 
 
 def _step_class() -> type:
-    from sdk.step import Step
+    from sdk import Step
 
     return Step
 

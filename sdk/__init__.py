@@ -14,9 +14,10 @@
     client.worker(concurrency=100).run()
 """
 
-from sdk.client import Client
-from sdk.context import Context
-from sdk.errors import (
+from sdk._client import Client
+from sdk._connect import BrokerUnreachableError
+from sdk._context import Context
+from sdk._errors import (
     ConfigError,
     EventError,
     NonRetriableError,
@@ -24,13 +25,14 @@ from sdk.errors import (
     SendError,
     StepError,
 )
-from sdk.events import Event, TriggerCron, TriggerEvent
-from sdk.function import Function, FunctionConfig
-from sdk.options import Cancel, Timeouts
-from sdk.step import Step
-from sdk.worker import Worker
+from sdk._events import Event, TriggerCron, TriggerEvent
+from sdk._function import Function, FunctionConfig
+from sdk._options import Cancel, Timeouts
+from sdk._step import Step
+from sdk._worker import Worker
 
 __all__ = [
+    "BrokerUnreachableError",
     "Cancel",
     "Client",
     "ConfigError",

@@ -18,8 +18,8 @@ from typing import Any
 
 import confluent_kafka
 
-from sdk import outcomes
-from sdk.durations import wall_ms
+from sdk import _outcomes
+from sdk._durations import wall_ms
 from topics import records
 from topics.catalog import Catalog
 from topics.codec import DecodeError, decode, encode
@@ -37,7 +37,7 @@ class RefError(Exception):
     def __init__(self, name: str, message: str, *, retriable: bool) -> None:
         super().__init__(message)
         self.outcome = records.Outcome(op=records.FUNCTION_FAILED, retriable=retriable,
-                                       error=outcomes.error_named(name, message))
+                                       error=_outcomes.error_named(name, message))
 
 
 def has_refs(task: records.Task) -> bool:
@@ -185,7 +185,7 @@ def oversized_task_report(value: Any, settings: Settings, app_id: str, worker: s
         return None
     failed = records.Outcome(
         op=records.FUNCTION_FAILED, retriable=False,
-        error=outcomes.error_named(
+        error=_outcomes.error_named(
             "TaskTooLarge",
             f"task {task.seq} of run {task.run_id} is {len(value)} bytes, over this worker's "
             f"{settings.max_record_bytes}-byte record limit (STEPSTREAM_MAX_RECORD_BYTES)"))

@@ -12,9 +12,9 @@ import pytest
 from engine.brokers import resolve_api, resolve_brokers
 from engine.devbroker import free_port
 from engine.devsession import DevBusyError, DevLock, check_ports, lock_paths
-from sdk.config import resolve_brokers_from
-from sdk.connect import LogSummary
-from sdk.producer import Producer
+from sdk._config import resolve_brokers_from
+from sdk._connect import LogSummary
+from sdk._producer import Producer
 from topics.settings import (
     DEV_API_FILE,
     DEV_BROKER_ADDRESS,
@@ -155,7 +155,7 @@ def test_a_worker_asked_to_stop_while_registering_stops() -> None:
     import asyncio
 
     import sdk
-    from sdk.worker import Worker
+    from sdk._worker import Worker
     from topics.catalog import Catalog
 
     settings = Settings(brokers="unused:1", prefix="t.")

@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import sdk
-from sdk.config import load_settings, resolve_brokers
-from sdk.durations import datetime_ms, duration_ms, retry_at_ms
-from sdk.events import to_record
+from sdk._config import load_settings, resolve_brokers
+from sdk._durations import datetime_ms, duration_ms, retry_at_ms
+from sdk._events import to_record
 from topics import records
 from topics.codec import decode, encode
 from topics.settings import DEV_BROKER_ADDRESS, DEV_BROKER_FILE, Settings

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import sdk
-from sdk.execution import ExecutionResult, check_task, execute, function_not_found
+from sdk._execution import ExecutionResult, check_task, execute, function_not_found
 from topics import records
 from topics.codec import decode, encode
 from topics.ids import sent_event_id, ulid_ms

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 import sdk
-from sdk.execution import execute
-from sdk.expressions import cel_problem, match_path
+from sdk._execution import execute
+from sdk._expressions import cel_problem, match_path
 from tests.unit.test_sdk_execution import NOW, only
 from topics import records
 from topics.codec import decode, encode
@@ -225,7 +225,7 @@ def test_on_failure_handler_runs_with_the_failed_event() -> None:
 def test_sdk_checks_leave_the_engine_its_compiled_cel_runner() -> None:
     # cel-python has one parser per process, typed by whoever makes it first: the SDK
     # parsing first must not push the engine onto its slower interpreter.
-    code = ("import sdk.expressions as x; assert x.cel_problem('event.data.a > 1') is None; "
+    code = ("import sdk._expressions as x; assert x.cel_problem('event.data.a > 1') is None; "
             "from engine.expressions import CompiledExpression as C; "
             "assert C('event.data.total > 0').compiled")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

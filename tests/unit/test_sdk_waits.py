@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import sdk
-from sdk.execution import ExecutionResult, check_task, execute
+from sdk._execution import ExecutionResult, check_task, execute
 from tests.unit.test_sdk_execution import NOW, define, err, make_task, ok, only, run
 from topics import records
 from topics.settings import Settings

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 import sdk
-from sdk.producer import DeliveryError
-from sdk.worker import Worker
+from sdk._producer import DeliveryError
+from sdk._worker import Worker
 from topics import records
 from topics.catalog import Catalog, partition_for
 from topics.codec import decode, encode
@@ -71,8 +71,7 @@ def make_worker(producer: FakeProducer) -> Worker:
     worker = Worker(make_client(), concurrency=2)
     worker._settings = SETTINGS
     worker._catalog = CATALOG
-    worker._producer = producer  # type: ignore[assignment]
-    worker._steps_pool = ThreadPoolExecutor(max_workers=2)
+    worker._attach(producer, ThreadPoolExecutor(max_workers=2))  # type: ignore[arg-type]
     return worker
 
 
@@ -164,7 +163,7 @@ def test_redelivered_copy_of_a_queued_task_finishes_with_it() -> None:
     async def main() -> None:
         worker._accept(FakeMessage(task(), 2, 7))
         worker._accept(FakeMessage(task(), 2, 8))  # same run and seq: a re-delivery
-        assert len(worker._backlog) == 1
+        assert len(worker._jobs.backlog) == 1
         await settle(worker)
 
     asyncio.run(main())
@@ -181,9 +180,9 @@ def test_concurrency_bounds_running_tasks_and_revoke_drops_queued() -> None:
         for i in range(5):
             worker._accept(FakeMessage(task(run_id=f"r{i}"), i % 2, i))
         worker._start_queued()
-        assert len(worker._running) == 2 and len(worker._backlog) == 3
-        worker._drop_queued({0})  # r2 and r4 were on partition 0, queued
-        assert [j.task.run_id for j in worker._backlog] == ["r3"]
+        assert len(worker._running) == 2 and len(worker._jobs.backlog) == 3
+        worker._jobs.drop_queued({0})  # r2 and r4 were on partition 0, queued
+        assert [j.task.run_id for j in worker._jobs.backlog] == ["r3"]
         await settle(worker)
 
     asyncio.run(main())
@@ -202,7 +201,7 @@ def test_newer_task_of_a_run_supersedes_a_queued_older_one() -> None:
         worker._accept(FakeMessage(task(seq=1), 3, 0))
         worker._accept(FakeMessage(task(seq=2, steps={"tell": {"data": ["x"]}}), 3, 1))
         worker._accept(FakeMessage(task(seq=1), 3, 2))  # an older copy, later in the log
-        assert [j.task.seq for j in worker._backlog] == [2]
+        assert [j.task.seq for j in worker._jobs.backlog] == [2]
         await settle(worker)
 
     asyncio.run(main())
@@ -281,8 +280,7 @@ def test_on_failure_functions_are_registered_and_executed() -> None:
     producer = FakeProducer()
     worker = Worker(client, concurrency=2)
     worker._settings, worker._catalog = SETTINGS, CATALOG
-    worker._producer = producer  # type: ignore[assignment]
-    worker._steps_pool = ThreadPoolExecutor(max_workers=2)
+    worker._attach(producer, ThreadPoolExecutor(max_workers=2))  # type: ignore[arg-type]
 
     async def main() -> None:
         await worker._register()

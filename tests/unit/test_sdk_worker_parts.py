@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sdk.offsets import OffsetTracker, SeqMemory, superseded
-from sdk.outcomes import fit_report
+from sdk._offsets import OffsetTracker, SeqMemory, superseded
+from sdk._outcomes import fit_report
 from topics import records
 from topics.codec import encode
 

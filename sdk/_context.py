@@ -8,8 +8,8 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from sdk.events import Event
-from sdk.step import Step
+from sdk._events import Event
+from sdk._step import Step
 
 
 @dataclass(slots=True)
@@ -20,7 +20,7 @@ class Context:
     batches), ``attempt`` counts the function's retries (0 first), ``step`` is the step
     API and ``logger`` a logger that stays quiet while memoized steps are replayed, so
     each line is logged once per run rather than once per execution. ``cron_tick`` is
-    the scheduled moment (UTC) of a run started by a :class:`~sdk.events.TriggerCron`,
+    the scheduled moment (UTC) of a run started by a :class:`~sdk.TriggerCron`,
     and None for other runs.
     """
 

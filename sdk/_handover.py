@@ -6,7 +6,7 @@ offset-commit metadata could carry the finished offsets, but the Tansu dev broke
 drops it (``committed()`` returns no metadata, measured), so the successor finds them
 from the topic itself instead: it reads the uncommitted tail of each partition it is
 given before running any of it, and a task followed by a later task of the same run
-is finished or obsolete (:func:`sdk.offsets.superseded`). This holds on any Kafka.
+is finished or obsolete (:func:`sdk._offsets.superseded`). This holds on any Kafka.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import confluent_kafka
 
-from sdk.offsets import superseded
+from sdk._offsets import superseded
 from topics.settings import Settings
 
 log = logging.getLogger("stepstream.worker")

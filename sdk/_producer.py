@@ -10,7 +10,7 @@ from typing import Any
 
 import confluent_kafka
 
-from sdk.connect import client_logging
+from sdk._connect import client_logging
 from topics.catalog import partition_for
 from topics.settings import Settings
 

@@ -10,11 +10,11 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sdk.config import load_settings
-from sdk.durations import wall_ms
-from sdk.errors import ConfigError, SendError
-from sdk.events import Event, TriggerEvent, as_list, to_record
-from sdk.function import (
+from sdk._config import load_settings
+from sdk._durations import wall_ms
+from sdk._errors import ConfigError, SendError
+from sdk._events import Event, TriggerEvent, as_list, to_record
+from sdk._function import (
     DEFAULT_RETRIES,
     Function,
     FunctionConfig,
@@ -23,8 +23,8 @@ from sdk.function import (
     check_handler,
     make_config,
 )
-from sdk.options import Cancel, Timeouts
-from sdk.producer import Producer
+from sdk._options import Cancel, Timeouts
+from sdk._producer import Producer
 from topics import records
 from topics.catalog import Catalog, partition_for
 from topics.codec import encode
@@ -32,7 +32,7 @@ from topics.ids import new_ulid
 from topics.settings import Settings
 
 if TYPE_CHECKING:
-    from sdk.worker import Worker
+    from sdk._worker import Worker
 
 # librdkafka reports every record within message.timeout.ms (default 300 s); past
 # that plus a margin, something is wrong with the process rather than the broker.
@@ -103,11 +103,11 @@ class Client:
     ) -> Callable[[Handler], Function]:
         """Decorator declaring a durable function.
 
-        ``trigger`` is a :class:`~sdk.events.TriggerEvent`, a
-        :class:`~sdk.events.TriggerCron`, or a list mixing them; ``retries`` counts
-        retries after the first attempt. ``cancel`` lists :class:`~sdk.options.Cancel`
+        ``trigger`` is a :class:`~sdk.TriggerEvent`, a
+        :class:`~sdk.TriggerCron`, or a list mixing them; ``retries`` counts
+        retries after the first attempt. ``cancel`` lists :class:`~sdk.Cancel`
         rules (events that cancel a running run), ``timeouts`` bounds how long a run may
-        wait to start and take to finish (:class:`~sdk.options.Timeouts`), and
+        wait to start and take to finish (:class:`~sdk.Timeouts`), and
         ``idempotency`` is a CEL expression over ``event`` ("event.data.payment_id"):
         at most one run per value of it within 24 hours.
 
@@ -119,7 +119,7 @@ class Client:
         ``event`` (the failed run's triggering event). It has the same ``retries``.
 
         The function is registered as ``f"{app_id}-{fn_id}"`` when a worker starts.
-        Everything is checked here: a :class:`~sdk.errors.ConfigError` names the
+        Everything is checked here: a :class:`~sdk.ConfigError` names the
         function and the problem.
         """
         config = make_config(app_id=self.app_id, fn_id=fn_id, trigger=trigger,
@@ -184,8 +184,8 @@ class Client:
     def send(self, events: Event | list[Event]) -> list[str]:
         """Send one event or a list; return their ids once the broker acknowledged all.
 
-        Blocks until delivery. Raises :class:`~sdk.errors.EventError` for an invalid
-        event (nothing is sent) and :class:`~sdk.errors.SendError` if delivery failed.
+        Blocks until delivery. Raises :class:`~sdk.EventError` for an invalid
+        event (nothing is sent) and :class:`~sdk.SendError` if delivery failed.
         """
         wire = self._records(events)
         futures = self._produce(wire)
@@ -207,8 +207,8 @@ class Client:
     # -- workers and lifetime --------------------------------------------------------
 
     def worker(self, concurrency: int = 100, **options: Any) -> Worker:
-        """A worker running this app's functions; see :class:`sdk.worker.Worker`."""
-        from sdk.worker import Worker  # the worker pulls in more; most senders never need it
+        """A worker running this app's functions; see :class:`sdk.Worker`."""
+        from sdk._worker import Worker  # the worker pulls in more; most senders never need it
 
         return Worker(self, concurrency=concurrency, **options)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-from sdk.durations import retry_at_ms
-from sdk.errors import NonRetriableError, RetryAfterError, StepError
+from sdk._durations import retry_at_ms
+from sdk._errors import NonRetriableError, RetryAfterError, StepError
 from topics import records
 from topics.codec import PayloadError, check_payload, encode
 from topics.settings import Settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sdk.errors import ConfigError, EventError
+from sdk._errors import ConfigError, EventError
 from topics import records
 from topics.codec import PayloadError, check_payload
 from topics.settings import Settings

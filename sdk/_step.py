@@ -1,7 +1,7 @@
 """``ctx.step``: memoized steps over one execution of a function.
 
 Replay model: every ``step.*`` call whose id has a memoized outcome returns it (or
-raises :class:`~sdk.errors.StepError`) at once, without suspending, so replays take
+raises :class:`~sdk.StepError`) at once, without suspending, so replays take
 the same path every time. The first new step of a line of control is executed (or
 planned, for sleeps, waits for events and invocations), its outcome collected, and
 that line is stopped with :class:`Interrupt`. A line of control is the function body,
@@ -21,12 +21,12 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar, overload
 
-from sdk import outcomes
-from sdk.durations import Duration, datetime_ms, duration_ms
-from sdk.errors import EventError, StepError
-from sdk.events import Event, as_list, to_record
-from sdk.expressions import cel_problem, match_path
-from sdk.function import Function
+from sdk import _outcomes
+from sdk._durations import Duration, datetime_ms, duration_ms
+from sdk._errors import EventError, StepError
+from sdk._events import Event, as_list, to_record
+from sdk._expressions import cel_problem, match_path
+from sdk._function import Function
 from topics import records
 from topics.codec import PayloadError, check_payload
 from topics.ids import sent_event_id, ulid_ms
@@ -186,7 +186,7 @@ class Step:
 
         ``handler`` may be sync (run in a thread) or async. Its result must be
         JSON-compatible; it is memoized, so later executions get the stored value.
-        Raises :class:`~sdk.errors.StepError` if the step failed for good.
+        Raises :class:`~sdk.StepError` if the step failed for good.
         """
         step_id = self._enter(step_id)
         memo = self._memo(step_id)
@@ -204,12 +204,12 @@ class Step:
         try:
             value = await _call(handler, args, state.executor)
         except Exception as exc:
-            self._finish(slot, outcomes.step_failed(step_id, name, exc,
+            self._finish(slot, _outcomes.step_failed(step_id, name, exc,
                                                            now_ms=state.now_ms(),
                                                            started_at=started))
         finally:
             _in_step.reset(token)
-        self._finish(slot, outcomes.step_completed(
+        self._finish(slot, _outcomes.step_completed(
             step_id, name, value, state.settings, started_at=started, ended_at=state.now_ms()
         ))
 
@@ -258,7 +258,7 @@ class Step:
             ]
         except EventError as exc:
             # The same events would fail the same way on a retry.
-            failure = outcomes.error_named("EventError", f"step {step_id!r}: {exc}")
+            failure = _outcomes.error_named("EventError", f"step {step_id!r}: {exc}")
             self._finish(slot, records.Outcome(
                 op=records.STEP_FAILED, step_id=step_id, name=name, error=failure,
                 retriable=False, started_at=now, ended_at=now,
@@ -315,7 +315,7 @@ class Step:
 
         The child's ``ctx.event`` is a ``stepstream/function.invoked`` event. If the
         child fails (or ``timeout`` passes first), this raises
-        :class:`~sdk.errors.StepError`. ``data`` must be JSON-compatible: if it is not,
+        :class:`~sdk.StepError`. ``data`` must be JSON-compatible: if it is not,
         the step fails without retries, naming it.
 
         A run waits for one thing at a time: met in one execution together with other
@@ -363,7 +363,7 @@ class Step:
             # The same data would fail the same way on a retry.
             self._finish(slot, records.Outcome(
                 op=records.STEP_FAILED, step_id=step_id, name=name, retriable=False,
-                error=outcomes.error_named("InvokeDataError", str(exc)),
+                error=_outcomes.error_named("InvokeDataError", str(exc)),
                 started_at=now, ended_at=now,
             ))
         self._finish(slot, records.Outcome(

@@ -8,15 +8,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sdk.errors import ConfigError
-from sdk.events import TriggerCron, TriggerEvent
-from sdk.expressions import cel_problem
-from sdk.options import Cancel, Timeouts
+from sdk._errors import ConfigError
+from sdk._events import TriggerCron, TriggerEvent
+from sdk._expressions import cel_problem
+from sdk._options import Cancel, Timeouts
 from topics import records
 from topics.cron import parse_cron
 
 if TYPE_CHECKING:
-    from sdk.context import Context
+    from sdk._context import Context
 
 Handler = Callable[["Context"], Awaitable[Any]]
 Trigger = TriggerEvent | TriggerCron
@@ -63,7 +63,7 @@ class Function:
     """A durable function: the user's async handler and its :class:`FunctionConfig`.
 
     Calling it calls the handler directly (handy in tests); the worker runs it through
-    :func:`sdk.execution.execute` instead.
+    :func:`sdk._execution.execute` instead.
     """
 
     # Copied from the handler by functools.update_wrapper; declared for type checkers.

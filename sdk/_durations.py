@@ -69,7 +69,7 @@ def datetime_ms(moment: datetime.datetime | str) -> int:
 
 
 def retry_at_ms(retry_after: int | datetime.timedelta | datetime.datetime, now_ms: int) -> int:
-    """The absolute epoch ms a :class:`~sdk.errors.RetryAfterError` asks to wait for."""
+    """The absolute epoch ms a :class:`~sdk.RetryAfterError` asks to wait for."""
     if isinstance(retry_after, datetime.datetime):
         return datetime_ms(retry_after)
     return now_ms + duration_ms(retry_after)

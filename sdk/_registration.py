@@ -15,16 +15,19 @@ to start wins, as with Inngest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import confluent_kafka
 
-from sdk.producer import Producer
+from sdk._durations import wall_ms
+from sdk._function import Function
+from sdk._producer import DeliveryError, Producer
 from topics.catalog import Catalog
-from topics.codec import DecodeError, decode
+from topics.codec import DecodeError, decode, encode
 from topics.records import FunctionRegistered
 from topics.settings import Settings
 
@@ -90,7 +93,7 @@ async def remove_stale(producer: Producer, settings: Settings, app_id: str,
     """Remove the functions of ``app_id`` the registry holds and ``defined`` lacks (a
     tombstone each, acknowledged by the broker); returns their ids. If the registry
     cannot be read, nothing is removed (logged): they stay until the next start.
-    Raises :class:`sdk.producer.DeliveryError` if a tombstone is not stored."""
+    Raises :class:`sdk._producer.DeliveryError` if a tombstone is not stored."""
     known = await asyncio.to_thread(registered_ids, settings, app_id)
     if known is None:
         log.warning("app %r: could not read the function registry within %.0f s; "
@@ -104,3 +107,33 @@ async def remove_stale(producer: Producer, settings: Settings, app_id: str,
     topic = Catalog(settings).functions
     await asyncio.gather(*(producer.send(topic, fn_id, None, partition=0) for fn_id in stale))
     return stale
+
+
+async def register(producer: Producer, settings: Settings, app_id: str,
+                   functions: Sequence[Function], *, stopping: Callable[[], bool]) -> bool:
+    """Publish ``functions`` and remove the app's others (:func:`remove_stale`); False if
+    ``stopping()`` became true first (a signal must stop a worker in every phase, and a
+    delivery can take minutes). Raises ``RuntimeError`` naming the topic and the broker
+    if a registration is not stored."""
+    topic = Catalog(settings).functions
+    now = wall_ms()
+    sends = asyncio.gather(*(
+        producer.send(topic, fn.id, encode(fn.config.registration(now)), partition=0)
+        for fn in functions
+    ))
+    while not (await asyncio.wait({sends}, timeout=0.1))[0]:
+        if stopping():
+            sends.cancel()
+            with contextlib.suppress(asyncio.CancelledError, DeliveryError):
+                await sends
+            return False
+    try:
+        sends.result()
+        # App sync: the functions of this app it no longer defines are removed.
+        await remove_stale(producer, settings, app_id, [fn.id for fn in functions])
+        return True
+    except DeliveryError as exc:
+        raise RuntimeError(
+            f"worker could not register its functions on {topic} "
+            f"(are the topics created and the broker at {settings.brokers}?): {exc}"
+        ) from exc

@@ -2,7 +2,7 @@
 
 Each option checks its own shape when made and its meaning (CEL parses, durations are
 positive) in :meth:`wire`, which ``create_function`` calls so that the
-:class:`~sdk.errors.ConfigError` names the function.
+:class:`~sdk.ConfigError` names the function.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
-from sdk.durations import Duration, duration_ms
-from sdk.errors import ConfigError
-from sdk.expressions import cel_problem, match_path
+from sdk._durations import Duration, duration_ms
+from sdk._errors import ConfigError
+from sdk._expressions import cel_problem, match_path
 
 
 def _is_duration(value: object) -> bool:

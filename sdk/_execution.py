@@ -15,13 +15,13 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sdk import outcomes
-from sdk.context import Context, ReplayQuietLogger
-from sdk.durations import wall_ms
-from sdk.errors import NonRetriableError, StepError
-from sdk.events import Event
-from sdk.function import Function
-from sdk.step import ExecutionState, Interrupt, NestedStepError, Step, start_line
+from sdk import _outcomes
+from sdk._context import Context, ReplayQuietLogger
+from sdk._durations import wall_ms
+from sdk._errors import NonRetriableError, StepError
+from sdk._events import Event
+from sdk._function import Function
+from sdk._step import ExecutionState, Interrupt, NestedStepError, Step, start_line
 from topics import records
 from topics.settings import Settings
 
@@ -129,7 +129,7 @@ async def execute(
         # inner step, and retrying would nest again.
         return ExecutionResult([records.Outcome(
             op=records.FUNCTION_FAILED, retriable=False,
-            error=outcomes.error_named("NestedStepError", state.nested),
+            error=_outcomes.error_named("NestedStepError", state.nested),
         )])
     if state.found_new:
         # Whatever the body did after meeting a new step (swallowing the interrupt,
@@ -140,7 +140,7 @@ async def execute(
             # the body then swallowed; try again.
             return ExecutionResult([records.Outcome(
                 op=records.FUNCTION_FAILED, retriable=True,
-                error=outcomes.error_named("Interrupted", "a new step ended without outcome"),
+                error=_outcomes.error_named("Interrupted", "a new step ended without outcome"),
             )])
         if len(found) > 1 and any(o.op in _ALONE for o in found):
             return ExecutionResult([_not_alone(found)])
@@ -150,8 +150,8 @@ async def execute(
         if not isinstance(error, NonRetriableError | StepError):
             base_logger.warning("run %s: function %s raised %s: %s", task.run_id, function.id,
                                 type(error).__name__, error)
-        return ExecutionResult([outcomes.function_failed(error, now_ms=now_ms())])
-    return ExecutionResult([outcomes.function_completed(function.id, output, settings)])
+        return ExecutionResult([_outcomes.function_failed(error, now_ms=now_ms())])
+    return ExecutionResult([_outcomes.function_completed(function.id, output, settings)])
 
 
 async def _invoke(function: Function, ctx: Context) -> Any:
@@ -170,7 +170,7 @@ def _not_alone(found: list[records.Outcome]) -> records.Outcome:
     with_what = f"other new steps ({', '.join(others)})" if others else "each other"
     return records.Outcome(
         op=records.FUNCTION_FAILED, retriable=False,
-        error=outcomes.error_named(
+        error=_outcomes.error_named(
             "UnsupportedParallelStep",
             f"{' and '.join(alone)} cannot run in parallel with {with_what}: a run waits "
             "for one event or invoked function at a time, with no other step pending. "
@@ -190,7 +190,7 @@ def function_not_found(task: records.Task) -> ExecutionResult:
     """The report for a task naming a function this app does not have."""
     return ExecutionResult([records.Outcome(
         op=records.FUNCTION_FAILED, retriable=False,
-        error=outcomes.error_named(
+        error=_outcomes.error_named(
             "FunctionNotFound",
             f"app {task.app_id!r} has no function {task.fn_id!r} in this worker",
         ),

@@ -1,0 +1,100 @@
+"""The worker's jobs: which received tasks wait for a slot, which may start, and which
+are stale or superseded. No I/O and no asyncio: the worker's loop thread calls it."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from sdk._offsets import OffsetTracker, SeqMemory
+from topics import records
+
+
+@dataclass(slots=True)
+class Job:
+    """One task this worker holds, queued or running."""
+
+    task: records.Task
+    # Every (partition, offset) holding this task: a rebalance can re-deliver a task
+    # that is still running here, and the copy is finished along with the original.
+    offsets: list[tuple[int, int]] = field(default_factory=list)
+    running: bool = False
+
+
+class Jobs:
+    """The backlog of tasks waiting for a slot and the jobs held, by (run id, seq).
+
+    A task is finished (its offsets marked done in ``tracker``) when it is stale, when a
+    newer task of its run supersedes it in the backlog, or when its report was delivered.
+    """
+
+    def __init__(self, tracker: OffsetTracker, seq_memory: int) -> None:
+        self._tracker = tracker
+        self._seqs = SeqMemory(seq_memory)
+        self._held: dict[tuple[str, int], Job] = {}
+        self.backlog: deque[Job] = deque()
+        self._queued: dict[str, Job] = {}  # run id -> its task waiting in the backlog
+
+    def add(self, task: records.Task, partition: int, offset: int) -> None:
+        """Queue a task received at ``partition``/``offset``, unless it is a copy of a
+        job held here, stale, or older than the task of its run already queued."""
+        key = (task.run_id, task.seq)
+        job = self._held.get(key)
+        if job is not None:
+            job.offsets.append((partition, offset))
+            return
+        if self._seqs.is_stale(task.run_id, task.seq):
+            self._tracker.done(partition, offset)
+            return
+        queued = self._queued.get(task.run_id)
+        if queued is not None:
+            if queued.task.seq > task.seq:
+                self._tracker.done(partition, offset)
+                return
+            # The engine wrote the newer task after applying the older one's report
+            # (a new worker re-reading uncommitted tasks meets both): the older one is
+            # superseded, and running it would re-run a step that already completed.
+            self.backlog.remove(queued)
+            self.finish(queued)
+        job = Job(task, [(partition, offset)])
+        self._held[key] = job
+        self._queued[task.run_id] = job
+        self.backlog.append(job)
+
+    def next_to_start(self) -> Job | None:
+        """Take the next queued job that is not stale and mark it running; None if the
+        backlog is empty. Stale ones met on the way are finished."""
+        while self.backlog:
+            job = self.backlog.popleft()
+            task = job.task
+            self._queued.pop(task.run_id, None)
+            if self._seqs.is_stale(task.run_id, task.seq):
+                self.finish(job)
+                continue
+            self._seqs.started(task.run_id, task.seq)
+            job.running = True
+            return job
+        return None
+
+    def finish(self, job: Job) -> None:
+        """The job is done: every offset holding it may be committed."""
+        for p, o in job.offsets:
+            self._tracker.done(p, o)
+        self._held.pop((job.task.run_id, job.task.seq), None)
+
+    def abandon(self, job: Job) -> None:
+        """The job stopped before its report went out: its offsets stay uncommitted, so
+        this or another worker runs it again."""
+        self._held.pop((job.task.run_id, job.task.seq), None)
+
+    def drop_queued(self, partitions: set[int]) -> None:
+        """Forget queued (not running) tasks whose partitions went elsewhere."""
+        keep: deque[Job] = deque()
+        for job in self.backlog:
+            job.offsets = [(p, o) for p, o in job.offsets if p not in partitions]
+            if job.offsets:
+                keep.append(job)
+            else:
+                self._held.pop((job.task.run_id, job.task.seq), None)
+                self._queued.pop(job.task.run_id, None)
+        self.backlog = keep
