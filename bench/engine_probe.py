@@ -35,7 +35,10 @@ def probe_env(work: Path) -> dict[str, str]:
 
 
 def open_stores() -> list[PartitionStore]:
-    """The partition stores (``runs`` and ``waits`` databases) open in this process."""
+    """The partition stores (``runs`` and ``waits`` databases) open in this process.
+
+    Objects frozen by ``gc.freeze()`` are not listed; the engine freezes once, when its
+    processor starts, before it opens any store (the breakdown counts the stores)."""
     return [o for o in gc.get_objects() if isinstance(o, PartitionStore) and not o.closed]
 
 
