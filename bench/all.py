@@ -17,7 +17,7 @@ smoke run (its figures are noisy).
 from __future__ import annotations
 
 import argparse
-import contextlib
+import functools
 import json
 import logging
 import math
@@ -26,12 +26,12 @@ import platform
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import common
-from bench.common import ROOT, cpu_shares, fmt
+from bench.common import cpu_shares, fmt
+from bench.launch import ROOT, section_broker
 
 RESULTS = ROOT / "bench" / "results.json"
 
@@ -105,30 +105,13 @@ def _peer_note(r: dict[str, Any] | None) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def section_broker(args: argparse.Namespace) -> Iterator[str]:
-    """The broker for one benchmark section: ``--broker`` if given, else a fresh dev
-    broker. Tansu keeps every topic in memory and got measurably slower as earlier
-    sections' topics piled up (broker CPU at 100 runs/s: 58% fresh, 90% after the
-    other sections), so each section starts clean; stepstream and its peer still share
-    the section's broker."""
-    if args.broker:
-        yield args.broker
-        return
-    from engine.devbroker import DevBroker
-
-    with DevBroker() as dev:
-        common.BROKER_PID = dev.pid
-        yield dev.address
-
-
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
     from bench.fold_rate import bench_fold_rate
     from bench.runs import bench_burst, bench_latency
 
     def on_fresh_broker(run: Callable[[str], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
         def go() -> dict[str, Any]:
-            with section_broker(args) as broker:
+            with section_broker(args.broker) as broker:
                 return run(broker)
         return go
 
@@ -146,9 +129,9 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             print(f"\n== 2. burst: {args.burst} events at once (worker concurrency {c})",
                   flush=True)
             with_peer = peer and c == args.concurrency_list[0]
-            r = _guard("burst", on_fresh_broker(lambda broker, c=c, p=with_peer: bench_burst(
-                broker, n=args.burst, partitions=args.partitions, concurrency=c,
-                peer=p, timeout=max(120.0, args.burst / 10))))
+            r = _guard("burst", on_fresh_broker(functools.partial(
+                bench_burst, n=args.burst, partitions=args.partitions, concurrency=c,
+                peer=with_peer, timeout=max(120.0, args.burst / 10))))
             out["burst"][f"c{c}"] = r.get("ours", r)
             if "peer" in r:
                 out["burst"]["peer"] = r["peer"]
@@ -162,11 +145,10 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"\n== 3. latency at {rate:g} runs/s for {args.duration:g} s "
                       f"(worker concurrency {c})", flush=True)
                 with_peer = peer and c == args.concurrency_list[0]
-                r = _guard("latency", on_fresh_broker(
-                    lambda broker, c=c, p=with_peer, rate=rate: bench_latency(
-                        broker, rate=rate, duration=args.duration,
-                        partitions=args.partitions, concurrency=c, peer=p,
-                        drain=args.drain)))
+                r = _guard("latency", on_fresh_broker(functools.partial(
+                    bench_latency, rate=rate, duration=args.duration,
+                    partitions=args.partitions, concurrency=c, peer=with_peer,
+                    drain=args.drain)))
                 out["latency"][key][f"c{c}"] = r.get("ours", r)
                 if "peer" in r:
                     out["latency"][key]["peer"] = r["peer"]
@@ -190,10 +172,9 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         out["holding"] = {}
         for variant in args.holding_variant_list:
             print(f"\n== 5. holding: {args.holding} runs parked ({variant})", flush=True)
-            r = _guard("holding", on_fresh_broker(
-                lambda broker, v=variant: bench_holding(
-                    broker, n=args.holding, variant=v, partitions=args.partitions,
-                    peer=peer)))
+            r = _guard("holding", on_fresh_broker(functools.partial(
+                bench_holding, n=args.holding, variant=variant, partitions=args.partitions,
+                peer=peer)))
             out["holding"][variant] = r
             if "error" in r:
                 print(f"  ERROR: {r['error']}")

@@ -1,30 +1,24 @@
-"""Pieces shared by the benchmarks: prefixes, child processes, the log observer, stats."""
+"""Measuring, shared by the benchmarks: CPU and memory of processes, the completion
+observer, reading topics back, sending, warming up, statistics. Starting processes is
+:mod:`bench.launch`."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import msgpack
-from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, KafkaError, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, KafkaError, Message, TopicPartition
 
+import sdk
 from topics.settings import Settings
-
-ROOT = Path(__file__).resolve().parents[1]
-
-# The dev broker's process id when this run started it (its CPU time is reported).
-BROKER_PID: int | None = None
 
 
 def cpu_seconds(pid: int | None) -> float | None:
@@ -66,91 +60,6 @@ def cpu_shares(cpu: dict[str, Any] | None) -> str:
     """``"engine 17.4%, worker 13.2%, ..."`` from a :meth:`CpuMeter.stop` result, or ""."""
     return ", ".join(f"{k[:-8]} {v:g}%" for k, v in (cpu or {}).items()
                      if k.endswith("_cpu_pct"))
-
-
-def faust_missing() -> str | None:
-    """Why the Faust peers cannot run here, or None."""
-    import importlib.util
-
-    if importlib.util.find_spec("faust") is None:
-        return "faust-streaming is not installed (pip install -e '.[bench]')"
-    return None
-
-
-def new_prefix(what: str) -> str:
-    """A fresh topic prefix (and consumer-group namespace) for one benchmark."""
-    return f"bench-{what}-{uuid.uuid4().hex[:6]}."
-
-
-def bench_settings(broker: str, prefix: str, partitions: int) -> Settings:
-    return Settings(brokers=broker, prefix=prefix, partitions=partitions)
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a child process these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPSTREAM_")}
-    env.update({
-        "STEPSTREAM_BROKERS": settings.brokers or "",
-        "STEPSTREAM_PREFIX": settings.prefix,
-        "STEPSTREAM_PARTITIONS": str(settings.partitions),
-        "STEPSTREAM_FETCH_WAIT_MAX_MS": str(settings.fetch_wait_max_ms),
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
-                                      if p),
-    })
-    return env
-
-
-def create_topics(broker: str, names: Iterable[str], partitions: int) -> None:
-    """Create plain delete-policy topics (for the peers' own topics)."""
-    admin = AdminClient({"bootstrap.servers": broker})
-    futures = admin.create_topics([NewTopic(n, num_partitions=partitions, replication_factor=1)
-                                   for n in names], operation_timeout=30, request_timeout=30)
-    for fut in futures.values():
-        fut.result(30)
-    want = set(futures)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        topics = admin.list_topics(timeout=10).topics
-        if all(n in topics and len(topics[n].partitions) == partitions for n in want):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"topics {sorted(want)} not visible in metadata after 30 s")
-
-
-class Child:
-    """A child process running ``python -m module args``, its output in a log file."""
-
-    def __init__(self, name: str, module: str, args: list[str], env: dict[str, str],
-                 log: Path) -> None:
-        self.name = name
-        self.log = log
-        self._out = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", module, *args], env=env, cwd=ROOT,
-                                     stdout=self._out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds (this child only, by pid)."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                self.proc.wait()
-        self._out.close()
 
 
 def wait_until(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.05,
@@ -263,3 +172,109 @@ def fmt(value: Any, unit: str = "") -> str:
     else:
         text = str(value)
     return f"{text}{unit}"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def done_id(value: bytes) -> str | None:
+    """The event id in a Faust peer's ``done`` record (msgpack ``{"id": ...}``)."""
+    try:
+        body = msgpack.unpackb(value, raw=False)
+    except Exception:
+        return None
+    return str(body.get("id")) if isinstance(body, dict) else None
+
+
+def read_topics(settings: Settings, topics: list[str], timeout: float = 60) -> list[Message]:
+    """Every record of ``topics`` from offset 0 to partition EOF (Tansu's high
+    watermarks cannot be trusted), for reading a benchmark's log back afterwards."""
+    c = Consumer({"bootstrap.servers": settings.brokers,
+                  "group.id": "readback-" + uuid.uuid4().hex,
+                  "enable.auto.commit": False, "enable.partition.eof": True,
+                  "fetch.wait.max.ms": settings.fetch_wait_max_ms})
+    parts = [TopicPartition(t, p, 0) for t in topics for p in range(settings.partitions)]
+    c.assign(parts)
+    pending = {(tp.topic, tp.partition) for tp in parts}
+    out: list[Message] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while pending and time.monotonic() < deadline:
+            for m in c.consume(10_000, 0.2):
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard((m.topic(), m.partition()))
+                    continue
+                out.append(m)
+    finally:
+        c.close()
+    return out
+
+
+def proc_memory(pid: int | None) -> dict[str, float]:
+    """Resident set size now and its peak (VmRSS, VmHWM from /proc), in MB."""
+    out: dict[str, float] = {}
+    if pid is None:
+        return out
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name in ("VmRSS", "VmHWM"):
+                    out[{"VmRSS": "rss_mb", "VmHWM": "hwm_mb"}[name]] = \
+                        int(rest.split()[0]) / 1024
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def dir_size(path: Path) -> dict[str, float]:
+    """Bytes under ``path``: apparent (file sizes) and allocated on disk, in MB."""
+    apparent = allocated = 0
+    files = 0
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            files += 1
+            apparent += st.st_size
+            allocated += st.st_blocks * 512
+    return {"mb": apparent / 1e6, "allocated_mb": allocated / 1e6, "files": files}
+
+
+def send_chunked(sender: sdk.Client, events: list[sdk.Event], chunk: int = 2000) -> float:
+    """Send ``events`` in acknowledged chunks; return the seconds it took."""
+    t0 = time.monotonic()
+    for i in range(0, len(events), chunk):
+        sender.send(events[i:i + chunk])
+    return time.monotonic() - t0
+
+
+def warm_up(send_one: Callable[[int], str], seen: Callable[[str], bool],
+            alive: Callable[[], None], what: str, timeout: float = 90.0) -> float:
+    """Send a run due at once, again each second, until one completes (functions
+    registered, every consumer in its group); returns the seconds it took."""
+    t0 = time.monotonic()
+    i = 0
+    while True:
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"{what}: no warm-up run completed in {timeout:g}s")
+        alive()
+        key = send_one(i)
+        i += 1
+        until = time.monotonic() + 1.0
+        while time.monotonic() < until:
+            if seen(key):
+                return time.monotonic() - t0
+            time.sleep(0.02)
+
+
+def stats(values: Sequence[float]) -> dict[str, float]:
+    """Count, p50, p95, p99 and max of ``values``."""
+    values = list(values)
+    return {"n": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95),
+            "p99": percentile(values, 99), "max": max(values) if values else math.nan}

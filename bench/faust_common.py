@@ -19,7 +19,7 @@ def patch_fetch_wait(ms: int) -> None:
     fetch only when that time is up, so without this every Faust hop would cost 1.5 s;
     give Faust the same fetch wait stepstream uses (Settings.fetch_wait_max_ms)."""
 
-    class Consumer(aiokafka.AIOKafkaConsumer):  # type: ignore[misc]
+    class Consumer(aiokafka.AIOKafkaConsumer):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["fetch_max_wait_ms"] = ms
             super().__init__(*args, **kwargs)
@@ -30,7 +30,7 @@ def patch_fetch_wait(ms: int) -> None:
                 return Consumer
             return getattr(aiokafka, name)
 
-    faust_aiokafka.aiokafka = Module()  # type: ignore[assignment]
+    faust_aiokafka.aiokafka = Module()
 
 
 def make_app(app_id: str, broker: str, datadir: Path, partitions: int, fetch_wait_ms: int,

@@ -48,6 +48,10 @@ table = app.Table("runstate", default=None, key_type=bytes, value_type=bytes,
 class FaustTables:
     """engine.fold.Tables over one Faust table (same keys and encoding as engine.state)."""
 
+    def __init__(self) -> None:
+        self.expiries: list[tuple[int, bytes]] = []
+        self.next_expiry = 2**63
+
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         raw = table.get(RUN + run_id.encode())
         return msgpack.unpackb(raw, raw=False, strict_map_key=False) if raw else None
@@ -88,10 +92,6 @@ class FaustTables:
         self.expiries = [(d, k) for d, k in self.expiries if d >= now_ms]
         self.next_expiry = min((d for d, _ in self.expiries), default=2**63)
         return gone
-
-    def __init__(self) -> None:
-        self.expiries: list[tuple[int, bytes]] = []
-        self.next_expiry = 2**63
 
 
 tables = FaustTables()

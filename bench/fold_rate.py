@@ -8,6 +8,7 @@ start to the first record is reported separately as ``startup_s``.
 
 from __future__ import annotations
 
+import gc
 import json
 import tempfile
 import threading
@@ -15,18 +16,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import common
-from bench.common import (
+from bench import launch
+from bench.common import cpu_seconds, wait_until
+from bench.history import FN_ID, RECORDS_PER_RUN, produce_history
+from bench.launch import (
     Child,
     bench_settings,
-    cpu_seconds,
     create_topics,
+    faust_env,
     faust_missing,
     new_prefix,
-    settings_env,
-    wait_until,
 )
-from bench.history import FN_ID, RECORDS_PER_RUN, produce_history
 from engine.processor import Processor
 from engine.provision import ensure_topics
 from topics.catalog import Catalog
@@ -50,14 +50,14 @@ def run_ours(settings: Settings, total: int, state_dir: Path, timeout: float) ->
                 raise RuntimeError("the processor applied nothing")
             time.sleep(0.002)
         t_first = time.perf_counter()
-        cpu_first, broker_first = time.process_time(), cpu_seconds(common.BROKER_PID)
+        cpu_first, broker_first = time.process_time(), cpu_seconds(launch.BROKER_PID)
         first_batch = proc.applied
         while proc.applied < total:
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"the processor stopped at {proc.applied}/{total} records")
             time.sleep(0.002)
         t_end = time.perf_counter()
-        cpu_end, broker_end = time.process_time(), cpu_seconds(common.BROKER_PID)
+        cpu_end, broker_end = time.process_time(), cpu_seconds(launch.BROKER_PID)
         applied = proc.applied
     finally:
         proc.stop()
@@ -82,17 +82,13 @@ def run_faust(settings: Settings, total: int, work: Path, timeout: float,
     tasks = settings.prefix + "faust-tasks"
     create_topics(settings.brokers or "", [tasks], settings.partitions)
     result = work / "faust-fold.json"
-    env = {**settings_env(settings),
-           "BENCH_FAUST_BROKER": settings.brokers or "",
+    env = {**faust_env(settings, work),
            "BENCH_FAUST_SOURCE": catalog.runs,
            "BENCH_FAUST_TASKS": tasks,
-           "BENCH_FAUST_PARTITIONS": str(settings.partitions),
            "BENCH_FAUST_TOTAL": str(total),
            "BENCH_FAUST_RESULT": str(result),
            "BENCH_FAUST_APP_ID": settings.prefix + "faust-fold",
-           "BENCH_FAUST_DATADIR": str(work / "faust-data"),
-           "BENCH_FAUST_STORE": store,
-           "BENCH_FAUST_FETCH_WAIT_MS": str(settings.fetch_wait_max_ms)}
+           "BENCH_FAUST_STORE": store}
     child = Child("faust", "bench.faust_fold", [], env, work / "faust-fold.log")
     t_start = time.time()
     try:
@@ -124,7 +120,17 @@ def bench_fold_rate(broker: str, *, runs: int, partitions: int, peer: bool,
     }
     with tempfile.TemporaryDirectory(prefix="stepstream-bench-fold-") as tmp:
         work = Path(tmp)
-        out["ours"] = run_ours(settings, total, work / "state", timeout)
+        threshold = gc.get_threshold()
+        try:
+            out["ours"] = run_ours(settings, total, work / "state", timeout)
+        finally:
+            # The processor froze this process's objects (engine.processor.tune_gc) and
+            # holds its Kafka clients in reference cycles: without this its producer
+            # outlives the section's broker and retries it every second for the rest of
+            # the run, in this process.
+            gc.unfreeze()
+            gc.set_threshold(*threshold)
+            gc.collect()
         if peer:
             try:
                 out["peer"] = run_faust(settings, total, work, timeout)

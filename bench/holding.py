@@ -4,9 +4,8 @@
 
 N runs (100,000) are started at once and each parks at once: variant ``sleep``
 sleeps a day (``ctx.step.sleep_until``); variant ``wait`` waits up to a day for an
-event with ``ctx.step.wait_for_event`` matched on a per-run key (skipped, with a
-message, where the SDK has no ``wait_for_event``). One engine process and one worker
-run as children. Measured:
+event with ``ctx.step.wait_for_event`` matched on a per-run key. One engine process
+and one worker run as children. Measured:
 
 - time to park: from the first send until the last run's report of its sleep (or
   wait) was produced; a sample of runs is then checked on the engine's HTTP API;
@@ -21,22 +20,19 @@ times a day ahead: time until its table holds them all, its RSS, its data direct
 It is only run beside the ``sleep`` variant (to Faust, a waiting run would be the same
 table entry).
 
-The engine runs as ``python -m bench.holding engine-diag <engine CLI args>``: the
-engine's own CLI, plus an idle thread that, asked after the measurement, writes where
-the memory is (decoded-state caches, RocksDB memtables) and what RSS is left after
-giving each part back (``malloc_trim``, flushing memtables, emptying the caches).
-``--engine-cache-runs``, ``--engine-evict-parked``, ``--engine-memtable-mb``,
-``--engine-block-cache-mb`` and ``--engine-malloc-trim-s`` are experiments on that
-engine (patched at start-up, see :func:`engine_diag`) to measure fixes for its memory.
+The engine runs as ``python -m bench.engine_probe <engine CLI args>``: the shipped
+engine's CLI, unchanged, plus an idle thread that, asked after the measurement, writes
+where the memory is (decoded-state caches, RocksDB memtables) and what RSS is left
+after giving each part back (``malloc_trim``, flushing memtables, emptying the caches).
+``--state-memtable-mb`` and ``--state-block-cache-mb`` run it with other values of the
+engine's own settings (``STEPSTREAM_STATE_MEMTABLE_MB``, ``..._BLOCK_CACHE_MB``). The
+app is :mod:`bench.holding_app`; the peer is :mod:`bench.faust_timers`.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
-import json
 import logging
-import os
 import random
 import sys
 import tempfile
@@ -47,72 +43,35 @@ from pathlib import Path
 from typing import Any
 
 import sdk
-from bench.common import CpuMeter, Observer, completed_run_id, cpu_seconds, cpu_shares, fmt
-from bench.timers import (
-    Stepstream,
-    at_ms,
-    bench_pids,
+from bench.common import (
+    CpuMeter,
+    Observer,
+    completed_run_id,
+    cpu_seconds,
+    cpu_shares,
     dir_size,
+    fmt,
     now_ms,
     proc_memory,
     send_chunked,
-    start_faust_peer,
-    start_stepstream,
     warm_up,
-    woke,
 )
+from bench.engine_probe import probe_env, request_diagnosis
+from bench.faust_timers import start_faust_peer
+from bench.holding_app import (
+    APP_ID,
+    NAP_EVENT,
+    NAP_FN,
+    RESUME_EVENT,
+    WAIT_EVENT,
+    WAIT_FN,
+)
+from bench.launch import Stepstream, bench_pids, section_broker, start_stepstream
 from topics.catalog import Catalog
 from topics.ids import run_id_for
 
-APP_ID = "bench-hold"
-NAP_FN, NAP_EVENT = "nap", "bench/hold.nap"
-WAIT_FN, WAIT_EVENT, RESUME_EVENT = "await", "bench/hold.wait", "bench/hold.resume"
 DAY_MS = 86_400_000
 TARGET_RSS_MB = 500.0
-
-client = sdk.Client(APP_ID)
-
-
-@client.create_function(fn_id=NAP_FN, trigger=sdk.TriggerEvent(event=NAP_EVENT), retries=0)
-async def nap(ctx: sdk.Context) -> dict[str, Any]:
-    due = int(ctx.event.data["due_ms"])
-    await ctx.step.sleep_until("nap", at_ms(due))
-    return {"woke_ms": await ctx.step.run("woke", woke)}
-
-
-def wait_api() -> str | None:
-    """Why the ``wait`` variant cannot run here, or None."""
-    fn = getattr(_step_class(), "wait_for_event", None)
-    if fn is None:
-        return "ctx.step.wait_for_event is not in this SDK yet (sdk/step.py)"
-    params = inspect.signature(fn).parameters
-    if "match" not in params and "if_exp" not in params:
-        return f"ctx.step.wait_for_event{inspect.signature(fn)} takes neither match= nor if_exp="
-    return None
-
-
-def _step_class() -> type:
-    from sdk import Step
-
-    return Step
-
-
-def _wait_kwargs() -> dict[str, Any]:
-    params = inspect.signature(_step_class().wait_for_event).parameters
-    kwargs: dict[str, Any] = {"event": RESUME_EVENT, "timeout": "1d"}
-    if "match" in params:
-        kwargs["match"] = "data.key"
-    else:
-        kwargs["if_exp"] = "event.data.key == async.data.key"
-    return kwargs
-
-
-if wait_api() is None:
-    @client.create_function(fn_id=WAIT_FN, trigger=sdk.TriggerEvent(event=WAIT_EVENT),
-                            retries=0)
-    async def await_event(ctx: sdk.Context) -> dict[str, Any]:
-        got = await ctx.step.wait_for_event("resume", **_wait_kwargs())
-        return {"resumed": got is not None}
 
 
 def parked_run_id(value: bytes) -> str | None:
@@ -173,25 +132,18 @@ def settle(pid: int, *, quiet_pct: float = 5.0, window: float = 2.0, limit: floa
 
 
 def run_ours(broker: str, *, n: int, variant: str, partitions: int, concurrency: int,
-             work: Path, cache_runs: int | None = None, evict_parked: bool = False,
-             memtable_mb: int | None = None, block_cache_mb: int | None = None,
-             malloc_trim_s: float | None = None, api_sample: int = 50) -> dict[str, Any]:
-    if variant == "wait":
-        missing = wait_api()
-        if missing:
-            return {"skipped": missing}
+             work: Path, memtable_mb: int | None = None, block_cache_mb: int | None = None,
+             api_sample: int = 50) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
-    env = {"BENCH_DIAG_REQUEST": str(work / "diag-request")}
-    for name, value in (("BENCH_ENGINE_CACHE_RUNS", cache_runs),
-                        ("BENCH_ENGINE_MEMTABLE_MB", memtable_mb),
-                        ("BENCH_ENGINE_BLOCK_CACHE_MB", block_cache_mb),
-                        ("BENCH_ENGINE_MALLOC_TRIM_S", malloc_trim_s)):
+    env = probe_env(work)
+    # Other values of the engine's own settings, not a patched engine.
+    for name, value in (("STEPSTREAM_STATE_MEMTABLE_MB", memtable_mb),
+                        ("STEPSTREAM_STATE_BLOCK_CACHE_MB", block_cache_mb)):
         if value is not None:
             env[name] = str(value)
-    if evict_parked:
-        env["BENCH_ENGINE_EVICT_PARKED"] = "1"
-    s = start_stepstream(broker, partitions, work, "bench.holding:client", concurrency,
-                         f"hold-{variant}", ("bench.holding", ["engine-diag"]), env)
+    s = start_stepstream(broker, partitions, work, "bench.holding_app:client", concurrency,
+                         f"hold-{variant}", engine_module="bench.engine_probe",
+                         engine_env=env)
     try:
         runs_topic = Catalog(s.settings).runs
         done = Observer(s.settings, runs_topic, completed_run_id)
@@ -250,14 +202,12 @@ def run_ours(broker: str, *, n: int, variant: str, partitions: int, concurrency:
             "broker": proc_memory(meter.pids.get("broker")),
             "rss_series": [(round(t, 1), round(m)) for t, m in sampler.samples[::10]],
             "cpu": cpu, "prefix": s.settings.prefix,
-            "engine_cache_runs": cache_runs, "engine_evict_parked": evict_parked,
             "engine_memtable_mb": memtable_mb, "engine_block_cache_mb": block_cache_mb,
-            "engine_malloc_trim_s": malloc_trim_s,
         }
         if variant == "wait":
             out["resume_check"] = _resume_some(s, done, events, run_ids)
         # Last: it changes the engine (flushes memtables, empties caches).
-        out["diagnosis"] = request_diagnosis(s)
+        out["diagnosis"] = request_diagnosis(s.work)
         if len(at) < n:
             out["error"] = f"only {len(at)} of {n} runs parked within {timeout:g}s"
         return out
@@ -374,18 +324,15 @@ def run_peer(broker: str, *, n: int, partitions: int, work: Path) -> dict[str, A
 
 def bench_holding(broker: str, *, n: int = 100_000, variant: str = "sleep",
                   partitions: int = 8, peer: bool = True, concurrency: int = 100,
-                  cache_runs: int | None = None, evict_parked: bool = False,
-                  memtable_mb: int | None = None, block_cache_mb: int | None = None,
-                  malloc_trim_s: float | None = None) -> dict[str, Any]:
+                  memtable_mb: int | None = None, block_cache_mb: int | None = None
+                  ) -> dict[str, Any]:
     out: dict[str, Any] = {"n": n, "variant": variant}
     with tempfile.TemporaryDirectory(prefix="stepstream-bench-holding-") as tmp:
         work = Path(tmp)
         try:
             out["ours"] = run_ours(broker, n=n, variant=variant, partitions=partitions,
                                    concurrency=concurrency, work=work / "ours",
-                                   cache_runs=cache_runs, evict_parked=evict_parked,
-                                   memtable_mb=memtable_mb, block_cache_mb=block_cache_mb,
-                                   malloc_trim_s=malloc_trim_s)
+                                   memtable_mb=memtable_mb, block_cache_mb=block_cache_mb)
         except Exception as exc:
             logging.exception("stepstream holding failed")
             out["ours"] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -403,9 +350,6 @@ def print_holding(r: dict[str, Any]) -> None:
                       ("faust rocksdb table", r.get("peer"))):
         if res is None:
             continue
-        if "skipped" in res:
-            print(f"  {name}: skipped: {res['skipped']}")
-            continue
         if "unavailable" in res:
             print(f"  peer unavailable: {res['unavailable']}")
             continue
@@ -413,11 +357,10 @@ def print_holding(r: dict[str, Any]) -> None:
             print(f"  {name}: ERROR {res.get('error')}")
             continue
         mem, state = res["engine"], res["state"]
-        changes = [f"{k} {res[f'engine_{k}']}".replace("_", " ")
-                   for k in ("cache_runs", "evict_parked", "memtable_mb", "block_cache_mb",
-                             "malloc_trim_s")
-                   if res.get(f"engine_{k}") not in (None, False)]
-        label = f"{name} (experiment: {', '.join(changes)})" if changes else name
+        changes = [f"state {k} {res[f'engine_{k}']}".replace("_", " ")
+                   for k in ("memtable_mb", "block_cache_mb")
+                   if res.get(f"engine_{k}") is not None]
+        label = f"{name} (settings: {', '.join(changes)})" if changes else name
         print(f"  {label}: {res['parked']}/{res['runs']} parked in "
               f"{fmt(res.get('park_s'), ' s')} ({fmt(res.get('park_rate'))} runs/s); "
               f"RSS {fmt(mem.get('rss_mb'), ' MB')} (peak {fmt(mem.get('hwm_mb'), ' MB')}, "
@@ -460,8 +403,6 @@ def summary_rows(r: dict[str, Any]) -> list[list[str]]:
     ours, peer = r.get("ours") or {}, r.get("peer")
     n, variant = r.get("n"), r.get("variant")
     what = "sleeping" if variant == "sleep" else "waiting"
-    if "skipped" in ours:
-        return [[f"{n} {what} runs", "skipped", "-", "-", ""]]
 
     def cell(res: dict[str, Any] | None, value: Any) -> str:
         if res is None:
@@ -495,18 +436,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="sleep, wait (repeatable; both by default)")
     p.add_argument("--concurrency", type=int, default=100, help="worker concurrency (100)")
     p.add_argument("--partitions", type=int, default=8)
-    p.add_argument("--engine-cache-runs", type=int,
-                   help="experiment: the engine's decoded-state cache per partition")
-    p.add_argument("--engine-evict-parked", action="store_true",
-                   help="experiment: the engine caches no parked run's decoded state")
-    p.add_argument("--engine-memtable-mb", type=int,
-                   help="experiment: one RocksDB WriteBufferManager of this many MB shared "
-                        "by all the engine's databases")
-    p.add_argument("--engine-block-cache-mb", type=int,
-                   help="experiment: one RocksDB block cache of this many MB shared by all "
-                        "the engine's databases")
-    p.add_argument("--engine-malloc-trim-s", type=float,
-                   help="experiment: malloc_trim(0) in the engine every this many seconds")
+    p.add_argument("--state-memtable-mb", type=int,
+                   help="the engine's STEPSTREAM_STATE_MEMTABLE_MB (its default: 64)")
+    p.add_argument("--state-block-cache-mb", type=int,
+                   help="the engine's STEPSTREAM_STATE_BLOCK_CACHE_MB (its default: 16)")
     p.add_argument("--no-peer", action="store_true", help="skip the Faust peer")
     p.add_argument("--broker", help="use this broker instead of a fresh dev broker")
     args = p.parse_args(argv)
@@ -518,243 +451,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from bench.all import section_broker
-
     for variant in args.variant:
         print(f"== holding: {args.runs} runs parked ({variant})", flush=True)
-        with section_broker(args) as broker:
+        with section_broker(args.broker) as broker:
             r = bench_holding(broker, n=args.runs, variant=variant,
                               partitions=args.partitions, peer=not args.no_peer,
                               concurrency=args.concurrency,
-                              cache_runs=args.engine_cache_runs,
-                              evict_parked=args.engine_evict_parked,
-                              memtable_mb=args.engine_memtable_mb,
-                              block_cache_mb=args.engine_block_cache_mb,
-                              malloc_trim_s=args.engine_malloc_trim_s)
+                              memtable_mb=args.state_memtable_mb,
+                              block_cache_mb=args.state_block_cache_mb)
         print_holding(r)
     return 0
 
 
-def engine_diag(argv: list[str]) -> int:
-    """``engine-diag <engine CLI args>``: the engine CLI, plus a thread that writes a
-    memory breakdown to ``$BENCH_DIAG_REQUEST.json`` when ``$BENCH_DIAG_REQUEST``
-    appears. Experiments, off unless set: ``BENCH_ENGINE_CACHE_RUNS`` (the decoded-state
-    cache per partition), ``BENCH_ENGINE_EVICT_PARKED=1`` (keep no parked run's state in
-    that cache), ``BENCH_ENGINE_MEMTABLE_MB`` (one RocksDB WriteBufferManager of that
-    size shared by every database, so memtables are flushed past it),
-    ``BENCH_ENGINE_BLOCK_CACHE_MB`` (one LRU block cache of that size shared by every
-    database, instead of one per database), ``BENCH_ENGINE_MALLOC_TRIM_S`` (give freed
-    C heap back to the system with ``malloc_trim(0)`` that often)."""
-    import engine.state as state
-    from engine.cli import main as cli_main
-
-    request = Path(os.environ["BENCH_DIAG_REQUEST"])
-    cache_runs = int(os.environ.get("BENCH_ENGINE_CACHE_RUNS", "-1"))
-    evict_parked = os.environ.get("BENCH_ENGINE_EVICT_PARKED") == "1"
-    memtable_mb = int(os.environ.get("BENCH_ENGINE_MEMTABLE_MB", "-1"))
-    block_cache_mb = int(os.environ.get("BENCH_ENGINE_BLOCK_CACHE_MB", "-1"))
-    trim_s = float(os.environ.get("BENCH_ENGINE_MALLOC_TRIM_S", "0"))
-    stores: list[Any] = []
-    init = state.PartitionStore.__init__
-    takes_cache = "cache_runs" in inspect.signature(init).parameters
-    if cache_runs >= 0:
-        state.STATE_CACHE_RUNS = cache_runs
-
-    def patched_init(self: Any, *a: Any, **kw: Any) -> None:
-        if cache_runs >= 0 and takes_cache:
-            kw["cache_runs"] = cache_runs
-        init(self, *a, **kw)
-        stores.append(self)
-
-    state.PartitionStore.__init__ = patched_init  # type: ignore[method-assign]
-    if evict_parked:
-        remember = state.PartitionStore.remember
-
-        def patched_remember(self: Any, run_id: str, run: Any) -> None:
-            waiting = run.get("waiting") if isinstance(run, dict) else None
-            if run.get("status") in ("completed", "failed", "cancelled") or (
-                    waiting is not None and waiting.get("kind") != "task"):
-                self.cache.pop(run_id, None)  # parked or finished: not needed soon
-            else:
-                remember(self, run_id, run)
-
-        state.PartitionStore.remember = patched_remember  # type: ignore[method-assign]
-    if memtable_mb >= 0 or block_cache_mb >= 0:
-        import rocksdict
-
-        manager = rocksdict.WriteBufferManager(max(memtable_mb, 0) << 20, False)
-        table = rocksdict.BlockBasedOptions()
-        table.set_block_cache(rocksdict.Cache(max(block_cache_mb, 0) << 20))
-
-        def options(*a: Any, **kw: Any) -> Any:
-            opts = rocksdict.Options(*a, **kw)
-            if memtable_mb >= 0:
-                opts.set_write_buffer_manager(manager)
-            if block_cache_mb >= 0:
-                opts.set_block_based_table_factory(table)
-            return opts
-
-        state.Options = options  # type: ignore[misc,assignment]
-    if trim_s > 0:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-
-        def trim() -> None:
-            while True:
-                time.sleep(trim_s)
-                libc.malloc_trim(0)
-
-        threading.Thread(target=trim, name="bench-trim", daemon=True).start()
-
-    def serve_requests() -> None:
-        while True:
-            time.sleep(0.3)
-            if request.exists():
-                request.unlink()
-                try:
-                    result = _diagnose(stores)
-                except Exception as exc:
-                    result = {"error": f"{type(exc).__name__}: {exc}"}
-                tmp = request.with_suffix(".tmp")
-                tmp.write_text(json.dumps(result))
-                tmp.replace(request.with_suffix(".json"))
-
-    threading.Thread(target=serve_requests, name="bench-diag", daemon=True).start()
-    return int(cli_main(argv) or 0)
-
-
-def _deep_size(obj: Any) -> int:
-    """Bytes of ``obj`` and what it holds, dict keys left out (msgpack interns them, so
-    every state shares them)."""
-    size = sys.getsizeof(obj)
-    if isinstance(obj, dict):
-        size += sum(_deep_size(v) for v in obj.values())
-    elif isinstance(obj, list | tuple):
-        size += sum(_deep_size(v) for v in obj)
-    return size
-
-
-def _smaps(pid: int) -> dict[str, float]:
-    """Resident MB by kind of mapping: the brk heap (glibc's main arena), anonymous
-    mappings (CPython's pymalloc arenas, glibc's thread arenas, large allocations), and
-    file-backed pages (code)."""
-    out = {"heap": 0.0, "anon": 0.0, "files": 0.0}
-    kind = "files"
-    try:
-        with open(f"/proc/{pid}/smaps") as f:
-            for line in f:
-                head = line.split()
-                if not head:
-                    continue
-                if "-" in head[0] and not head[0].endswith(":"):
-                    name = head[5] if len(head) > 5 else ""
-                    kind = ("heap" if name == "[heap]" else "files" if name.startswith("/")
-                            else "anon")
-                elif head[0] == "Rss:":
-                    out[kind] += int(head[1]) / 1024
-    except OSError:
-        pass
-    return {k: round(v, 1) for k, v in out.items()}
-
-
-def _pymalloc_stats() -> dict[str, float]:
-    """CPython's allocator figures (``sys._debugmallocstats``, which writes to fd 2)."""
-    import re
-
-    with tempfile.TemporaryFile() as tmp:
-        saved = os.dup(2)
-        try:
-            os.dup2(tmp.fileno(), 2)
-            sys._debugmallocstats()
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        tmp.seek(0)
-        text = tmp.read().decode(errors="replace")
-    out: dict[str, float] = {}
-    for label, key in (("# arenas allocated current", "arenas"),
-                       ("bytes in allocated blocks", "allocated_mb"),
-                       ("bytes in available blocks", "available_mb"),
-                       ("unused pools", "unused_pools_mb")):
-        m = re.search(re.escape(label) + r"[^=]*=\s*([\d,]+)", text)
-        if m:
-            value = float(m.group(1).replace(",", ""))
-            out[key] = value if key == "arenas" else round(value / 1e6, 1)
-    return out
-
-
-def _diagnose(stores: list[Any]) -> dict[str, Any]:
-    """Where the engine's memory is, then what giving parts of it back frees (run in
-    the engine process after the measurement: it flushes memtables and empties the
-    state caches)."""
-    import ctypes
-    import gc
-
-    pid = os.getpid()
-    libc = ctypes.CDLL("libc.so.6")
-    live = [s for s in stores if not getattr(s, "closed", False)]
-    out: dict[str, Any] = {"stores": len(live), "rss_mb": proc_memory(pid).get("rss_mb")}
-    caches = [getattr(s, "cache", {}) for s in live]
-    sample = [st for c in caches for st in list(c.values())[:100]]
-    per_state = sum(_deep_size(st) for st in sample) / len(sample) if sample else 0.0
-    cached = sum(len(c) for c in caches)
-    out["cache"] = {"runs": cached, "bytes_per_state": round(per_state),
-                    "est_mb": round(cached * per_state / 1e6, 1),
-                    "limit_per_partition": getattr(live[0], "cache_runs", None) if live
-                    else None}
-    props = ("rocksdb.cur-size-all-mem-tables", "rocksdb.estimate-table-readers-mem",
-             "rocksdb.block-cache-usage", "rocksdb.estimate-num-keys",
-             "rocksdb.num-immutable-mem-table")
-    out["rocksdb"] = {p.removeprefix("rocksdb."): sum(s.db.property_int_value(p) or 0
-                                                      for s in live) for p in props}
-    if os.environ.get("BENCH_ENGINE_BLOCK_CACHE_MB"):  # one cache: every database shows it
-        out["rocksdb"]["block-cache-usage"] = max(
-            (s.db.property_int_value("rocksdb.block-cache-usage") or 0 for s in live), default=0)
-    kinds: dict[str, int] = {}
-    for obj in gc.get_objects():
-        kinds[type(obj).__name__] = kinds.get(type(obj).__name__, 0) + 1
-    out["gc_objects"] = dict(sorted(kinds.items(), key=lambda kv: -kv[1])[:8])
-    out["python_allocated_blocks"] = sys.getallocatedblocks()
-    out["smaps"] = _smaps(pid)
-    out["pymalloc"] = _pymalloc_stats()
-    steps: list[tuple[str, float | None]] = []
-    gc.collect()
-    libc.malloc_trim(0)
-    steps.append(("after gc + malloc_trim", proc_memory(pid).get("rss_mb")))
-    for s in live:
-        s.db.flush()
-    libc.malloc_trim(0)
-    steps.append(("after flushing memtables to SST files", proc_memory(pid).get("rss_mb")))
-    for c in caches:
-        c.clear()
-    gc.collect()
-    libc.malloc_trim(0)
-    steps.append(("after emptying the decoded-state caches", proc_memory(pid).get("rss_mb")))
-    out["python_allocated_blocks_after"] = sys.getallocatedblocks()
-    out["rocksdb_after_flush"] = {p.removeprefix("rocksdb."): sum(
-        s.db.property_int_value(p) or 0 for s in live) for p in props}
-    out["smaps_after"] = _smaps(pid)
-    out["pymalloc_after"] = _pymalloc_stats()
-    out["steps"] = steps
-    return out
-
-
-def request_diagnosis(s: Stepstream, timeout: float = 60.0) -> dict[str, Any]:
-    request = s.work / "diag-request"
-    result = request.with_suffix(".json")
-    result.unlink(missing_ok=True)
-    request.touch()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result.exists():
-            return dict(json.loads(result.read_text()))
-        time.sleep(0.2)
-    return {"error": f"no answer from the engine in {timeout:g}s"}
-
-
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["engine-diag"]:
-        sys.exit(engine_diag(sys.argv[2:]))
     sys.exit(main())
-

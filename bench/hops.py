@@ -9,15 +9,12 @@ outcomes; all clocks are this machine's.
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections import defaultdict
 from typing import Any
 
 import msgpack
-from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from bench.common import percentile
+from bench.common import percentile, read_topics
 from topics.catalog import Catalog
 from topics.settings import Settings
 
@@ -31,36 +28,13 @@ HOPS = (
 )
 
 
-def _read_all(settings: Settings, topics: list[str], timeout: float = 60) -> list[Any]:
-    c = Consumer({"bootstrap.servers": settings.brokers, "group.id": "hops-" + uuid.uuid4().hex,
-                  "enable.auto.commit": False, "enable.partition.eof": True,
-                  "fetch.wait.max.ms": settings.fetch_wait_max_ms})
-    parts = [TopicPartition(t, p, 0) for t in topics for p in range(settings.partitions)]
-    c.assign(parts)
-    pending = {(tp.topic, tp.partition) for tp in parts}
-    out = []
-    deadline = time.monotonic() + timeout
-    try:
-        while pending and time.monotonic() < deadline:
-            for m in c.consume(10_000, 0.2):
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard((m.topic(), m.partition()))
-                    continue
-                out.append(m)
-    finally:
-        c.close()
-    return out
-
-
 def hop_breakdown(settings: Settings, runs: dict[str, int]) -> dict[str, Any]:
     """``runs`` maps run id -> the event's send time (ms). Returns p50/p90 per hop (ms)."""
     catalog = Catalog(settings)
     requested: dict[str, int] = {}
     tasks: dict[tuple[str, int], int] = {}
     reports: dict[tuple[str, int], tuple[int, int | None]] = {}
-    for m in _read_all(settings, [catalog.runs, catalog.tasks]):
+    for m in read_topics(settings, [catalog.runs, catalog.tasks]):
         body = msgpack.unpackb(m.value(), raw=False)
         run_id = body.get("run_id")
         if run_id not in runs:

@@ -17,9 +17,8 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
-from bench import common
-from bench.runs import _offer, start_ours, warm_up
-from engine.devbroker import DevBroker
+from bench.launch import section_broker
+from bench.runs import offer, start_ours, warm_up
 from topics.catalog import Catalog
 from topics.codec import DecodeError, decode
 
@@ -52,13 +51,12 @@ def trail(broker: str, topic: str, partitions: int, needles: set[str]) -> list[s
 
 
 def one_round(rate: float, concurrency: int, n: int) -> int:
-    with DevBroker() as dev:
-        common.BROKER_PID = dev.pid
-        system = start_ours(dev.address, 8, Path(tempfile.mkdtemp()), concurrency)
+    with section_broker(None) as broker:
+        system = start_ours(broker, 8, Path(tempfile.mkdtemp()), concurrency)
         try:
             warm_up(system)
             assert system.sender is not None
-            scheduled, _, _ = asyncio.run(_offer(system.sender, rate, n, "hunt"))
+            scheduled, _, _ = asyncio.run(offer(system.sender, rate, n, "hunt"))
             runs = {}
             for id_ts in scheduled:
                 event_id, _, ts = id_ts.partition("\x1f")
@@ -77,7 +75,7 @@ def one_round(rate: float, concurrency: int, n: int) -> int:
                 cat = Catalog(system.settings)
                 needles = set(missing) | {runs[k] for k in missing}
                 for topic in (cat.events, cat.runs, cat.tasks):
-                    for line in trail(dev.address, topic, 8, needles):
+                    for line in trail(broker, topic, 8, needles):
                         print("  " + line)
             return len(missing)
         finally:

@@ -23,7 +23,6 @@ import asyncio
 import json
 import math
 import os
-import socket
 import tempfile
 import time
 import urllib.request
@@ -33,40 +32,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
 import sdk
-from bench import common, pipeline_app
-from bench.common import (
+from bench import pipeline_app
+from bench.common import CpuMeter, Observer, completed_run_id, done_id, percentile
+from bench.hops import hop_breakdown
+from bench.launch import (
     Child,
-    CpuMeter,
-    Observer,
+    bench_pids,
     bench_settings,
-    completed_run_id,
     create_topics,
+    faust_env,
     faust_missing,
     new_prefix,
-    percentile,
-    settings_env,
+    start_stepstream,
 )
-from bench.hops import hop_breakdown
 from engine.provision import ensure_topics
 from topics.catalog import Catalog
 from topics.settings import Settings
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _done_id(value: bytes) -> str | None:
-    try:
-        body = msgpack.unpackb(value, raw=False)
-    except Exception:
-        return None
-    return str(body.get("id")) if isinstance(body, dict) else None
 
 
 @dataclass
@@ -113,24 +95,16 @@ class System:
 
 
 def start_ours(broker: str, partitions: int, work: Path, concurrency: int) -> System:
-    settings = bench_settings(broker, new_prefix("runs"), partitions)
-    ensure_topics(settings)
-    env = settings_env(settings)
-    observer = Observer(settings, Catalog(settings).runs, completed_run_id)
-    system = System("stepstream", settings, observer, pipeline_app.run_id,
-                    api_port=_free_port())
+    """The engine and a worker of :mod:`bench.pipeline_app` (:func:`start_stepstream`)."""
+    s = start_stepstream(broker, partitions, work, "bench.pipeline_app:client", concurrency,
+                         "runs")
     try:
-        system.children.append(Child("engine", "engine", [
-            "engine", "--host", "127.0.0.1", "--port", str(system.api_port),
-            "--state-dir", str(work / "engine-state")], env, work / "engine.log"))
-        system.children.append(Child("worker", "engine", [
-            "worker", "bench.pipeline_app:client", "--concurrency", str(concurrency)],
-            env, work / "worker.log"))
-        system.sender = sdk.Client("bench-sender", settings=settings)
+        observer = Observer(s.settings, Catalog(s.settings).runs, completed_run_id)
     except BaseException:
-        system.close()
+        s.close()
         raise
-    return system
+    return System("stepstream", s.settings, observer, pipeline_app.run_id, s.children,
+                  s.sender, s.api_port)
 
 
 def start_faust(broker: str, partitions: int, work: Path) -> System:
@@ -141,11 +115,8 @@ def start_faust(broker: str, partitions: int, work: Path) -> System:
     ensure_topics(settings)
     p = settings.prefix
     create_topics(broker, [p + "s1", p + "s2", p + "done"], partitions)
-    env = {**settings_env(settings), "BENCH_FAUST_BROKER": broker, "BENCH_FAUST_PREFIX": p,
-           "BENCH_FAUST_PARTITIONS": str(partitions),
-           "BENCH_FAUST_DATADIR": str(work / "faust-data"),
-           "BENCH_FAUST_FETCH_WAIT_MS": str(settings.fetch_wait_max_ms)}
-    observer = Observer(settings, p + "done", _done_id)
+    env = faust_env(settings, work)
+    observer = Observer(settings, p + "done", done_id)
     system = System("faust", settings, observer, lambda event_id, ts: event_id)
     try:
         system.children.append(Child("faust", "bench.faust_pipeline", [], env,
@@ -231,7 +202,7 @@ def burst(system: System, n: int, timeout: float) -> dict[str, Any]:
     return out
 
 
-async def _offer(client: sdk.Client, rate: float, n: int, tag: str
+async def offer(client: sdk.Client, rate: float, n: int, tag: str
                  ) -> tuple[dict[str, float], float, int]:
     """Send ``n`` events at ``rate``/s on schedule; return their scheduled send times
     (by (id, ts)), the wall time the schedule started, and the worst lag of the sender
@@ -268,7 +239,7 @@ def offered_load(system: System, rate: float, duration: float, drain: float
     assert system.sender is not None
     n = max(1, int(rate * duration))
     tag = f"r{int(rate)}-" + uuid.uuid4().hex[:6]
-    scheduled, start, lag_ms = asyncio.run(_offer(system.sender, rate, n, tag))
+    scheduled, start, lag_ms = asyncio.run(offer(system.sender, rate, n, tag))
     keys: dict[str, float] = {}
     for id_ts, at in scheduled.items():
         event_id, _, ts = id_ts.partition("\x1f")
@@ -347,8 +318,7 @@ def _measure(start: Callable[[], System], measure: Callable[[System], dict[str, 
     system = start()
     try:
         warm = warm_up(system)
-        meter = CpuMeter({**{c.name: c.proc.pid for c in system.children},
-                          "broker": common.BROKER_PID, "bench": os.getpid()})
+        meter = CpuMeter(bench_pids(system.children))
         load = os.getloadavg()[0]
         meter.start()
         result = measure(system)

@@ -32,399 +32,35 @@ All processes share this machine's clock.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import logging
 import math
-import os
 import random
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgpack
 
-import sdk
-from bench import common
 from bench.common import (
-    Child,
     CpuMeter,
     Observer,
-    bench_settings,
     completed_run_id,
     cpu_shares,
-    create_topics,
-    faust_missing,
     fmt,
-    new_prefix,
-    percentile,
-    settings_env,
+    now_ms,
+    read_topics,
+    send_chunked,
+    stats,
+    warm_up,
 )
-from bench.hops import _read_all
-from engine.devbroker import free_port
-from engine.provision import ensure_topics
+from bench.faust_timers import start_faust_peer
+from bench.launch import Stepstream, bench_pids, section_broker, start_stepstream
+from bench.timer_app import APP_ID, FN_ID, WOKE_STEP, nap_event
 from topics.catalog import Catalog
 from topics.ids import run_id_for
-from topics.settings import Settings
-
-# --- the app: the worker runs ``python -m engine worker bench.timers:client`` ----------
-
-APP_ID = "bench-timers"
-FN_ID = "nap"
-EVENT = "bench/nap"
-WOKE_STEP = "woke"
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-
-client = sdk.Client(APP_ID)
-
-
-def at_ms(ms: int) -> datetime.datetime:
-    """The UTC datetime of epoch milliseconds ``ms``, exactly."""
-    return _EPOCH + datetime.timedelta(milliseconds=ms)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-async def woke() -> int:
-    """The step after the sleep: when it ran, on the worker's clock."""
-    return now_ms()
-
-
-@client.create_function(fn_id=FN_ID, trigger=sdk.TriggerEvent(event=EVENT), retries=0)
-async def nap(ctx: sdk.Context) -> dict[str, Any]:
-    due = int(ctx.event.data["due_ms"])
-    await ctx.step.sleep_until("nap", at_ms(due))
-    return {"due_ms": due, "woke_ms": await ctx.step.run(WOKE_STEP, woke)}
-
-
-def nap_event(tag: str, i: int, due_ms: int, ts_ms: int) -> sdk.Event:
-    return sdk.Event(name=EVENT, id=f"{tag}-{i:07d}", ts=ts_ms, data={"due_ms": due_ms})
-
-
-# --- shared by the timer and holding benchmarks ---------------------------------------
-
-
-def proc_memory(pid: int | None) -> dict[str, float]:
-    """Resident set size now and its peak (VmRSS, VmHWM from /proc), in MB."""
-    out: dict[str, float] = {}
-    if pid is None:
-        return out
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                name, _, rest = line.partition(":")
-                if name in ("VmRSS", "VmHWM"):
-                    out[{"VmRSS": "rss_mb", "VmHWM": "hwm_mb"}[name]] = \
-                        int(rest.split()[0]) / 1024
-    except (OSError, ValueError):
-        pass
-    return out
-
-
-def dir_size(path: Path) -> dict[str, float]:
-    """Bytes under ``path``: apparent (file sizes) and allocated on disk, in MB."""
-    apparent = allocated = 0
-    files = 0
-    for root, _dirs, names in os.walk(path):
-        for name in names:
-            try:
-                st = os.lstat(os.path.join(root, name))
-            except OSError:
-                continue
-            files += 1
-            apparent += st.st_size
-            allocated += st.st_blocks * 512
-    return {"mb": apparent / 1e6, "allocated_mb": allocated / 1e6, "files": files}
-
-
-@dataclass
-class Stepstream:
-    """An engine and one worker as child processes, on one topic prefix."""
-
-    settings: Settings
-    work: Path
-    api_port: int
-    children: list[Child] = field(default_factory=list)
-    observers: list[Observer] = field(default_factory=list)
-    sender: sdk.Client | None = None
-
-    @property
-    def engine(self) -> Child:
-        return self.children[0]
-
-    @property
-    def state_dir(self) -> Path:
-        return self.work / "engine-state"
-
-    def check_alive(self) -> None:
-        for c in self.children:
-            if not c.alive:
-                raise RuntimeError(f"stepstream {c.name} exited ({c.proc.returncode}); "
-                                   f"log tail:\n{c.tail()}")
-
-    def api_get(self, path: str, timeout: float = 10.0) -> Any:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.api_port}{path}",
-                                    timeout=timeout) as resp:
-            return json.loads(resp.read())
-
-    def close(self) -> None:
-        for c in reversed(self.children):
-            c.stop()
-        for o in self.observers:
-            o.close()
-        if self.sender is not None:
-            self.sender.close(10)
-
-
-def start_stepstream(broker: str, partitions: int, work: Path, app_ref: str,
-                     concurrency: int, what: str,
-                     engine_module: tuple[str, list[str]] = ("engine", []),
-                     engine_env: dict[str, str] | None = None) -> Stepstream:
-    """``engine_module``: the module the engine runs as and arguments before the CLI's
-    (``python -m engine engine ...`` unless a wrapper is given); ``engine_env``: more
-    environment for the engine."""
-    settings = bench_settings(broker, new_prefix(what), partitions)
-    ensure_topics(settings)
-    env = settings_env(settings)
-    work.mkdir(parents=True, exist_ok=True)
-    s = Stepstream(settings, work, free_port())
-    try:
-        module, pre = engine_module
-        s.children.append(Child("engine", module, [
-            *pre, "engine", "--host", "127.0.0.1", "--port", str(s.api_port),
-            "--state-dir", str(s.state_dir)], {**env, **(engine_env or {})},
-            work / "engine.log"))
-        s.children.append(Child("worker", "engine", [
-            "worker", app_ref, "--concurrency", str(concurrency)], env, work / "worker.log"))
-        s.sender = sdk.Client("bench-sender", settings=settings)
-    except BaseException:
-        s.close()
-        raise
-    return s
-
-
-def send_chunked(sender: sdk.Client, events: list[sdk.Event], chunk: int = 2000) -> float:
-    """Send ``events`` in acknowledged chunks; return the seconds it took."""
-    t0 = time.monotonic()
-    for i in range(0, len(events), chunk):
-        sender.send(events[i:i + chunk])
-    return time.monotonic() - t0
-
-
-def warm_up(send_one: Callable[[int], str], seen: Callable[[str], bool],
-            alive: Callable[[], None], what: str, timeout: float = 90.0) -> float:
-    """Send a run due at once, again each second, until one completes (functions
-    registered, every consumer in its group); returns the seconds it took."""
-    t0 = time.monotonic()
-    i = 0
-    while True:
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError(f"{what}: no warm-up run completed in {timeout:g}s")
-        alive()
-        key = send_one(i)
-        i += 1
-        until = time.monotonic() + 1.0
-        while time.monotonic() < until:
-            if seen(key):
-                return time.monotonic() - t0
-            time.sleep(0.02)
-
-
-def sleep_reported_run_id(value: bytes) -> str | None:
-    """The run id of an ``outcomes.reported`` record carrying a ``step.sleep``."""
-    if b"step.sleep" not in value:
-        return None
-    try:
-        body = msgpack.unpackb(value, raw=False)
-    except Exception:
-        return None
-    if not isinstance(body, dict) or body.get("k") != "outcomes.reported":
-        return None
-    if any(isinstance(o, dict) and o.get("op") == "step.sleep"
-           for o in body.get("outcomes") or ()):
-        return str(body.get("run_id"))
-    return None
-
-
-def stats(values: list[float]) -> dict[str, float]:
-    return {"n": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95),
-            "p99": percentile(values, 99), "max": max(values) if values else math.nan}
-
-
-def bench_pids(children: list[Child]) -> dict[str, int | None]:
-    return {**{c.name: c.proc.pid for c in children}, "broker": common.BROKER_PID,
-            "bench": os.getpid()}
-
-
-# --- the Faust peer --------------------------------------------------------------------
-
-
-@dataclass
-class FaustPeer:
-    settings: Settings
-    child: Child
-    stats_path: Path
-    datadir: Path
-    sender: sdk.Client
-    observer: Observer | None = None
-
-    def stats(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.stats_path.read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def check_alive(self) -> None:
-        if not self.child.alive:
-            raise RuntimeError(f"faust peer exited ({self.child.proc.returncode}); "
-                               f"log tail:\n{self.child.tail()}")
-
-    def close(self) -> None:
-        self.child.stop()
-        if self.observer is not None:
-            self.observer.close()
-        self.sender.close(10)
-
-
-def _done_id(value: bytes) -> str | None:
-    try:
-        body = msgpack.unpackb(value, raw=False)
-    except Exception:
-        return None
-    return str(body.get("id")) if isinstance(body, dict) else None
-
-
-def start_faust_peer(broker: str, partitions: int, work: Path, *, scan_ms: int = 100,
-                     store: str = "rocksdb://", observe_done: bool = True) -> FaustPeer:
-    missing = faust_missing()
-    if missing:
-        raise RuntimeError(missing)
-    settings = bench_settings(broker, new_prefix("faust-timers"), partitions)
-    ensure_topics(settings)  # its ``events`` topic, so the SDK client can send to it
-    p = settings.prefix
-    create_topics(broker, [p + "fired", p + "done"], partitions)
-    work.mkdir(parents=True, exist_ok=True)
-    stats_path = work / "faust-stats.json"
-    env = {**settings_env(settings), "BENCH_FAUST_BROKER": broker, "BENCH_FAUST_PREFIX": p,
-           "BENCH_FAUST_PARTITIONS": str(partitions),
-           "BENCH_FAUST_DATADIR": str(work / "faust-data"),
-           "BENCH_FAUST_FETCH_WAIT_MS": str(settings.fetch_wait_max_ms),
-           "BENCH_FAUST_STATS": str(stats_path), "BENCH_FAUST_SCAN_MS": str(scan_ms),
-           "BENCH_FAUST_STORE": store}
-    child = Child("faust", "bench.timers", ["faust-peer"], env, work / "faust.log")
-    peer = FaustPeer(settings, child, stats_path, work / "faust-data",
-                     sdk.Client("bench-sender", settings=settings))
-    if observe_done:
-        peer.observer = Observer(settings, p + "done", _done_id)
-    return peer
-
-
-def faust_peer_main() -> None:
-    """The Faust peer app (a child process; see the module docstring)."""
-    from bench.faust_common import make_app, run_worker, write_result
-    from topics.codec import decode
-    from topics.records import Event
-
-    prefix = os.environ["BENCH_FAUST_PREFIX"]
-    partitions = int(os.environ["BENCH_FAUST_PARTITIONS"])
-    stats_path = os.environ["BENCH_FAUST_STATS"]
-    scan_s = int(os.environ.get("BENCH_FAUST_SCAN_MS", "100")) / 1000
-    app = make_app(prefix + "faust-timers", os.environ["BENCH_FAUST_BROKER"],
-                   Path(os.environ["BENCH_FAUST_DATADIR"]), partitions,
-                   int(os.environ.get("BENCH_FAUST_FETCH_WAIT_MS", "10")),
-                   store=os.environ.get("BENCH_FAUST_STORE", "rocksdb://"))
-
-    def topic(name: str) -> Any:
-        return app.topic(prefix + name, key_type=bytes, value_type=bytes,
-                         key_serializer="raw", value_serializer="raw", partitions=partitions)
-
-    events, fired, done = topic("events"), topic("fired"), topic("done")
-    table = app.Table("timers", default=None, key_type=bytes, value_type=bytes,
-                      partitions=partitions)
-    st: dict[str, Any] = {"parked": 0, "parked_by_tag": {}, "first_park": None, "last_park": None, "fired": 0,
-                          "done": 0, "scans": 0, "scan_ms": [], "scanned_max": 0}
-    # The earliest due time not yet fired (0: unknown, scan), and keys sent to ``fired``
-    # whose entry is not deleted yet (so the next scan does not fire them again).
-    earliest = [0]
-    inflight: set[bytes] = set()
-
-    @app.agent(events)
-    async def park(stream: Any) -> None:
-        import faust
-
-        async for _key, value in stream.items():
-            event = decode(value, expect=(Event,))
-            assert isinstance(event, Event)
-            due = int(event.data["due_ms"])
-            partition = faust.current_event().message.partition
-            table[event.id.encode()] = msgpack.packb(
-                {"due": due, "p": partition, "event": {"name": event.name, "id": event.id,
-                                                       "data": event.data, "ts": event.ts}})
-            now = time.time()
-            st["parked"] += 1
-            tag = event.id.rpartition("-")[0]
-            st["parked_by_tag"][tag] = st["parked_by_tag"].get(tag, 0) + 1
-            st["first_park"] = st["first_park"] or now
-            st["last_park"] = now
-            earliest[0] = min(earliest[0], due) if earliest[0] else due
-
-    @app.agent(fired)
-    async def wake(stream: Any) -> None:
-        async for key, value in stream.items():
-            msg = msgpack.unpackb(value, raw=False)
-            table.pop(key, None)
-            inflight.discard(key)
-            woke_ms = await woke()
-            await done.send(key=key, value=msgpack.packb({**msg, "woke": woke_ms}))
-            st["done"] += 1
-
-    @app.timer(scan_s)
-    async def scan() -> None:
-        now = now_ms()
-        if earliest[0] and earliest[0] > now:
-            return
-        t0 = time.perf_counter()
-        due_now: list[tuple[bytes, int, int]] = []
-        next_due = 0
-        n = 0
-        for key, raw in table.items():
-            n += 1
-            if key in inflight:
-                continue
-            entry = msgpack.unpackb(raw, raw=False)
-            if entry["due"] <= now:
-                due_now.append((key, entry["due"], entry["p"]))
-            elif not next_due or entry["due"] < next_due:
-                next_due = entry["due"]
-        for key, due, partition in due_now:
-            inflight.add(key)
-            await fired.send(key=key, partition=partition,
-                             value=msgpack.packb({"id": key.decode(), "due": due,
-                                                  "fired": now}))
-        st["fired"] += len(due_now)
-        earliest[0] = next_due
-        st["scans"] += 1
-        st["scanned_max"] = max(st["scanned_max"], n)
-        st["scan_ms"].append(round((time.perf_counter() - t0) * 1000, 2))
-
-    @app.timer(0.5)
-    async def report() -> None:
-        scans = st["scan_ms"]
-        write_result(stats_path, {**{k: v for k, v in st.items() if k != "scan_ms"},
-                                  "scan_ms_p50": percentile(scans, 50),
-                                  "scan_ms_max": max(scans) if scans else None,
-                                  "store": os.environ.get("BENCH_FAUST_STORE")})
-
-    run_worker(app)
-
 
 # --- the benchmark ----------------------------------------------------------------------
 
@@ -437,7 +73,7 @@ def _schedule(n: int, start_ms: int, window_ms: int) -> list[int]:
 def run_ours(broker: str, *, n: int, window_s: float, lead_s: float, partitions: int,
              concurrency: int, drain_s: float, work: Path, api_sample: int = 200
              ) -> dict[str, Any]:
-    s = start_stepstream(broker, partitions, work, "bench.timers:client", concurrency, "timers")
+    s = start_stepstream(broker, partitions, work, "bench.timer_app:client", concurrency, "timers")
     try:
         done = Observer(s.settings, Catalog(s.settings).runs, completed_run_id)
         s.observers.append(done)
@@ -482,7 +118,7 @@ def _measure_ours(s: Stepstream, done: Observer, *, n: int, window_s: float, lea
     fired: dict[str, tuple[int, int]] = {}
     parked_at: dict[str, int] = {}
     woke_at: dict[str, int] = {}
-    for m in _read_all(s.settings, [Catalog(s.settings).runs]):
+    for m in read_topics(s.settings, [Catalog(s.settings).runs]):
         value = m.value()
         if value is None:
             continue
@@ -579,7 +215,7 @@ def run_peer(broker: str, *, n: int, window_s: float, lead_s: float, partitions:
         cpu = meter.stop()
         fired_late: list[float] = []
         e2e_late: list[float] = []
-        for m in _read_all(peer.settings, [peer.settings.prefix + "done"]):
+        for m in read_topics(peer.settings, [peer.settings.prefix + "done"]):
             value = m.value()
             body = msgpack.unpackb(value, raw=False) if value else {}
             if body.get("id") in due_by_id:
@@ -629,7 +265,7 @@ def bench_timers(broker: str, *, n: int = 10_000, window_s: float = 60.0,
     return out
 
 
-def _await_all(done: Any, keys: Any, window_end_ms: int, drain_s: float,
+def _await_all(done: Any, keys: Any, window_end_ms: float, drain_s: float,
                check_alive: Any) -> None:
     """Until every key has woken (``done.seen``), or ``drain_s`` after the window ends;
     a dead child process fails the benchmark at once."""
@@ -726,11 +362,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from bench.all import section_broker
-
     print(f"== timers: {args.timers} runs sleeping until due times spread over "
           f"{args.window:g} s", flush=True)
-    with section_broker(args) as broker:
+    with section_broker(args.broker) as broker:
         r = bench_timers(broker, n=args.timers, window_s=args.window, lead_s=args.lead,
                          partitions=args.partitions, peer=not args.no_peer,
                          concurrency=args.concurrency, drain_s=args.drain)
@@ -739,7 +373,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["faust-peer"]:
-        faust_peer_main()
-    else:
-        sys.exit(main())
+    sys.exit(main())
