@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 
-from engine import fold, matcher
+from engine import fold
 from engine.recovery import StateCorrupt, is_corruption, reason_of
 from engine.state import BatchView, PartitionStore
 from topics.codec import DecodeError, decode
@@ -55,7 +55,7 @@ class Fold:
 # references to its records and has no run limits, but checks expiry at the log time.
 RUNS_FOLD = Fold(lambda tables, rec, at, limits, _log_ms: fold.apply(tables, rec, at, limits),
                  RUNS_RECORDS)
-WAITS_FOLD = Fold(lambda tables, rec, _at, _limits, log_ms: matcher.apply(tables, rec, log_ms),
+WAITS_FOLD = Fold(lambda tables, rec, _at, _limits, log_ms: fold.apply_waits(tables, rec, log_ms),
                   WAITS_RECORDS)
 
 

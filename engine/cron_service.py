@@ -20,7 +20,7 @@ from typing import Any
 
 import msgpack
 
-from engine.fold import cron_table_key
+from engine.fold.requested import cron_table_key
 from engine.router import Registry, request_for
 from engine.state import PartitionStore
 from topics.catalog import Catalog, partition_for

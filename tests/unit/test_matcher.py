@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from engine import matcher
+from engine.fold import apply_waits, matcher
 from engine.state import BatchView, PartitionStore
 from topics.records import Event, Record, WaitCleared, WaitRegistered, WaitResolved
 
@@ -31,7 +31,7 @@ class Matcher:
         view = BatchView(self.store)
         out: list[WaitResolved] = []
         for r in records:
-            for e in matcher.apply(view, r, at):
+            for e in apply_waits(view, r, at):
                 assert isinstance(e.record, WaitResolved)
                 out.append(e.record)
         self.offset += len(records)

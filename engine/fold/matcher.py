@@ -42,8 +42,8 @@ from typing import Any, Protocol
 import msgpack
 
 from engine.expressions import CompiledExpression, ExpressionError, PreparedEvent
-from engine.fold_core import Emit, NotApplicable, value_at
-from topics.records import Event, Record, WaitCleared, WaitRegistered, WaitResolved
+from engine.fold.core import Emit, NotApplicable, value_at
+from topics.records import Event, WaitCleared, WaitRegistered, WaitResolved
 
 log = logging.getLogger("stepstream.matcher")
 
@@ -71,28 +71,27 @@ def wait_key(name: str, field: str | None, value: Any, wait_id: str) -> bytes:
     return INDEXED + _pk(name) + _pk(field) + _pk(value) + wait_id.encode()
 
 
-def apply(tables: WaitTables, record: Record, appended_ms: int | None = None) -> list[Emit]:
-    """Apply one ``waits`` record; return the ``wait.resolved`` records to emit.
+def on_wait_registered(tables: WaitTables, rec: WaitRegistered, appended_ms: int | None
+                       ) -> list[Emit]:
+    # Only engine-written records move expiry: an event's time is its sender's.
+    tables.expire(rec.ts)
+    return _register(tables, rec)
 
-    ``appended_ms`` is the record's time in the ``waits`` log (the Kafka timestamp the
-    engine's producer gave it when forwarding). An event resolves only waits whose
-    expiry is after that time; None (unknown) checks no expiry.
-    """
-    if isinstance(record, WaitRegistered):
-        # Only engine-written records move expiry: an event's time is its sender's.
-        tables.expire(record.ts)
-        return _register(tables, record)
-    if isinstance(record, WaitCleared):
-        tables.expire(record.ts)
-        tables.delete_raw(wait_key(record.event, record.match_field, record.match_value,
-                                   record.wait_id))
-        return []
-    if isinstance(record, Event):
-        if appended_ms is not None:
-            # The forward time is the engine's, like the expiries: it may move expiry.
-            tables.expire(appended_ms)
-        return _event(tables, record, appended_ms)
-    raise NotApplicable(f"record kind {record.KIND!r} does not belong on the waits topic")
+
+def on_wait_cleared(tables: WaitTables, rec: WaitCleared, appended_ms: int | None
+                    ) -> list[Emit]:
+    tables.expire(rec.ts)
+    tables.delete_raw(wait_key(rec.event, rec.match_field, rec.match_value, rec.wait_id))
+    return []
+
+
+def on_event(tables: WaitTables, event: Event, appended_ms: int | None) -> list[Emit]:
+    """Resolve the waits ``event`` satisfies: only those whose expiry is after
+    ``appended_ms``, its time in the ``waits`` log (None: no expiry check)."""
+    if appended_ms is not None:
+        # The forward time is the engine's, like the expiries: it may move expiry.
+        tables.expire(appended_ms)
+    return _event(tables, event, appended_ms)
 
 
 def _register(tables: WaitTables, rec: WaitRegistered) -> list[Emit]:
