@@ -17,7 +17,8 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 
 from engine import fold
 from engine.recovery import StateCorrupt, is_corruption, reason_of
-from engine.state import BatchView, PartitionStore
+from engine.store.partition import PartitionStore
+from engine.store.view import BatchView
 from topics.codec import DecodeError, decode
 from topics.records import (
     CancelRequested,

@@ -18,11 +18,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
-
-from engine.fold.requested import cron_table_key
 from engine.router import Registry, request_for
-from engine.state import PartitionStore
+from engine.store.partition import PartitionStore
 from topics.catalog import Catalog, partition_for
 from topics.ids import derived_ulid
 from topics.records import CRON_EVENT, RunRequested
@@ -77,7 +74,7 @@ class CronService:
                 next_due = recheck if next_due is None else min(next_due, recheck)
                 continue
             for schedule in fn.crons:
-                last = _last_tick(store, fn_id, schedule.expr)
+                last = store.last_cron_tick(fn_id, schedule.expr)
                 baseline = max(last if last is not None else -1, fn.definition.ts)
                 first = schedule.next_after(baseline)
                 if first > now:
@@ -102,11 +99,3 @@ class CronService:
                            dedupe_key=f"{fn_id}\x1fcron\x1f{expr}\x1f{tick}", now_ms=now,
                            backoff_base_ms=self.backoff_base_ms,
                            cron={"cron": expr, "tick_ms": tick}, partition_key=pkey)
-
-
-def _last_tick(store: PartitionStore, fn_id: str, expr: str) -> int | None:
-    with store.lock:
-        if store.closed:
-            return None
-        raw = store.db.get(cron_table_key(fn_id, expr))
-    return None if raw is None else int(msgpack.unpackb(raw))

@@ -39,7 +39,8 @@ from engine.apply import RUNS_FOLD, WAITS_FOLD, apply_batch, dead_letter
 from engine.cron_service import CronService
 from engine.recovery import StateCorrupt, open_store, set_aside
 from engine.router import Registry, route, route_invoke
-from engine.state import PartitionStore, StateMemory, parse_timer_key
+from engine.store import keys
+from engine.store.partition import PartitionStore, StateMemory
 from topics.catalog import Catalog, partition_for
 from topics.codec import DecodeError, decode, encode
 from topics.records import (
@@ -441,8 +442,8 @@ class Processor:
             current = self.next_due.get(p)
             self.next_due[p] = due if current is None else min(current, due)
         for key in view.deletes:
-            if key.startswith(b"t/"):
-                _due, run_id, timer_id = parse_timer_key(key)
+            if keys.is_timer_key(key):
+                _due, run_id, timer_id = keys.parse_timer_key(key)
                 self.inflight_timers.pop((p, run_id, timer_id), None)
 
     # --- timers ------------------------------------------------------------------

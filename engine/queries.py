@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from engine.function_views import function_view
-from engine.state import RUN, PartitionStore, decode_state, state_hash
+from engine.store.partition import PartitionStore, state_hash, unpack
 from engine.views import RunFilter
 
 if TYPE_CHECKING:
@@ -21,39 +21,6 @@ __all__ = ["Queries", "RunFilter", "list_runs"]
 SCAN_CHUNK = 256
 
 
-def _scan_newest_first(store: PartitionStore, before: bytes | None
-                       ) -> Iterator[tuple[bytes, bytes]]:
-    """``(key, raw state)`` of a store's runs with key < ``before`` (all if None),
-    newest first. Reads :data:`SCAN_CHUNK` keys per lock hold; a store closed meanwhile
-    (its partition was revoked) ends the scan: its runs are no longer ours to answer for."""
-    chunk = SCAN_CHUNK
-    bound = before
-    while True:
-        items: list[tuple[bytes, bytes]] = []
-        exhausted = False
-        with store.lock:
-            if store.closed:
-                return
-            it = store.db.iter()
-            # Run ids are ASCII, so RUN + 0xff sorts after every run key.
-            it.seek_for_prev(bound if bound is not None else RUN + b"\xff")
-            while len(items) < chunk:
-                if not it.valid():
-                    exhausted = True
-                    break
-                key = it.key()
-                if not key.startswith(RUN):
-                    exhausted = True
-                    break
-                if bound is None or key < bound:
-                    items.append((key, it.value()))
-                it.prev()
-        yield from items
-        if exhausted or not items:
-            return
-        bound = items[-1][0]
-
-
 def list_runs(stores: Iterable[PartitionStore], limit: int, cursor: str | None = None,
               flt: RunFilter | None = None) -> list[dict[str, Any]]:
     """Up to ``limit`` run states matching ``flt``, newest first (run ids are ULIDs, so
@@ -62,15 +29,14 @@ def list_runs(stores: Iterable[PartitionStore], limit: int, cursor: str | None =
     stores are exhausted, so a page is short only when no more runs match."""
     if limit < 1:
         return []
-    before = RUN + cursor.encode() if cursor else None
-    scans = [_scan_newest_first(store, before) for store in stores]
+    scans = [store.runs_newest_first(cursor or None, SCAN_CHUNK) for store in stores]
     picked: list[dict[str, Any]] = []
-    last: bytes | None = None
-    for key, raw in heapq.merge(*scans, key=lambda kv: kv[0], reverse=True):
-        if key == last:  # the same run in two stores (never expected): once
+    last: str | None = None
+    for run_id, raw in heapq.merge(*scans, key=lambda kv: kv[0], reverse=True):
+        if run_id == last:  # the same run in two stores (never expected): once
             continue
-        last = key
-        state = decode_state(raw)
+        last = run_id
+        state = unpack(raw)
         if flt is None or flt.matches(state):
             picked.append(state)
             if len(picked) >= limit:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.state import PartitionStore, StateMemory
+from engine.store.partition import PartitionStore, StateMemory
 
 
 class StateCorrupt(Exception):

@@ -9,7 +9,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from engine.apply import apply_batch
 from engine.processor import tune_gc
-from engine.state import PartitionStore, state_hash
+from engine.store.partition import PartitionStore, state_hash
 from topics.catalog import Catalog
 from topics.settings import Settings
 

@@ -11,10 +11,9 @@ from typing import Any, Protocol
 
 import msgpack
 
+from engine.runstate import RunState
 from topics.records import Record, Task
 from topics.settings import MIB, Settings
-
-RunState = dict[str, Any]
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 

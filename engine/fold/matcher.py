@@ -8,7 +8,7 @@ event after the wait in that order is checked against it, one before is not. Tha
 what makes matching correct although the waiting run and the event live on different
 ``runs``/``events`` partitions, with no window in which an event can slip past.
 
-Tables (one RocksDB database per ``waits`` partition, see :mod:`engine.state`):
+Tables (one RocksDB database per ``waits`` partition; builders in :mod:`engine.store.keys`):
 
 ==============================================  =================================
 ``w/{name}{field}{value}{wait_id}``             a wait with ``match``: indexed by
@@ -43,14 +43,10 @@ import msgpack
 
 from engine.expressions import CompiledExpression, ExpressionError, PreparedEvent
 from engine.fold.core import Emit, NotApplicable, value_at
+from engine.store import keys
 from topics.records import Event, WaitCleared, WaitRegistered, WaitResolved
 
 log = logging.getLogger("stepstream.matcher")
-
-INDEXED = b"w/"
-UNINDEXED = b"a/"
-FIELDS = b"f/"
-
 
 class WaitTables(Protocol):
     def get_value(self, key: bytes) -> Any: ...
@@ -59,16 +55,6 @@ class WaitTables(Protocol):
     def delete_raw(self, key: bytes) -> None: ...
     def scan_raw(self, prefix: bytes, upto: bytes | None = None) -> list[tuple[bytes, bytes]]: ...
     def expire(self, now_ms: int) -> list[bytes]: ...
-
-
-def _pk(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
-
-
-def wait_key(name: str, field: str | None, value: Any, wait_id: str) -> bytes:
-    if field is None:
-        return UNINDEXED + _pk(name) + wait_id.encode()
-    return INDEXED + _pk(name) + _pk(field) + _pk(value) + wait_id.encode()
 
 
 def on_wait_registered(tables: WaitTables, rec: WaitRegistered, appended_ms: int | None
@@ -81,7 +67,7 @@ def on_wait_registered(tables: WaitTables, rec: WaitRegistered, appended_ms: int
 def on_wait_cleared(tables: WaitTables, rec: WaitCleared, appended_ms: int | None
                     ) -> list[Emit]:
     tables.expire(rec.ts)
-    tables.delete_raw(wait_key(rec.event, rec.match_field, rec.match_value, rec.wait_id))
+    tables.delete_raw(keys.wait_key(rec.event, rec.match_field, rec.match_value, rec.wait_id))
     return []
 
 
@@ -100,13 +86,13 @@ def _register(tables: WaitTables, rec: WaitRegistered) -> list[Emit]:
     if rec.match_field is not None:
         if rec.match_value is None:
             return []  # nothing equals a missing value
-        tables.put_raw(FIELDS + _pk(rec.event) + _pk(rec.match_field), b"")
+        tables.put_raw(keys.field_key(rec.event, rec.match_field), b"")
     if rec.if_exp:
         try:
             _expression(rec.if_exp)
         except ExpressionError as exc:
             raise NotApplicable(f"wait {rec.wait_id}: {exc}") from None
-    key = wait_key(rec.event, rec.match_field, rec.match_value, rec.wait_id)
+    key = keys.wait_key(rec.event, rec.match_field, rec.match_value, rec.wait_id)
     tables.put_value(key, {"wait_id": rec.wait_id, "run_id": rec.run_id,
                            "partition_key": rec.partition_key, "kind": rec.kind,
                            "if_exp": rec.if_exp, "trigger": rec.trigger,
@@ -117,15 +103,13 @@ def _register(tables: WaitTables, rec: WaitRegistered) -> list[Emit]:
 
 def _event(tables: WaitTables, event: Event, appended_ms: int | None) -> list[Emit]:
     body = asdict(event)
-    name_key = _pk(event.name)
     candidates: list[tuple[bytes, bytes]] = []
-    field_prefix = FIELDS + name_key
-    for fkey, _ in tables.scan_raw(field_prefix):
-        field = msgpack.unpackb(fkey[len(field_prefix):], raw=False)
+    for fkey, _ in tables.scan_raw(keys.fields_of(event.name)):
+        field = keys.parse_field_key(fkey, event.name)
         value = value_at(body, field)
         if value is not None:
-            candidates.extend(tables.scan_raw(INDEXED + name_key + _pk(field) + _pk(value)))
-    candidates.extend(tables.scan_raw(UNINDEXED + name_key))
+            candidates.extend(tables.scan_raw(keys.waits_matching(event.name, field, value)))
+    candidates.extend(tables.scan_raw(keys.unindexed_waits(event.name)))
     emits: list[Emit] = []
     candidate = PreparedEvent(body)  # converted to CEL once, for every condition
     for key, raw in candidates:

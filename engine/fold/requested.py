@@ -15,6 +15,7 @@ from engine.fold.core import (
 from engine.fold.endings import hand_over
 from engine.fold.timers import FINISH_DEADLINE, START_DEADLINE, arm_deadline
 from engine.fold.waits import register_cancel_waits
+from engine.store import keys
 from topics.records import (
     DEDUPE_WINDOW_MS,
     RunRequested,
@@ -27,17 +28,17 @@ def on_run_requested(tables: Tables, rec: RunRequested, at: Position | None,
         return []  # the router re-delivered it; the run exists already
     event_id = str(rec.event.get("id", ""))
     if rec.cron is not None:
-        key = cron_table_key(rec.fn_id, str(rec.cron.get("cron")))
+        key = keys.cron_key(rec.fn_id, str(rec.cron.get("cron")))
         tick = int(rec.cron.get("tick_ms") or 0)
         last = tables.get_value(key)
         if last is not None and last >= tick:
             return []  # this tick (or a later one) was fired already
         tables.put_value(key, tick)
     if rec.dedupe_key:
-        held = tables.get_value(dedupe_table_key(rec.dedupe_key))
+        held = tables.get_value(keys.dedupe_key(rec.dedupe_key))
         if held is not None and held["expires_ms"] > rec.ts:
             return deduplicated(tables, rec, held["run_id"], event_id)
-        tables.put_value(dedupe_table_key(rec.dedupe_key),
+        tables.put_value(keys.dedupe_key(rec.dedupe_key),
                          {"run_id": rec.run_id, "expires_ms": rec.ts + DEDUPE_WINDOW_MS},
                          expires_ms=rec.ts + DEDUPE_WINDOW_MS)
     state: RunState = {
@@ -103,11 +104,3 @@ def deduplicated(tables: Tables, rec: RunRequested, holder: str, event_id: str
                      "skipped_run_id": rec.run_id})
         tables.put_run(holder, state)
     return []
-
-
-def dedupe_table_key(dedupe_key: str) -> bytes:
-    return b"i/" + dedupe_key.encode()
-
-
-def cron_table_key(fn_id: str, cron: str) -> bytes:
-    return b"c/" + f"{fn_id}\x1f{cron}".encode()

@@ -17,7 +17,7 @@ import pytest
 
 import sdk
 from engine.devbroker import free_port
-from engine.state import PartitionStore
+from engine.store.partition import PartitionStore
 from tests.integration.harness import Stack, wait_for
 from topics.catalog import partition_for
 

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from engine.fold import apply_waits, matcher
-from engine.state import BatchView, PartitionStore
+from engine.store import keys
+from engine.store.partition import PartitionStore
+from engine.store.view import BatchView
 from topics.records import Event, Record, WaitCleared, WaitRegistered, WaitResolved
 
 
@@ -129,7 +131,7 @@ def test_a_wait_does_not_resolve_on_an_event_appended_after_it_expired(
     assert paid().ts == 2000
     assert m.batch(paid(), at=5000) == []
     # And a wait expired before that time is gone, not left for a later event.
-    assert [k for k, _ in store.scan(matcher.INDEXED) if k.endswith(b"R1/cancel:0")] == []
+    assert [k for k, _ in store.scan(keys.INDEXED) if k.endswith(b"R1/cancel:0")] == []
 
 
 def test_a_wait_resolves_on_an_event_appended_before_it_expired_whatever_its_sender_time(

@@ -11,7 +11,8 @@ import pytest
 
 from engine import queries as queries_mod
 from engine.queries import Queries, RunFilter, list_runs
-from engine.state import BatchView, PartitionStore
+from engine.store.partition import PartitionStore
+from engine.store.view import BatchView
 from topics.ids import new_ulid
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")

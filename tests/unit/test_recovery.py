@@ -12,7 +12,7 @@ from rocksdict import WriteBatch
 
 from engine.apply import WAITS_FOLD, apply_batch
 from engine.recovery import StateCorrupt, open_store
-from engine.state import PartitionStore
+from engine.store.partition import PartitionStore
 from topics.codec import encode
 from topics.records import Event
 from topics.settings import Settings

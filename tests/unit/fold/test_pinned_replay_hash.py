@@ -19,7 +19,7 @@ import msgpack
 import pytest
 
 from engine.apply import apply_batch
-from engine.state import PartitionStore, state_hash
+from engine.store.partition import PartitionStore, state_hash
 from topics.codec import encode
 from topics.settings import Settings
 
