@@ -463,7 +463,7 @@ def cmd_functions(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """``stepstream replay``: prints the state hash of the rebuilt tables."""
-    from engine.replay import ReplayError, replay
+    from engine.runtime.replay import ReplayError, replay
 
     settings = _settings()
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="stepstream-replay-"))

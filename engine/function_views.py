@@ -1,7 +1,7 @@
 """The API's view of a registered function, and its text rendering for the CLI.
 
 Pure: turns a definition from the registry (``function.registered``, see
-:mod:`engine.router`) into the JSON of ``GET /v1/functions`` and renders that JSON with
+:mod:`engine.runtime.router`) into the JSON of ``GET /v1/functions`` and renders that JSON with
 ``rich`` for ``stepstream functions``.
 """
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import heapq
-import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from engine.clock import now_ms
 from engine.function_views import function_view
 from engine.store.partition import PartitionStore, state_hash, unpack
 from engine.views import RunFilter
 
 if TYPE_CHECKING:
-    from engine.processor import Processor
+    from engine.runtime.processor import Processor
 
 __all__ = ["Queries", "RunFilter", "list_runs"]
 
@@ -89,7 +89,7 @@ class Queries:
         """Every registered function (:func:`engine.function_views.function_view`), by id."""
         # A copy: the processor thread adds and removes definitions meanwhile.
         registry = dict(self.processor.registry.functions)
-        now = int(time.time() * 1000)
+        now = now_ms()
         return [function_view(f.definition, f.crons, now)
                 for _, f in sorted(registry.items())]
 
@@ -97,7 +97,7 @@ class Queries:
         """One registered function's view, or None if no such function is registered."""
         f = self.processor.registry.functions.get(fn_id)
         return None if f is None else function_view(f.definition, f.crons,
-                                                    int(time.time() * 1000))
+                                                    now_ms())
 
     def applied(self) -> int:
         return self.processor.applied

@@ -18,7 +18,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from engine.apply import apply_batch
+from engine.runtime.batch import apply_batch
 from engine.store.partition import PartitionStore, state_hash
 from topics.codec import encode
 from topics.settings import Settings
@@ -71,7 +71,8 @@ def test_history_v1_folds_to_the_pinned_state_and_emits(tmp_path: Path, batch_si
     emitted = hashlib.sha256()
     try:
         for i in range(0, len(records), batch_size):
-            result = apply_batch(store, records[i:i + batch_size], settings, live_from=0)
+            result = apply_batch(store, records[i:i + batch_size], settings, live_from=0,
+                                  now_ms=0)
             assert result.dead == [] and result.applied == len(records[i:i + batch_size])
             result.view.commit(result.next_offset)
             for e in result.emits:

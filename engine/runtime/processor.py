@@ -1,15 +1,20 @@
-"""The engine's processor loop: router, run fold and timer service on one consumer.
+"""The engine's processor loop: router, folds, timers and cron on one consumer.
 
-One consumer in group ``{prefix}engine`` reads ``events`` and ``runs``. Each turn:
+One consumer in group ``{prefix}engine`` reads ``events``, ``runs`` and ``waits``. Each
+turn:
 
 1. catch up on the function registry (``functions``, read whole by every engine);
 2. take a batch: ``poll`` for the first record, then drain what is already fetched;
-3. route events to ``RunRequested`` records; fold ``runs`` records per partition
-   against a per-batch view of that partition's RocksDB tables;
+3. route ``events`` (an event to ``run.requested`` records and a copy on ``waits``;
+   an ``invoke.requested`` to the child's ``run.requested``); fold ``runs`` and
+   ``waits`` records per partition (:mod:`engine.runtime.batch`) against a per-batch
+   view of that partition's RocksDB tables;
 4. produce what the batch emitted (idempotent producer, acks=all) and flush;
 5. write each partition's state changes and its next offset in one WriteBatch;
 6. commit offsets to Kafka asynchronously (RocksDB's offsets win on restart);
-7. fire due timers as ``TimerFired`` records onto the run's own partition.
+7. fire due timers (:mod:`engine.runtime.timers`) as ``timer.fired`` records onto the
+   run's own partition, and due cron ticks (:mod:`engine.runtime.cron`) as
+   ``run.requested``.
 
 A crash anywhere re-delivers at most the last batch; the fold ignores what it has
 applied, and consumers of emitted records dedupe by deterministic ids and sequences.
@@ -35,11 +40,12 @@ from confluent_kafka import (
 )
 
 from engine import fold
-from engine.apply import RUNS_FOLD, WAITS_FOLD, apply_batch, dead_letter
-from engine.cron_service import CronService
-from engine.recovery import StateCorrupt, open_store, set_aside
-from engine.router import Registry, route, route_invoke
-from engine.store import keys
+from engine.clock import now_ms
+from engine.runtime.batch import RUNS_FOLD, WAITS_FOLD, apply_batch, dead_letter
+from engine.runtime.cron import CronService
+from engine.runtime.recovery import StateCorrupt, open_store, set_aside
+from engine.runtime.router import Registry, route, route_invoke
+from engine.runtime.timers import TimerService
 from engine.store.partition import PartitionStore, StateMemory
 from topics.catalog import Catalog, partition_for
 from topics.codec import DecodeError, decode, encode
@@ -48,17 +54,12 @@ from topics.records import (
     Event,
     FunctionRegistered,
     InvokeRequested,
-    Record,
-    TimerFired,
     bounded_dead_letter,
 )
 from topics.settings import Settings
 
 log = logging.getLogger("stepstream.processor")
 
-# A fired timer whose TimerFired has not come back through the log within this long is
-# fired again (the first may have been lost with a crashed producer).
-TIMER_REFIRE_MS = 5000
 MAX_POLL_WAIT_S = 0.1
 TRIM_EVERY_S = 5.0
 
@@ -73,10 +74,6 @@ def _load_malloc_trim() -> Callable[[int], int] | None:
 
 
 _malloc_trim = _load_malloc_trim()
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def tune_gc() -> None:
@@ -104,8 +101,7 @@ class Processor:
         self.wait_stores: dict[int, PartitionStore] = {}
         self.stores_lock = threading.Lock()
         self.live_from: dict[tuple[str, int], int] = {}
-        self.next_due: dict[int, int | None] = {}
-        self.inflight_timers: dict[tuple[int, str, str], int] = {}
+        self.timers = TimerService(self.catalog.runs)
         self.ready = threading.Event()
         self.stopping = threading.Event()
         self.applied = 0
@@ -235,7 +231,7 @@ class Processor:
             live = max(committed.get((tp.topic, p), 0), 0)
             self.live_from[(tp.topic, p)] = live
             if runs:
-                self.next_due[p] = store.next_due()
+                self.timers.assigned(p, store)
             tp.offset = start
             log.info("%s[%d]: restoring from offset %d, live from %d", name, p, start, live)
         consumer.assign(partitions)
@@ -257,9 +253,7 @@ class Processor:
         key = (topic, p)
         self.live_from[key] = max(self.live_from.get(key, 0), live_from)
         if runs:
-            self.next_due[p] = None
-            self.inflight_timers = {k: v for k, v in self.inflight_timers.items()
-                                    if k[0] != p}
+            self.timers.forget(p)
         # Drops what was fetched beyond the offset too: the restore reads it again.
         self.consumer.seek(TopicPartition(topic, p, 0))
 
@@ -282,10 +276,8 @@ class Processor:
             if store is not None:
                 store.close()
             if tp.topic == self.catalog.runs:
-                self.next_due.pop(tp.partition, None)
+                self.timers.forget(tp.partition)
             self.live_from.pop((tp.topic, tp.partition), None)
-        self.inflight_timers = {k: v for k, v in self.inflight_timers.items()
-                                if k[0] in self.stores}
         try:
             consumer.unassign()
         except Exception:
@@ -296,7 +288,7 @@ class Processor:
     def _poll_wait_s(self) -> float:
         wait = MAX_POLL_WAIT_S
         now = self.clock_ms()
-        for due in [*self.next_due.values(), self.cron.next_due]:
+        for due in (self.timers.earliest(), self.cron.next_due):
             if due is not None:
                 wait = min(wait, max(0.0, (due - now) / 1000))
         return wait
@@ -334,7 +326,7 @@ class Processor:
             if store is None:
                 continue  # revoked while the batch was in flight; the next owner has it
             try:
-                result = apply_batch(store, msgs, self.settings,
+                result = apply_batch(store, msgs, self.settings, now_ms=now,
                                      live_from=self.live_from.get((topic, p), 0),
                                      folder=RUNS_FOLD if runs else WAITS_FOLD)
             except StateCorrupt as damage:
@@ -357,7 +349,7 @@ class Processor:
         for runs_p, _store, result in views:
             result.view.commit(result.next_offset)
             if runs_p is not None:
-                self._after_commit(runs_p, result.view)
+                self.timers.committed(runs_p, result.view)
         if commits:
             self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in
                                           commits.items()], asynchronous=True)
@@ -436,46 +428,8 @@ class Processor:
             # on is the only way not to lose emitted records.
             raise RuntimeError(f"could not produce {remaining} record(s): {failures[:3]}")
 
-    def _after_commit(self, p: int, view: Any) -> None:
-        if view.new_timers:
-            due = min(view.new_timers)
-            current = self.next_due.get(p)
-            self.next_due[p] = due if current is None else min(current, due)
-        for key in view.deletes:
-            if keys.is_timer_key(key):
-                _due, run_id, timer_id = keys.parse_timer_key(key)
-                self.inflight_timers.pop((p, run_id, timer_id), None)
-
-    # --- timers ------------------------------------------------------------------
-
     def _fire_timers(self) -> None:
-        now = self.clock_ms()
-        fired = False
-        for p, store in list(self.stores.items()):
-            due_at = self.next_due.get(p)
-            if due_at is None or due_at > now:
-                continue
-            waiting_inflight = fired_here = False
-            for due, run_id, timer_id in store.due_timers(now):
-                key = (p, run_id, timer_id)
-                sent = self.inflight_timers.get(key)
-                if sent is not None and now - sent < TIMER_REFIRE_MS:
-                    waiting_inflight = True
-                    continue
-                # Read only: the fold's cached state, not a fresh unpack per timer.
-                state = store.cached_run(run_id)
-                pkey = state["partition_key"] if state else run_id
-                rec: Record = TimerFired(run_id=run_id, timer_id=timer_id, due_ms=due, ts=now)
-                self.producer.produce(self.catalog.runs, encode(rec), pkey, partition=p)
-                self.inflight_timers[key] = now
-                fired = fired_here = True
-            # Fired timers stay in the table until their TimerFired is applied: look at
-            # them again a little later, and at the next not-yet-due timer on time.
-            upcoming = store.next_due(after=now)
-            if waiting_inflight or fired_here:
-                upcoming = now + 50 if upcoming is None else min(upcoming, now + 50)
-            self.next_due[p] = upcoming
-        if fired:
+        if self.timers.fire(self.stores, self.clock_ms(), self.producer.produce):
             self.producer.poll(0)
 
     def _trim_heap(self) -> None:

@@ -8,7 +8,6 @@ letters, and everything else goes through the pure fold against one :class:`Batc
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -16,31 +15,15 @@ from typing import Any, Protocol
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 
 from engine import fold
-from engine.recovery import StateCorrupt, is_corruption, reason_of
+from engine.runtime.recovery import StateCorrupt, is_corruption, reason_of
 from engine.store.partition import PartitionStore
 from engine.store.view import BatchView
 from topics.codec import DecodeError, decode
-from topics.records import (
-    CancelRequested,
-    DeadLetter,
-    Event,
-    InvokeFinished,
-    OutcomesReported,
-    RunRequested,
-    RunStarted,
-    TimerFired,
-    WaitCleared,
-    WaitRegistered,
-    WaitResolved,
-    bounded_dead_letter,
-)
+from topics.records import DeadLetter, bounded_dead_letter
 from topics.settings import Settings
 
 log = logging.getLogger("stepstream.processor")
 
-RUNS_RECORDS = (RunRequested, OutcomesReported, TimerFired, WaitResolved, InvokeFinished,
-                CancelRequested, RunStarted)
-WAITS_RECORDS = (Event, WaitRegistered, WaitCleared)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +37,11 @@ class Fold:
 
 # The run fold takes no log time (its times come from the records); the matcher keeps no
 # references to its records and has no run limits, but checks expiry at the log time.
+# The kinds each topic carries are the keys of its fold's handler table.
 RUNS_FOLD = Fold(lambda tables, rec, at, limits, _log_ms: fold.apply(tables, rec, at, limits),
-                 RUNS_RECORDS)
+                 tuple(fold.RUNS_HANDLERS))
 WAITS_FOLD = Fold(lambda tables, rec, _at, _limits, log_ms: fold.apply_waits(tables, rec, log_ms),
-                  WAITS_RECORDS)
+                  tuple(fold.WAITS_HANDLERS))
 
 
 class RawRecord(Protocol):
@@ -81,19 +65,20 @@ class BatchResult:
 
 
 def apply_batch(store: PartitionStore, records: Sequence[RawRecord], settings: Settings, *,
-                live_from: int, folder: Fold = RUNS_FOLD) -> BatchResult:
+                live_from: int, now_ms: int, folder: Fold = RUNS_FOLD) -> BatchResult:
     """Fold ``records`` (one partition, offset order) into a new view of ``store``.
 
     Emits from records below ``live_from`` are dropped: those records were processed
     (and their emits produced) before, and are folded again only to rebuild state.
-    If the fold itself raises on a record, that record becomes a dead letter and the
+    ``now_ms`` (the caller's clock) stamps dead letters only; the fold takes its time
+    from the records. If the fold itself raises on a record, that record becomes a dead letter and the
     batch is folded again without it, so no half-applied change survives. RocksDB
     reporting the store corrupt raises :class:`StateCorrupt` instead.
     """
     poisoned: dict[int, str] = {}
     while True:
         try:
-            return _fold_all(store, records, settings, live_from, poisoned, folder)
+            return _fold_all(store, records, settings, live_from, now_ms, poisoned, folder)
         except _FoldCrash as crash:
             crash.view.discard()
             poisoned[crash.offset] = crash.reason
@@ -113,9 +98,9 @@ class _FoldCrash(Exception):
 
 
 def _fold_all(store: PartitionStore, records: Sequence[RawRecord], settings: Settings,
-              live_from: int, poisoned: dict[int, str], folder: Fold) -> BatchResult:
+              live_from: int, now: int, poisoned: dict[int, str], folder: Fold
+              ) -> BatchResult:
     result = BatchResult(BatchView(store), next_offset=store.next_offset())
-    now = int(time.time() * 1000)
     limits = fold.Limits.from_settings(settings)
     for msg in records:
         offset = msg.offset()

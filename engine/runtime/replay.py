@@ -7,8 +7,9 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from engine.apply import apply_batch
-from engine.processor import tune_gc
+from engine.clock import now_ms
+from engine.runtime.batch import apply_batch
+from engine.runtime.processor import tune_gc
 from engine.store.partition import PartitionStore, state_hash
 from topics.catalog import Catalog
 from topics.settings import Settings
@@ -52,7 +53,8 @@ def replay(settings: Settings, state_dir: Path, *, timeout_s: float = 600) -> st
                 by_partition.setdefault(p, []).append(m)
             for p, batch in by_partition.items():
                 # live_from beyond every offset: rebuild state only, emit nothing.
-                result = apply_batch(stores[p], batch, settings, live_from=2**63)
+                result = apply_batch(stores[p], batch, settings, live_from=2**63,
+                                     now_ms=now_ms())
                 result.view.commit(result.next_offset)
         return state_hash(list(stores.values()))
     finally:

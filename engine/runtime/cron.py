@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from engine.router import Registry, request_for
+from engine.runtime.router import Registry, request_for
 from engine.store.partition import PartitionStore
 from topics.catalog import Catalog, partition_for
 from topics.ids import derived_ulid
