@@ -9,8 +9,13 @@
 * ``GET /v1/state/hash`` — a hash over every run state this engine holds
 * ``GET /health``
 
-Errors are JSON ``{"error": "...", "status": N}``. The layer holds no Kafka code: events
-go through an ingest object, reads through a queries object.
+Errors are JSON ``{"error": "...", "status": N}``: bad input is always a 4xx with a
+message, never a 500. The layer holds no Kafka code: events go through an ingest
+object, reads through a queries object.
+
+Outside dev mode every ``/v1`` path needs ``Authorization: Bearer <key>`` with one of
+the API keys (401 without one, 403 with a wrong one); ``/e/{key}`` needs an event key in
+its path; ``/health`` is open.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from engine.event_body import SEED_HEADER, BodyError, invalid_unicode_at, load_json
 from engine.ingest import IngestError
 from engine.views import (
     MAX_CANCEL_REASON_CHARS,
@@ -41,6 +47,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 DEFAULT_LIST_LIMIT = 20
 MAX_LIST_LIMIT = 1000
+# A cancel body holds at most a reason of MAX_CANCEL_REASON_CHARS characters.
+MAX_CANCEL_BODY_BYTES = 64 * 1024
 
 
 class RunQueries(Protocol):
@@ -61,7 +69,10 @@ class RunQueries(Protocol):
 class Ingest(Protocol):
     """Stores raw events and run commands; raises :class:`engine.ingest.IngestError`."""
 
-    async def send(self, raw: list[Any]) -> list[str]: ...
+    async def send_body(self, body: bytes, seed: str | None = None) -> list[str]:
+        """Decode, validate and store the events of a ``POST /e/{key}`` body; ``seed``
+        is its ``x-inngest-event-id-seed`` header. Returns their ids once stored."""
+        ...
 
     async def request_cancel(self, run_id: str, partition_key: str,
                              reason: str | None) -> Any:
@@ -130,29 +141,32 @@ async def send_events(request: web.Request) -> web.Response:
             return error(401, "event key not accepted: no event keys are configured "
                               "(set STEPSTREAM_EVENT_KEYS)")
         return error(401, "event key not accepted")
-    limit = config["max_body_bytes"]
+    body = await _read_body(request, config["max_body_bytes"])
+    if isinstance(body, web.Response):
+        return body
+    try:
+        ids = await request.app[INGEST].send_body(body, request.headers.get(SEED_HEADER))
+    except IngestError as exc:
+        return error(exc.status, exc.message)
+    return _json({"ids": ids, "status": 200})
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes | web.Response:
+    """The request body (decompressed per Content-Encoding), or the error response."""
     if request.content_length is not None and request.content_length > limit:
         return error(413, f"request body is {request.content_length} bytes, over the "
                           f"{limit}-byte limit")
     try:
-        body = await request.read()
+        return await request.read()
     except web.HTTPRequestEntityTooLarge:
         return error(413, f"request body is over the {limit}-byte limit")
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return error(400, f"body is not valid JSON: {exc}")
-    if isinstance(payload, dict):
-        events: list[Any] = [payload]
-    elif isinstance(payload, list):
-        events = payload
-    else:
-        return error(400, "body must be a JSON object (one event) or a list of events")
-    try:
-        ids = await request.app[INGEST].send(events)
-    except IngestError as exc:
-        return error(exc.status, exc.message)
-    return _json({"ids": ids, "status": 200})
+    except web.RequestPayloadError as exc:
+        # A body that does not match its Content-Encoding (say gzip on plain JSON).
+        encoding = request.headers.get("Content-Encoding", "")
+        log.debug("unreadable body on %s: %s", request.path, exc.__cause__ or exc)
+        return error(400, f"the body is not valid {encoding!r} data, as its "
+                          f"Content-Encoding header says; send plain JSON without that "
+                          f"header, or encode the body")
 
 
 async def get_run(request: web.Request) -> web.Response:
@@ -258,13 +272,15 @@ async def cancel_run(request: web.Request) -> web.Response:
     partition; the run becomes ``Cancelled`` when the engine folds it. 404 if this
     engine holds no such run, 409 if the run has ended already."""
     run_id = request.match_info["run_id"]
-    body = await request.read()
+    body = await _read_body(request, MAX_CANCEL_BODY_BYTES)
+    if isinstance(body, web.Response):
+        return body
     reason: str | None = None
     if body.strip():
         try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return error(400, f"body is not valid JSON: {exc}")
+            payload = load_json(body)
+        except BodyError as exc:
+            return error(400, str(exc))
         if not isinstance(payload, dict):
             return error(400, 'body must be a JSON object, like {"reason": "duplicate"}')
         unknown = sorted(payload.keys() - {"reason"})
@@ -276,6 +292,9 @@ async def cancel_run(request: web.Request) -> web.Response:
         if reason is not None and len(reason) > MAX_CANCEL_REASON_CHARS:
             return error(400, f"'reason' is {len(reason)} characters, over the "
                               f"{MAX_CANCEL_REASON_CHARS}-character limit")
+        if reason is not None and invalid_unicode_at(reason) is not None:
+            return error(400, "'reason' is not valid Unicode (a lone surrogate such as "
+                              "\\ud800)")
     state = await _query(request, "get_run", run_id)
     if state is None:
         return error(404, f"run {run_id} not found")
