@@ -121,15 +121,45 @@ async def _json_errors(request: web.Request,
         return error(500, "internal error (see the engine's log)")
 
 
-def _key_allowed(key: str, config: dict[str, Any]) -> bool:
-    if config["dev"]:
-        return True
+def _key_in(key: str, keys: frozenset[str]) -> bool:
     # Compare against every key, in constant time per key, so timing does not reveal
-    # how much of a guessed key is right.
+    # how much of a guessed key is right. surrogatepass: a path or header can carry
+    # any code point, and a key check must not raise.
+    given = key.encode("utf-8", "surrogatepass")
     ok = False
-    for known in config["event_keys"]:
-        ok |= hmac.compare_digest(key.encode(), known.encode())
+    for known in keys:
+        ok |= hmac.compare_digest(given, known.encode("utf-8", "surrogatepass"))
     return ok
+
+
+def _key_allowed(key: str, config: dict[str, Any]) -> bool:
+    return bool(config["dev"]) or _key_in(key, config["event_keys"])
+
+
+def _is_open(path: str) -> bool:
+    """Paths served without an API key: /health, and /e/{key}, which checks its event
+    key itself. Everything else, known route or not, needs one outside dev mode."""
+    return path == "/health" or path.startswith("/e/")
+
+
+@web.middleware
+async def _api_keys(request: web.Request,
+                    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                    ) -> web.StreamResponse:
+    config = request.app[CONFIG]
+    if config["dev"] or _is_open(request.path):
+        return await handler(request)
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        response = error(401, "this path needs an API key: send 'Authorization: Bearer "
+                              "<key>' with one of the engine's STEPSTREAM_API_KEYS")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="stepstream"'
+        return response
+    if not _key_in(token, config["api_keys"]):
+        return error(403, "API key not accepted (not one of the engine's "
+                          "STEPSTREAM_API_KEYS)")
+    return await handler(request)
 
 
 async def send_events(request: web.Request) -> web.Response:
@@ -326,20 +356,24 @@ async def health(request: web.Request) -> web.Response:
 
 
 def make_app(queries: RunQueries, ingest: Ingest, *, dev: bool, event_keys: frozenset[str],
+             api_keys: frozenset[str] = frozenset(),
              max_body_bytes: int | None = None) -> web.Application:
-    """The API application. In ``dev`` mode any event key is accepted; otherwise only
-    ``event_keys``. ``max_body_bytes`` caps a request body (default: four times the
+    """The API application. In ``dev`` mode no key is needed anywhere. Otherwise
+    ``POST /e/{key}`` accepts only ``event_keys``, and every other path but ``/health``
+    needs ``Authorization: Bearer <key>`` with one of ``api_keys`` (401 without, 403
+    with a wrong one). ``max_body_bytes`` caps a request body (default: four times the
     ingest's ``settings.max_record_bytes``, else 32 MiB)."""
     if max_body_bytes is None:
         settings = getattr(ingest, "settings", None)
         record_bytes = getattr(settings, "max_record_bytes", None)
         max_body_bytes = record_bytes * 4 if isinstance(record_bytes, int) else (
             DEFAULT_MAX_BODY_BYTES)
-    app = web.Application(middlewares=[_json_errors], client_max_size=max_body_bytes)
+    app = web.Application(middlewares=[_json_errors, _api_keys],
+                          client_max_size=max_body_bytes)
     app[QUERIES] = queries
     app[INGEST] = ingest
     app[CONFIG] = {"dev": dev, "event_keys": frozenset(event_keys),
-                   "max_body_bytes": max_body_bytes}
+                   "api_keys": frozenset(api_keys), "max_body_bytes": max_body_bytes}
     app.router.add_post("/e/{event_key}", send_events)
     app.router.add_get("/v1/events/{event_id}/runs", event_runs)
     app.router.add_get("/v1/runs/{run_id}", get_run)
@@ -352,7 +386,8 @@ def make_app(queries: RunQueries, ingest: Ingest, *, dev: bool, event_keys: froz
 
 
 def event_keys_from_env(value: str | None) -> frozenset[str]:
-    """Parse ``STEPSTREAM_EVENT_KEYS`` (comma-separated; blanks ignored)."""
+    """Parse ``STEPSTREAM_EVENT_KEYS`` or ``STEPSTREAM_API_KEYS`` (comma-separated;
+    blanks ignored)."""
     return frozenset(k.strip() for k in (value or "").split(",") if k.strip())
 
 
