@@ -205,8 +205,11 @@ class EventIngest:
     def start(self) -> None:
         """Create the producer now rather than on the first send: an idempotent producer
         needs a round of broker requests (about a second on Tansu) before its first
-        delivery, which would otherwise land on the first sender."""
+        delivery, which would otherwise land on the first sender. Likewise start the
+        worker process for large bodies: spawning it copies this process's page tables,
+        which would stall the event loop in the middle of the first big request."""
         self._ensure_producer()
+        self._ensure_pool().submit(int).result()
 
     def prepare(self, raw: Sequence[Any], now: int | None = None) -> list[tuple[Event, bytes]]:
         """Validate a whole batch and encode it; raises :class:`IngestError` on the first
@@ -248,8 +251,9 @@ class EventIngest:
         # Producing thousands of records is milliseconds of work per thousand, and a
         # full local queue waits: both belong off the event loop.
         futures = await asyncio.to_thread(self._produce, batch)
-        await asyncio.wait([asyncio.wrap_future(f) for f in futures],
-                           timeout=self.delivery_timeout + 5)
+        # Waited for in a thread too: wrapping each future would put thousands of
+        # callbacks on the loop at once when the acknowledgements arrive.
+        await asyncio.to_thread(concurrent.futures.wait, futures, self.delivery_timeout + 5)
         return self._results(batch, futures)
 
     def send_sync(self, raw: Sequence[Any]) -> list[str]:

@@ -12,16 +12,18 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import sdk
-from engine.event_body import SEED_HEADER
+from engine.devbroker import free_port
+from engine.event_body import MAX_EVENTS_PER_REQUEST, SEED_HEADER
 from engine.http_api import make_app, start_server
 from engine.ingest import EventIngest
 from engine.views import RunFilter
-from tests.integration.harness import Stack, app_stack
+from tests.integration.harness import Stack, app_stack, wait_for
 from topics.settings import Settings
 
 pytestmark = pytest.mark.kafka
@@ -118,3 +120,60 @@ def test_a_retried_request_with_the_same_seed_gets_the_same_ids_and_one_run(
         assert sorted(r["event"]["id"] for r in runs_with_marker()) == sorted(ids + other)
     finally:
         api.close()
+
+
+def test_health_answers_within_100ms_while_a_maximal_request_is_handled(
+        stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The real command, engine and API in one process, as users run it.
+    monkeypatch.setenv("STEPSTREAM_EVENT_KEYS", "ev-key")
+    port = free_port()
+    stack.spawn("engine", "--port", str(port), "--state-dir", str(tmp_path / "state"),
+                "--no-create-topics", log="engine")
+    url = f"http://127.0.0.1:{port}"
+
+    def health() -> float:
+        started = time.perf_counter()
+        with urllib.request.urlopen(f"{url}/health", timeout=10) as resp:
+            assert json.loads(resp.read()) == {"status": "ok"}
+        return time.perf_counter() - started
+
+    def up() -> bool:
+        try:
+            health()
+        except (urllib.error.URLError, ConnectionError):
+            return False
+        return True
+    wait_for(up, 60, "the engine's API")
+
+    # As many events as one request may hold, as dense JSON (the slowest kind to decode:
+    # the C decoder holds the GIL for the whole body, and validating 5,000 events is
+    # seconds of Python; both used to run on the event loop).
+    rows = [[j, "abcdefgh", 1.5, True, None] for j in range(40)]
+    body = [{"name": "http/bulk", "data": {"i": i, "rows": rows}}
+            for i in range(MAX_EVENTS_PER_REQUEST)]
+    result: dict[str, Any] = {}
+
+    def send() -> None:
+        started = time.perf_counter()
+        result["response"] = post(f"{url}/e/ev-key", body, timeout=120)
+        result["seconds"] = time.perf_counter() - started
+    sender = threading.Thread(target=send)
+    sender.start()
+    latencies = []
+    while sender.is_alive():
+        latencies.append(health())
+        time.sleep(0.01)  # pacing the probe, not waiting for anything
+    sender.join()
+    status, answer = result["response"]
+    assert status == 200, answer
+    assert len(set(answer["ids"])) == MAX_EVENTS_PER_REQUEST
+    latencies.sort()
+    print(f"maximal request: {len(json.dumps(body)) / 2**20:.1f} MiB, "
+          f"{result['seconds']:.1f} s; /health: {len(latencies)} probes, median "
+          f"{latencies[len(latencies) // 2] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms")
+    assert len(latencies) >= 10, "the request was too quick to measure anything"
+    assert latencies[-1] < 0.1, latencies[-5:]
+
+    # One over the limit is refused with a message, and nothing of it is stored.
+    status, answer = post(f"{url}/e/ev-key", [*body[:1]] * (MAX_EVENTS_PER_REQUEST + 1))
+    assert status == 413 and "limit of 5000" in answer["error"]

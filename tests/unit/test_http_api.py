@@ -506,3 +506,12 @@ def test_an_event_of_the_year_9999_is_accepted() -> None:
         r = await c.post("/e/k", json={"name": "a", "ts": 253_402_300_799_999})
         assert r.status == 200 and ing.sent[0].ts == 253_402_300_799_999
     run(t)
+
+
+def test_too_many_events_in_one_request_is_413() -> None:
+    async def t(c: TestClient[Any, Any], ing: FakeIngest) -> None:
+        r = await c.post("/e/k", json=[{"name": "a"}] * 5001)
+        got = await r.json()
+        assert r.status == 413 and "over the limit of 5000" in got["error"], got
+        assert ing.sent == []
+    run(t)
