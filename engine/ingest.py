@@ -24,6 +24,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from engine.devbroker import die_with_parent
 from engine.event_body import (
     MAX_EVENTS_PER_REQUEST,
     BodyError,
@@ -166,6 +167,14 @@ def _init_worker() -> None:
     # The worker shares the terminal's process group: Ctrl-C is for the parent, which
     # shuts the pool down in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A parent killed without cleanup (SIGKILL) must not leave the worker behind: have
+    # Linux kill it then, and exit now if that already happened.
+    arm = die_with_parent(signal.SIGKILL)
+    if arm is not None:
+        arm()
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(0)
     # Decoding a big body is bulk work: on a busy machine the API's event loop and the
     # engine (the parent) get the CPU first, so /health stays fast meanwhile.
     os.nice(10)
