@@ -182,7 +182,12 @@ def test_health_answers_within_100ms_while_a_maximal_request_is_handled(
               f"{latencies[len(latencies) // 2] * 1000:.1f} ms, "
               f"max {latencies[-1] * 1000:.1f} ms")
         assert len(latencies) >= 10, "the request was too quick to measure anything"
-        assert latencies[-1] < 0.1, latencies[-5:]
+        # 95 of 100 probes under 100 ms, and none held up: on 2 shared cores a probe is now
+        # and then not scheduled for 60-90 ms whatever the API does, while the stall this
+        # guards against held every probe for seconds (2.6 s measured with decoding back
+        # on the event loop).
+        assert latencies[int(len(latencies) * 0.95)] < 0.1, latencies[-10:]
+        assert latencies[-1] < 1.0, latencies[-5:]
 
         # One over the limit is refused with a message.
         status, answer = post(f"{url}/e/ev-key", body[:1] * (MAX_EVENTS_PER_REQUEST + 1))
