@@ -159,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     eng = sub.add_parser("engine", help="run the engine and API against configured brokers")
     eng.add_argument("--port", type=port, default=8288, help="HTTP API port (8288)")
-    eng.add_argument("--host", default="0.0.0.0", help="HTTP API host (0.0.0.0)")
+    eng.add_argument("--host", default="127.0.0.1",
+                     help="HTTP API address to listen on (127.0.0.1; 0.0.0.0 for every "
+                          "interface)")
     eng.add_argument("--state-dir", type=Path, default=Path(".stepstream/engine-state"),
                      help="engine state directory (.stepstream/engine-state)")
     eng.add_argument("--no-create-topics", action="store_true",
@@ -361,8 +363,15 @@ def api_call(base: str, path: str, body: dict[str, Any] | None = None,
     message alone; other HTTP errors add the status and URL."""
     url = base + path
     data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"} if data else {}
+    # The engine's API needs a key outside dev mode: send the first of the same
+    # variable the engine reads (dev mode ignores it).
+    keys = [k.strip() for k in os.environ.get("STEPSTREAM_API_KEYS", "").split(",")
+            if k.strip()]
+    if keys:
+        headers["Authorization"] = f"Bearer {keys[0]}"
     req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
-                                 headers={"Content-Type": "application/json"} if data else {})
+                                 headers=headers)
     if method:
         req.method = method
     try:

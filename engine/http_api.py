@@ -11,8 +11,13 @@
 * ``GET /v1/state/hash`` — a hash over every run state this engine holds
 * ``GET /health``
 
-Errors are JSON ``{"error": "...", "status": N}``. The layer holds no Kafka code: events
-go through an ingest object, reads through a queries object.
+Errors are JSON ``{"error": "...", "status": N}``: bad input is always a 4xx with a
+message, never a 500. The layer holds no Kafka code: events go through an ingest
+object, reads through a queries object.
+
+Outside dev mode every ``/v1`` path needs ``Authorization: Bearer <key>`` with one of
+the API keys (401 without one, 403 with a wrong one); ``/e/{key}`` needs an event key in
+its path; ``/health`` is open.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from engine.event_body import SEED_HEADER, BodyError, invalid_unicode_at, load_json
 from engine.ingest import IngestError
 from engine.views import (
     MAX_CANCEL_REASON_CHARS,
@@ -43,6 +49,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 DEFAULT_LIST_LIMIT = 20
 MAX_LIST_LIMIT = 1000
+# A cancel body holds at most a reason of MAX_CANCEL_REASON_CHARS characters.
+MAX_CANCEL_BODY_BYTES = 64 * 1024
 
 
 class RunQueries(Protocol):
@@ -66,7 +74,10 @@ class RunQueries(Protocol):
 class Ingest(Protocol):
     """Stores raw events and run commands; raises :class:`engine.ingest.IngestError`."""
 
-    async def send(self, raw: list[Any]) -> list[str]: ...
+    async def send_body(self, body: bytes, seed: str | None = None) -> list[str]:
+        """Decode, validate and store the events of a ``POST /e/{key}`` body; ``seed``
+        is its ``x-inngest-event-id-seed`` header. Returns their ids once stored."""
+        ...
 
     async def request_cancel(self, run_id: str, partition_key: str,
                              reason: str | None) -> Any:
@@ -119,15 +130,45 @@ async def _json_errors(request: web.Request,
         return error(500, "internal error (see the engine's log)")
 
 
-def _key_allowed(key: str, config: dict[str, Any]) -> bool:
-    if config["dev"]:
-        return True
+def _key_in(key: str, keys: frozenset[str]) -> bool:
     # Compare against every key, in constant time per key, so timing does not reveal
-    # how much of a guessed key is right.
+    # how much of a guessed key is right. surrogatepass: a path or header can carry
+    # any code point, and a key check must not raise.
+    given = key.encode("utf-8", "surrogatepass")
     ok = False
-    for known in config["event_keys"]:
-        ok |= hmac.compare_digest(key.encode(), known.encode())
+    for known in keys:
+        ok |= hmac.compare_digest(given, known.encode("utf-8", "surrogatepass"))
     return ok
+
+
+def _key_allowed(key: str, config: dict[str, Any]) -> bool:
+    return bool(config["dev"]) or _key_in(key, config["event_keys"])
+
+
+def _is_open(path: str) -> bool:
+    """Paths served without an API key: /health, and /e/{key}, which checks its event
+    key itself. Everything else, known route or not, needs one outside dev mode."""
+    return path == "/health" or path.startswith("/e/")
+
+
+@web.middleware
+async def _api_keys(request: web.Request,
+                    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                    ) -> web.StreamResponse:
+    config = request.app[CONFIG]
+    if config["dev"] or _is_open(request.path):
+        return await handler(request)
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        response = error(401, "this path needs an API key: send 'Authorization: Bearer "
+                              "<key>' with one of the engine's STEPSTREAM_API_KEYS")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="stepstream"'
+        return response
+    if not _key_in(token, config["api_keys"]):
+        return error(403, "API key not accepted (not one of the engine's "
+                          "STEPSTREAM_API_KEYS)")
+    return await handler(request)
 
 
 async def send_events(request: web.Request) -> web.Response:
@@ -139,29 +180,32 @@ async def send_events(request: web.Request) -> web.Response:
             return error(401, "event key not accepted: no event keys are configured "
                               "(set STEPSTREAM_EVENT_KEYS)")
         return error(401, "event key not accepted")
-    limit = config["max_body_bytes"]
+    body = await _read_body(request, config["max_body_bytes"])
+    if isinstance(body, web.Response):
+        return body
+    try:
+        ids = await request.app[INGEST].send_body(body, request.headers.get(SEED_HEADER))
+    except IngestError as exc:
+        return error(exc.status, exc.message)
+    return _json({"ids": ids, "status": 200})
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes | web.Response:
+    """The request body (decompressed per Content-Encoding), or the error response."""
     if request.content_length is not None and request.content_length > limit:
         return error(413, f"request body is {request.content_length} bytes, over the "
                           f"{limit}-byte limit")
     try:
-        body = await request.read()
+        return await request.read()
     except web.HTTPRequestEntityTooLarge:
         return error(413, f"request body is over the {limit}-byte limit")
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return error(400, f"body is not valid JSON: {exc}")
-    if isinstance(payload, dict):
-        events: list[Any] = [payload]
-    elif isinstance(payload, list):
-        events = payload
-    else:
-        return error(400, "body must be a JSON object (one event) or a list of events")
-    try:
-        ids = await request.app[INGEST].send(events)
-    except IngestError as exc:
-        return error(exc.status, exc.message)
-    return _json({"ids": ids, "status": 200})
+    except web.RequestPayloadError as exc:
+        # A body that does not match its Content-Encoding (say gzip on plain JSON).
+        encoding = request.headers.get("Content-Encoding", "")
+        log.debug("unreadable body on %s: %s", request.path, exc.__cause__ or exc)
+        return error(400, f"the body is not valid {encoding!r} data, as its "
+                          f"Content-Encoding header says; send plain JSON without that "
+                          f"header, or encode the body")
 
 
 async def get_run(request: web.Request) -> web.Response:
@@ -267,13 +311,15 @@ async def cancel_run(request: web.Request) -> web.Response:
     partition; the run becomes ``Cancelled`` when the engine folds it. 404 if this
     engine holds no such run, 409 if the run has ended already."""
     run_id = request.match_info["run_id"]
-    body = await request.read()
+    body = await _read_body(request, MAX_CANCEL_BODY_BYTES)
+    if isinstance(body, web.Response):
+        return body
     reason: str | None = None
     if body.strip():
         try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return error(400, f"body is not valid JSON: {exc}")
+            payload = load_json(body)
+        except BodyError as exc:
+            return error(400, str(exc))
         if not isinstance(payload, dict):
             return error(400, 'body must be a JSON object, like {"reason": "duplicate"}')
         unknown = sorted(payload.keys() - {"reason"})
@@ -285,6 +331,9 @@ async def cancel_run(request: web.Request) -> web.Response:
         if reason is not None and len(reason) > MAX_CANCEL_REASON_CHARS:
             return error(400, f"'reason' is {len(reason)} characters, over the "
                               f"{MAX_CANCEL_REASON_CHARS}-character limit")
+        if reason is not None and invalid_unicode_at(reason) is not None:
+            return error(400, "'reason' is not valid Unicode (a lone surrogate such as "
+                              "\\ud800)")
     state = await _query(request, "get_run", run_id)
     if state is None:
         return error(404, f"run {run_id} not found")
@@ -346,20 +395,24 @@ async def health(request: web.Request) -> web.Response:
 
 
 def make_app(queries: RunQueries, ingest: Ingest, *, dev: bool, event_keys: frozenset[str],
+             api_keys: frozenset[str] = frozenset(),
              max_body_bytes: int | None = None) -> web.Application:
-    """The API application. In ``dev`` mode any event key is accepted; otherwise only
-    ``event_keys``. ``max_body_bytes`` caps a request body (default: four times the
+    """The API application. In ``dev`` mode no key is needed anywhere. Otherwise
+    ``POST /e/{key}`` accepts only ``event_keys``, and every other path but ``/health``
+    needs ``Authorization: Bearer <key>`` with one of ``api_keys`` (401 without, 403
+    with a wrong one). ``max_body_bytes`` caps a request body (default: four times the
     ingest's ``settings.max_record_bytes``, else 32 MiB)."""
     if max_body_bytes is None:
         settings = getattr(ingest, "settings", None)
         record_bytes = getattr(settings, "max_record_bytes", None)
         max_body_bytes = record_bytes * 4 if isinstance(record_bytes, int) else (
             DEFAULT_MAX_BODY_BYTES)
-    app = web.Application(middlewares=[_json_errors], client_max_size=max_body_bytes)
+    app = web.Application(middlewares=[_json_errors, _api_keys],
+                          client_max_size=max_body_bytes)
     app[QUERIES] = queries
     app[INGEST] = ingest
     app[CONFIG] = {"dev": dev, "event_keys": frozenset(event_keys),
-                   "max_body_bytes": max_body_bytes}
+                   "api_keys": frozenset(api_keys), "max_body_bytes": max_body_bytes}
     app.router.add_post("/e/{event_key}", send_events)
     app.router.add_get("/v1/events/{event_id}/runs", event_runs)
     app.router.add_get("/v1/runs/{run_id}", get_run)
@@ -374,7 +427,8 @@ def make_app(queries: RunQueries, ingest: Ingest, *, dev: bool, event_keys: froz
 
 
 def event_keys_from_env(value: str | None) -> frozenset[str]:
-    """Parse ``STEPSTREAM_EVENT_KEYS`` (comma-separated; blanks ignored)."""
+    """Parse ``STEPSTREAM_EVENT_KEYS`` or ``STEPSTREAM_API_KEYS`` (comma-separated;
+    blanks ignored)."""
     return frozenset(k.strip() for k in (value or "").split(",") if k.strip())
 
 

@@ -13,13 +13,27 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import multiprocessing
+import os
+import signal
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from engine.devbroker import die_with_parent
+from engine.event_body import (
+    MAX_EVENTS_PER_REQUEST,
+    BodyError,
+    Seed,
+    invalid_unicode_at,
+    load_json,
+    parse_seed,
+    seeded_event_id,
+)
 from topics.catalog import Catalog, partition_for
 from topics.codec import PayloadError, check_payload, encode
 from topics.ids import new_ulid
@@ -32,6 +46,13 @@ log = logging.getLogger(__name__)
 # version string, "user" is user metadata); accepted and dropped so those senders work.
 _IGNORED_FIELDS = frozenset({"v", "user"})
 _KNOWN_FIELDS = frozenset({"name", "data", "id", "ts"})
+# 9999-12-31T23:59:59.999Z: a later 'ts' is no date at all, and times derived from it
+# (timeouts, ULIDs with 48 bits of milliseconds) would overflow downstream.
+MAX_TS_MS = 253_402_300_799_999
+# Bodies up to this size are decoded on the event loop (well under a millisecond of
+# work); larger ones in the ingest's worker process, so one big request cannot stall
+# every other request (the C JSON decoder holds the GIL for the whole body).
+INLINE_BODY_BYTES = 64 * 1024
 
 
 class IngestError(Exception):
@@ -49,9 +70,12 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def validate_event(raw: Any, settings: Settings, *, now: int, index: int = 0) -> Event:
+def validate_event(raw: Any, settings: Settings, *, now: int, index: int = 0,
+                   seed: Seed | None = None) -> Event:
     """Turn one raw JSON event into an :class:`Event`, filling ``id``/``ts``/``data``
-    defaults; raises :class:`IngestError` (400, or 413 when it is too large)."""
+    defaults (a missing id is derived from ``seed`` if given, see
+    :func:`engine.event_body.seeded_event_id`); raises :class:`IngestError` (400, or 413
+    when it is too large)."""
     where = f"event {index}"
     if not isinstance(raw, dict):
         raise IngestError(f"{where}: must be a JSON object, got {_json_type(raw)}")
@@ -71,21 +95,89 @@ def validate_event(raw: Any, settings: Settings, *, now: int, index: int = 0) ->
     # Inngest treats an empty id like a missing one, so senders that always set the
     # field keep working.
     if event_id is None or event_id == "":
-        event_id = new_ulid(now)
+        event_id = new_ulid(now) if seed is None else seeded_event_id(seed, index)
     elif not isinstance(event_id, str):
         raise IngestError(f"{where}: 'id' must be a string, got {_json_type(event_id)}")
     ts = raw.get("ts")
     if ts is None:
         ts = now
-    elif isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
+    elif isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= MAX_TS_MS:
         raise IngestError(
-            f"{where}: 'ts' must be a non-negative integer (milliseconds since the epoch)"
-        )
+            f"{where}: 'ts' must be an integer from 0 to {MAX_TS_MS} (milliseconds since "
+            f"the epoch, up to the year 9999)")
     try:
         check_payload(data, what=f"{where} data", max_depth=settings.max_depth)
     except PayloadError as exc:
         raise IngestError(str(exc)) from None
+    except UnicodeEncodeError:
+        raise IngestError(f"{where} data{invalid_unicode_at(data) or ''}: a string that is "
+                          f"not valid Unicode (a lone surrogate such as \\ud800)") from None
     return Event(name=name, data=data, id=event_id, ts=ts)
+
+
+def prepare_batch(raw: Sequence[Any], settings: Settings, *, now: int,
+                  seed: Seed | None = None) -> list[tuple[Event, bytes]]:
+    """Validate and encode a batch of raw events (all or nothing); raises
+    :class:`IngestError` on the first bad one."""
+    out = []
+    for i, item in enumerate(raw):
+        event = validate_event(item, settings, now=now, index=i, seed=seed)
+        try:
+            value = encode(event)
+        except UnicodeEncodeError:
+            where = invalid_unicode_at({"name": event.name, "id": event.id,
+                                        "data": event.data})
+            raise IngestError(f"event {i} {(where or '').lstrip('.')}: a string that is "
+                              f"not valid Unicode "
+                              f"(a lone surrogate such as \\ud800)") from None
+        except (OverflowError, ValueError, TypeError) as exc:
+            raise IngestError(f"event {i} ({event.name!r}) cannot be stored: {exc}"
+                              ) from None
+        if len(value) > settings.max_event_bytes:
+            raise IngestError(
+                f"event {i} ({event.name!r}) is {len(value)} bytes encoded, over the "
+                f"{settings.max_event_bytes}-byte limit", 413)
+        out.append((event, value))
+    return out
+
+
+def prepare_body(body: bytes, settings: Settings, now: int,
+                 seed: str | None = None) -> list[tuple[str, bytes]]:
+    """Decode a ``POST /e/{key}`` body and prepare its events: ``(id, encoded)`` pairs.
+    ``seed`` is the raw ``x-inngest-event-id-seed`` header. Pure, and its result is
+    small to pickle, so it can run in a worker process. Raises :class:`IngestError`."""
+    try:
+        payload = load_json(body)
+    except BodyError as exc:
+        raise IngestError(str(exc)) from None
+    if isinstance(payload, dict):
+        events: list[Any] = [payload]
+    elif isinstance(payload, list):
+        events = payload
+    else:
+        raise IngestError("body must be a JSON object (one event) or a list of events")
+    if len(events) > MAX_EVENTS_PER_REQUEST:
+        raise IngestError(f"{len(events)} events in one request, over the limit of "
+                          f"{MAX_EVENTS_PER_REQUEST}; send them in several requests", 413)
+    batch = prepare_batch(events, settings, now=now, seed=parse_seed(seed))
+    return [(event.id, value) for event, value in batch]
+
+
+def _init_worker() -> None:
+    # The worker shares the terminal's process group: Ctrl-C is for the parent, which
+    # shuts the pool down in order.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A parent killed without cleanup (SIGKILL) must not leave the worker behind: have
+    # Linux kill it then, and exit now if that already happened.
+    arm = die_with_parent(signal.SIGKILL)
+    if arm is not None:
+        arm()
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(0)
+    # Decoding a big body is bulk work: on a busy machine the API's event loop and the
+    # engine (the parent) get the CPU first, so /health stays fast meanwhile.
+    os.nice(10)
 
 
 def _json_type(value: Any) -> str:
@@ -121,42 +213,65 @@ class EventIngest:
         self._poller: threading.Thread | None = None
         self._closing = threading.Event()
         self._lock = threading.Lock()
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
 
     def start(self) -> None:
         """Create the producer now rather than on the first send: an idempotent producer
         needs a round of broker requests (about a second on Tansu) before its first
-        delivery, which would otherwise land on the first sender."""
+        delivery, which would otherwise land on the first sender. Likewise start the
+        worker process for large bodies: spawning it copies this process's page tables,
+        which would stall the event loop in the middle of the first big request."""
         self._ensure_producer()
+        self._ensure_pool().submit(int).result()
 
     def prepare(self, raw: Sequence[Any], now: int | None = None) -> list[tuple[Event, bytes]]:
         """Validate a whole batch and encode it; raises :class:`IngestError` on the first
         bad event, so nothing of a bad batch is ever produced."""
-        now = now_ms() if now is None else now
-        out = []
-        for i, item in enumerate(raw):
-            event = validate_event(item, self.settings, now=now, index=i)
-            value = encode(event)
-            if len(value) > self.settings.max_event_bytes:
-                raise IngestError(
-                    f"event {i} ({event.name!r}) is {len(value)} bytes encoded, over the "
-                    f"{self.settings.max_event_bytes}-byte limit", 413)
-            out.append((event, value))
-        return out
+        return prepare_batch(raw, self.settings, now=now_ms() if now is None else now)
 
     async def send(self, raw: Sequence[Any]) -> list[str]:
         """Validate and store a batch of raw JSON events; return their ids once every one
         is acknowledged by the broker. Raises :class:`IngestError`."""
-        batch = self.prepare(raw)
+        return await self._store([(e.id, v) for e, v in self.prepare(raw)])
+
+    async def send_body(self, body: bytes, seed: str | None = None) -> list[str]:
+        """Store the events of a ``POST /e/{key}`` body (one event object or a list of
+        at most :data:`MAX_EVENTS_PER_REQUEST`); ``seed`` is the request's
+        ``x-inngest-event-id-seed`` header. Returns their ids once every one is
+        acknowledged. Raises :class:`IngestError`.
+
+        A large body is decoded, validated and encoded in a worker process and produced
+        from a thread, so the event loop stays free for other requests meanwhile.
+        """
+        now = now_ms()
+        if len(body) <= INLINE_BODY_BYTES:
+            return await self._store(prepare_body(body, self.settings, now=now, seed=seed))
+        loop = asyncio.get_running_loop()
+        try:
+            batch = await loop.run_in_executor(self._ensure_pool(), prepare_body, body,
+                                               self.settings, now, seed)
+        except BrokenProcessPool:
+            # The worker died (killed, out of memory): the next request gets a new one.
+            with self._lock:
+                self._pool = None
+            raise IngestError("event decoding failed (worker process lost); retry", 503
+                              ) from None
+        return await self._store(batch)
+
+    async def _store(self, batch: list[tuple[str, bytes]]) -> list[str]:
         if not batch:
             return []
-        futures = self._produce(batch)
-        await asyncio.wait([asyncio.wrap_future(f) for f in futures],
-                           timeout=self.delivery_timeout + 5)
+        # Producing thousands of records is milliseconds of work per thousand, and a
+        # full local queue waits: both belong off the event loop.
+        futures = await asyncio.to_thread(self._produce, batch)
+        # Waited for in a thread too: wrapping each future would put thousands of
+        # callbacks on the loop at once when the acknowledgements arrive.
+        await asyncio.to_thread(concurrent.futures.wait, futures, self.delivery_timeout + 5)
         return self._results(batch, futures)
 
     def send_sync(self, raw: Sequence[Any]) -> list[str]:
         """Blocking :meth:`send`, for scripts and the CLI."""
-        batch = self.prepare(raw)
+        batch = [(e.id, v) for e, v in self.prepare(raw)]
         if not batch:
             return []
         futures = self._produce(batch)
@@ -211,25 +326,24 @@ class EventIngest:
                               f"{fut.exception() if fut.done() else 'no acknowledgement'}",
                               503)
 
-    def _results(self, batch: list[tuple[Event, bytes]],
+    def _results(self, batch: list[tuple[str, bytes]],
                  futures: list[concurrent.futures.Future[None]]) -> list[str]:
-        for (event, _), fut in zip(batch, futures, strict=True):
+        for (event_id, _), fut in zip(batch, futures, strict=True):
             if not fut.done():
-                raise IngestError(f"event {event.id}: no acknowledgement from the broker "
+                raise IngestError(f"event {event_id}: no acknowledgement from the broker "
                                   f"in time", 503)
             exc = fut.exception()
             if exc is not None:
-                raise IngestError(f"event {event.id} was not stored: {exc}", 503)
-        return [event.id for event, _ in batch]
+                raise IngestError(f"event {event_id} was not stored: {exc}", 503)
+        return [event_id for event_id, _ in batch]
 
-    def _produce(self, batch: list[tuple[Event, bytes]]) -> list[concurrent.futures.Future[None]]:
+    def _produce(self, batch: list[tuple[str, bytes]]) -> list[concurrent.futures.Future[None]]:
         producer = self._ensure_producer()
         futures: list[concurrent.futures.Future[None]] = []
-        for event, value in batch:
+        for event_id, value in batch:
             fut: concurrent.futures.Future[None] = concurrent.futures.Future()
             futures.append(fut)
-            key = event.id.encode()
-            self._produce_one(producer, key, value, fut)
+            self._produce_one(producer, event_id.encode(), value, fut)
         return futures
 
     def _produce_one(self, producer: Producer, key: bytes, value: bytes,
@@ -259,6 +373,18 @@ class EventIngest:
                 fut.set_exception(exc)
                 return
 
+    def _ensure_pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        with self._lock:
+            if self._closing.is_set():
+                raise IngestError("event ingest is closed", 503)
+            if self._pool is None:
+                # spawn, not fork: this process runs librdkafka threads, which a forked
+                # child would inherit in an undefined state.
+                self._pool = concurrent.futures.ProcessPoolExecutor(
+                    max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_init_worker)
+            return self._pool
+
     def _ensure_producer(self) -> Producer:
         with self._lock:
             if self._closing.is_set():
@@ -285,6 +411,9 @@ class EventIngest:
             self._closing.set()
             producer, self._producer = self._producer, None
             poller, self._poller = self._poller, None
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         if poller is not None:
             poller.join()
         if producer is not None:

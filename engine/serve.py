@@ -67,7 +67,7 @@ class DevOptions:
 class EngineOptions:
     """Options of ``stepstream engine``."""
 
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     port: int = 8288
     state_dir: Path = Path(".stepstream/engine-state")
     create_topics: bool = True
@@ -202,7 +202,15 @@ def run_dev(opts: DevOptions) -> int:
 
 
 def run_engine(opts: EngineOptions) -> int:
-    """``stepstream engine``: against configured brokers; returns the exit status."""
+    """``stepstream engine``: against configured brokers; returns the exit status.
+    Refuses to start (:class:`CliError`, exit 2) without ``STEPSTREAM_API_KEYS``."""
+    api_keys = event_keys_from_env(os.environ.get("STEPSTREAM_API_KEYS"))
+    if not api_keys:
+        # Refuse rather than serve runs to anyone, or invent a key that would then sit
+        # in logs and change on every restart.
+        raise CliError("STEPSTREAM_API_KEYS is not set: the /v1 API needs at least one "
+                       "key outside dev mode (comma-separated; clients send "
+                       "'Authorization: Bearer <key>'), or use `stepstream dev`", 2)
     signal.signal(signal.SIGTERM, _stop_on_signal)
     signal.signal(signal.SIGINT, _stop_on_signal)
     settings = _load_settings(configured_brokers(os.environ))
@@ -219,8 +227,8 @@ def run_engine(opts: EngineOptions) -> int:
                         "every key")
 
             return _run(stack, settings, opts.state_dir, host=opts.host, port=opts.port,
-                        dev=False, event_keys=keys, create_topics=opts.create_topics,
-                        worker_cmd=None, banner=banner)
+                        dev=False, event_keys=keys, api_keys=api_keys,
+                        create_topics=opts.create_topics, worker_cmd=None, banner=banner)
         except KeyboardInterrupt:
             say("stopping")
             return 0
@@ -230,6 +238,7 @@ def run_engine(opts: EngineOptions) -> int:
 
 def _run(stack: contextlib.ExitStack, settings: Settings, state_dir: Path, *, host: str,
          port: int, dev: bool, event_keys: frozenset[str], create_topics: bool,
+         api_keys: frozenset[str] = frozenset(),
          worker_cmd: list[str] | None,
          banner: Callable[[list[str], int | None], None]) -> int:
     try:
@@ -246,7 +255,8 @@ def _run(stack: contextlib.ExitStack, settings: Settings, state_dir: Path, *, ho
     ingest = EventIngest(settings)
     ingest.start()
     stack.callback(ingest.close)
-    app = make_app(engine.queries, ingest, dev=dev, event_keys=event_keys)
+    app = make_app(engine.queries, ingest, dev=dev, event_keys=event_keys,
+                   api_keys=api_keys)
     try:
         return asyncio.run(_serve(app, host, port, engine, settings, worker_cmd, banner))
     finally:

@@ -29,6 +29,8 @@ from topics.records import DeadLetter
 from topics.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
+# `stepstream engine` children need an API key; api_at() sends it.
+API_KEY = "test-api-key"
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 30, what: str = "condition",
@@ -65,7 +67,7 @@ class Stack:
         return {**os.environ, "STEPSTREAM_BROKERS": s.brokers or "",
                 "STEPSTREAM_PREFIX": s.prefix, "STEPSTREAM_PARTITIONS": str(s.partitions),
                 "STEPSTREAM_RETRY_BACKOFF_BASE_MS": str(s.retry_backoff_base_ms),
-                "PYTHONPATH": str(ROOT)}
+                "PYTHONPATH": str(ROOT), "STEPSTREAM_API_KEYS": API_KEY}
 
     # --- engine ---------------------------------------------------------------------
 
@@ -129,7 +131,9 @@ class Stack:
 
     @staticmethod
     def api_at(port: int, path: str) -> Any:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                     headers={"Authorization": f"Bearer {API_KEY}"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
             return json.loads(resp.read())
 
     def dead_letters(self, expect: int, timeout: float = 30) -> list[DeadLetter]:

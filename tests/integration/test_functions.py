@@ -19,7 +19,7 @@ import sdk
 from engine import cli
 from engine.devbroker import free_port
 from engine.views import parse_rfc3339
-from tests.integration.harness import Stack, wait_for
+from tests.integration.harness import API_KEY, Stack, wait_for
 from topics.cron import parse_cron
 
 pytestmark = pytest.mark.kafka
@@ -45,7 +45,8 @@ class Api:
             return False
 
     def call(self, method: str, path: str) -> tuple[int, Any]:
-        req = urllib.request.Request(self.base + path, method=method)
+        req = urllib.request.Request(self.base + path, method=method,
+                                     headers={"Authorization": f"Bearer {API_KEY}"})
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 return resp.status, json.loads(resp.read())
@@ -172,8 +173,10 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
 
 
 def test_functions_list_show_remove_through_cli_and_api(
-        api: tuple[Stack, Api], capsys: pytest.CaptureFixture[str]) -> None:
+        api: tuple[Stack, Api], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     stack, engine = api
+    monkeypatch.setenv("STEPSTREAM_API_KEYS", API_KEY)  # the CLI sends the engine's key
     client = catalog_app(stack)
     try:
         stack.start_worker(client)

@@ -10,7 +10,7 @@ from typing import Any, cast
 from aiohttp.test_utils import TestClient, TestServer
 
 from engine.http_api import event_keys_from_env, make_app
-from engine.ingest import EventIngest, IngestError
+from engine.ingest import EventIngest, IngestError, now_ms, prepare_body
 from engine.views import RunFilter
 from topics.catalog import partition_for
 from topics.codec import decode
@@ -61,10 +61,10 @@ class FakeIngest:
         self.sent: list[Any] = []
         self.cancels: list[tuple[str, str, str | None]] = []
 
-    async def send(self, raw: list[Any]) -> list[str]:
-        batch = self._real.prepare(raw)
-        self.sent.extend(e for e, _ in batch)
-        return [e.id for e, _ in batch]
+    async def send_body(self, body: bytes, seed: str | None = None) -> list[str]:
+        batch = prepare_body(body, self.settings, now_ms(), seed)
+        self.sent.extend(decode(value) for _, value in batch)
+        return [event_id for event_id, _ in batch]
 
     async def request_cancel(self, run_id: str, partition_key: str,
                              reason: str | None) -> None:
@@ -72,7 +72,7 @@ class FakeIngest:
 
 
 class BrokenIngest(FakeIngest):
-    async def send(self, raw: list[Any]) -> list[str]:
+    async def send_body(self, body: bytes, seed: str | None = None) -> list[str]:
         raise IngestError("event E was not stored: broker down", 503)
 
     async def request_cancel(self, run_id: str, partition_key: str,
@@ -472,3 +472,48 @@ def test_ingest_request_cancel_record() -> None:
         else:
             raise AssertionError("a failed delivery must raise")
     asyncio.run(main())
+
+
+def test_input_that_used_to_crash_is_a_4xx_with_a_message() -> None:
+    """Issue 7: each of these was a 500 (UnicodeEncodeError, RecursionError,
+    OverflowError, a zlib error) and must be a 400 saying what is wrong."""
+    deep = b"[" * 5000 + b"]" * 5000
+    cases: list[tuple[str, bytes, dict[str, str], str]] = [
+        ("/e/k", b'{"name": "a", "data": {"x": "\\ud800"}}', {}, "data.x"),
+        ("/e/k", b'{"name": "a", "data": {"\\udfff": 1}}', {}, "not valid Unicode"),
+        ("/e/k", b'{"name": "\\ud800"}', {}, "name"),
+        ("/e/k", b'{"name": "a", "id": "x\\ud800"}', {}, "id"),
+        ("/e/k", deep, {}, "nested too deeply"),
+        ("/e/k", b'{"name": "a", "data": {"x": ' + deep + b"}}", {}, "nested too deeply"),
+        ("/e/k", json.dumps({"name": "a", "ts": 2**70}).encode(), {}, "'ts' must be"),
+        ("/e/k", json.dumps({"name": "a", "ts": 2**63}).encode(), {}, "'ts' must be"),
+        ("/e/k", b'{"name": "a"}', {"Content-Encoding": "gzip"}, "Content-Encoding"),
+        ("/v1/runs/R1/cancel", b'{"reason": ' + deep + b"}", {}, "nested too deeply"),
+        ("/v1/runs/R1/cancel", b'{"reason": "\\ud800"}', {}, "not valid Unicode"),
+        ("/v1/runs/R1/cancel", b"{}", {"Content-Encoding": "gzip"}, "Content-Encoding"),
+    ]
+
+    async def t(c: TestClient[Any, Any], ing: FakeIngest) -> None:
+        for path, body, headers, fragment in cases:
+            r = await c.post(path, data=body, headers={**headers, "Connection": "close"})
+            got = await r.json()
+            assert r.status == 400, (path, body[:60], got)
+            assert got["status"] == 400 and fragment in got["error"], (body[:60], got)
+        assert ing.sent == [] and ing.cancels == []
+    run(t, runs=[{**state("R1"), "status": "running"}])
+
+
+def test_an_event_of_the_year_9999_is_accepted() -> None:
+    async def t(c: TestClient[Any, Any], ing: FakeIngest) -> None:
+        r = await c.post("/e/k", json={"name": "a", "ts": 253_402_300_799_999})
+        assert r.status == 200 and ing.sent[0].ts == 253_402_300_799_999
+    run(t)
+
+
+def test_too_many_events_in_one_request_is_413() -> None:
+    async def t(c: TestClient[Any, Any], ing: FakeIngest) -> None:
+        r = await c.post("/e/k", json=[{"name": "a"}] * 5001)
+        got = await r.json()
+        assert r.status == 413 and "over the limit of 5000" in got["error"], got
+        assert ing.sent == []
+    run(t)
