@@ -27,7 +27,7 @@ from bench.launch import (
     faust_missing,
     new_prefix,
 )
-from engine.provision import ensure_topics
+from engine.cli.provision import ensure_topics
 from engine.runtime.processor import Processor
 from topics.catalog import Catalog
 from topics.settings import Settings

@@ -6,7 +6,7 @@ import logging
 import threading
 from pathlib import Path
 
-from engine.queries import Queries
+from engine.api.queries import Queries
 from engine.runtime.processor import Processor
 from topics.settings import Settings
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import sdk
-from engine.devbroker import free_port
+from engine.cli.devbroker import free_port
 from engine.store.partition import PartitionStore
 from tests.integration.harness import Stack, wait_for
 from topics.catalog import partition_for

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import sdk
-from engine.devbroker import free_port
+from engine.cli.devbroker import free_port
 from engine.runtime.replay import replay
 from tests.integration.harness import ROOT, Stack, wait_for
 

@@ -2,7 +2,7 @@
 cannot go on the wire, and Inngest's ``x-inngest-event-id-seed`` header.
 
 Nothing here does I/O, so the event ingest can run it in another process (see
-:meth:`engine.ingest.EventIngest.send_body`).
+:meth:`engine.api.ingest.EventIngest.send_body`).
 """
 
 from __future__ import annotations

@@ -21,17 +21,19 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from engine.brokers import configured_brokers
-from engine.cli import CliError
-from engine.devbroker import (
+from engine.api.http import bound_urls, event_keys_from_env, make_app, start_server
+from engine.api.ingest import EventIngest
+from engine.children import die_with_parent
+from engine.cli.brokers import configured_brokers
+from engine.cli.client import CliError
+from engine.cli.devbroker import (
     DEFAULT_PORT,
     DevBroker,
     DevBrokerError,
-    die_with_parent,
     free_port,
     port_is_free,
 )
-from engine.devsession import (
+from engine.cli.devsession import (
     DevBusyError,
     DevLock,
     check_ports,
@@ -40,9 +42,7 @@ from engine.devsession import (
     remove_if_ours,
     write_file,
 )
-from engine.http_api import bound_urls, event_keys_from_env, make_app, start_server
-from engine.ingest import EventIngest
-from engine.provision import ProvisionError, ensure_topics
+from engine.cli.provision import ProvisionError, ensure_topics
 from topics.settings import DEV_API_FILE, DEV_BROKER_FILE, Settings, SettingsError
 
 # Written into a dev state directory so that a later `stepstream dev` may wipe it: we

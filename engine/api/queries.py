@@ -6,10 +6,10 @@ import heapq
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from engine.api.function_views import function_view
+from engine.api.views import RunFilter
 from engine.clock import now_ms
-from engine.function_views import function_view
 from engine.store.partition import PartitionStore, state_hash, unpack
-from engine.views import RunFilter
 
 if TYPE_CHECKING:
     from engine.runtime.processor import Processor
@@ -86,7 +86,7 @@ class Queries:
         return state_hash(self._stores())
 
     def functions(self) -> list[dict[str, Any]]:
-        """Every registered function (:func:`engine.function_views.function_view`), by id."""
+        """Every registered function (:func:`engine.api.function_views.function_view`), by id."""
         # A copy: the processor thread adds and removes definitions meanwhile.
         registry = dict(self.processor.registry.functions)
         now = now_ms()

@@ -8,7 +8,8 @@ import urllib.error
 import urllib.parse
 from typing import Any
 
-from engine.cli import DEFAULT_API, CliError, api_call, api_url
+from engine.cli.brokers import DEFAULT_API
+from engine.cli.client import CliError, api_call, api_url
 
 
 def add_parser(sub: Any) -> None:
@@ -43,7 +44,7 @@ def cmd_functions(args: argparse.Namespace, base: str) -> int:
     """``stepstream functions list|show|remove`` against the API at ``base``."""
     from rich.console import Console
 
-    from engine.function_views import function_text, functions_table
+    from engine.api.function_views import function_text, functions_table
 
     console = Console() if sys.stdout.isatty() else Console(width=200)
     if args.functions_command == "list":

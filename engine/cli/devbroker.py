@@ -6,18 +6,15 @@ Storage is memory only: stopping the broker (or its crash) loses every topic and
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from types import TracebackType
 from typing import IO
+
+from engine.children import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -43,32 +40,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that sends the child ``sig`` when its parent dies (Linux only;
-    None elsewhere).
-
-    Our children run in their own sessions (see :meth:`DevBroker.start`), so without
-    this a parent killed without cleanup (SIGKILL, a test runner's timeout) would leave
-    them running, a broker holding its port. Linux delivers the signal when the *thread* that forked
-    exits, so it is only armed when the broker is started from the main thread.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def arm() -> None:
-        prctl(pr_set_pdeathsig, int(sig), 0, 0, 0)
-
-    return arm
 
 
 def _answers_tcp(host: str, port: int) -> bool:

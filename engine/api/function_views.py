@@ -14,7 +14,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from engine.views import rfc3339
+from engine.api.views import rfc3339
 from topics.cron import CronSchedule
 from topics.records import FunctionRegistered
 

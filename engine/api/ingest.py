@@ -24,8 +24,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from engine.devbroker import die_with_parent
-from engine.event_body import (
+from engine.api.event_body import (
     MAX_EVENTS_PER_REQUEST,
     BodyError,
     Seed,
@@ -34,6 +33,8 @@ from engine.event_body import (
     parse_seed,
     seeded_event_id,
 )
+from engine.children import die_with_parent
+from engine.clock import now_ms
 from topics.catalog import Catalog, partition_for
 from topics.codec import PayloadError, check_payload, encode
 from topics.ids import new_ulid
@@ -65,16 +66,11 @@ class IngestError(Exception):
         self.status = status
 
 
-def now_ms() -> int:
-    """Wall-clock milliseconds since the epoch."""
-    return time.time_ns() // 1_000_000
-
-
 def validate_event(raw: Any, settings: Settings, *, now: int, index: int = 0,
                    seed: Seed | None = None) -> Event:
     """Turn one raw JSON event into an :class:`Event`, filling ``id``/``ts``/``data``
     defaults (a missing id is derived from ``seed`` if given, see
-    :func:`engine.event_body.seeded_event_id`); raises :class:`IngestError` (400, or 413
+    :func:`engine.api.event_body.seeded_event_id`); raises :class:`IngestError` (400, or 413
     when it is too large)."""
     where = f"event {index}"
     if not isinstance(raw, dict):

@@ -33,9 +33,9 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from engine.event_body import SEED_HEADER, BodyError, invalid_unicode_at, load_json
-from engine.ingest import IngestError
-from engine.views import (
+from engine.api.event_body import SEED_HEADER, BodyError, invalid_unicode_at, load_json
+from engine.api.ingest import IngestError
+from engine.api.views import (
     MAX_CANCEL_REASON_CHARS,
     TERMINAL_STATUSES,
     RunFilter,
@@ -54,7 +54,7 @@ MAX_CANCEL_BODY_BYTES = 64 * 1024
 
 
 class RunQueries(Protocol):
-    """Read access to run states (internal format, see :mod:`engine.views`). Methods are
+    """Read access to run states (internal format, see :mod:`engine.api.views`). Methods are
     called from a worker thread, never the event loop, so they may block briefly."""
 
     def get_run(self, run_id: str) -> dict[str, Any] | None: ...
@@ -62,17 +62,17 @@ class RunQueries(Protocol):
     def list_runs(self, limit: int, cursor: str | None,
                   flt: RunFilter | None) -> list[dict[str, Any]]:
         """Up to ``limit`` matching runs with ids below ``cursor``, newest first; fewer
-        only when no more match (see :func:`engine.queries.list_runs`)."""
+        only when no more match (see :func:`engine.api.queries.list_runs`)."""
         ...
     def state_hash(self) -> str: ...
     def functions(self) -> list[dict[str, Any]]: ...
     def function(self, fn_id: str) -> dict[str, Any] | None:
-        """One registered function (:func:`engine.function_views.function_view`)."""
+        """One registered function (:func:`engine.api.function_views.function_view`)."""
         ...
 
 
 class Ingest(Protocol):
-    """Stores raw events and run commands; raises :class:`engine.ingest.IngestError`."""
+    """Stores raw events and run commands; raises :class:`engine.api.ingest.IngestError`."""
 
     async def send_body(self, body: bytes, seed: str | None = None) -> list[str]:
         """Decode, validate and store the events of a ``POST /e/{key}`` body; ``seed``

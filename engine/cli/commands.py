@@ -2,7 +2,7 @@
 
 Commands: ``dev`` (everything on one machine, with a dev broker), ``engine`` (against
 configured brokers), ``worker``, ``send``, ``runs show|list|cancel``,
-``functions list|show|remove`` (:mod:`engine.functions_cli`), ``replay``. A malformed
+``functions list|show|remove`` (:mod:`engine.cli.functions`), ``replay``. A malformed
 argument prints one line and exits 2; a failure at run time prints one line and exits 1.
 """
 
@@ -25,18 +25,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from engine.brokers import DEFAULT_API
+from engine.cli.brokers import DEFAULT_API
+from engine.cli.client import CliError, api_call, api_get, api_url
 from topics.settings import SettingsError
 
 _APP_REF = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
-
-
-class CliError(Exception):
-    """A failure to report as one line; ``code`` is the exit status."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,7 +82,7 @@ def list_limit(value: str) -> int:
 
 def run_status(value: str) -> str:
     """A run status (queued, running, completed, failed, cancelled), any case."""
-    from engine.views import parse_status
+    from engine.api.views import parse_status
 
     try:
         return parse_status(value)
@@ -99,7 +92,7 @@ def run_status(value: str) -> str:
 
 def time_ms(value: str) -> int:
     """A time: epoch milliseconds or ISO-8601 (UTC unless it has an offset)."""
-    from engine.views import parse_time_ms
+    from engine.api.views import parse_time_ms
 
     try:
         return parse_time_ms(value)
@@ -109,7 +102,7 @@ def time_ms(value: str) -> int:
 
 def cancel_reason(value: str) -> str:
     """Why a run is cancelled: free text up to the API's limit."""
-    from engine.views import MAX_CANCEL_REASON_CHARS
+    from engine.api.views import MAX_CANCEL_REASON_CHARS
 
     if len(value) > MAX_CANCEL_REASON_CHARS:
         raise argparse.ArgumentTypeError(
@@ -127,14 +120,6 @@ def json_object(value: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise argparse.ArgumentTypeError("event data must be a JSON object, like '{\"k\": 1}'")
     return data
-
-
-def api_url(value: str) -> str:
-    """An http(s) base URL."""
-    parsed = urllib.parse.urlparse(value)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an http:// or https:// URL")
-    return value.rstrip("/")
 
 
 # --- parser -----------------------------------------------------------------------
@@ -201,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--reason", type=cancel_reason, help="why (kept with the run)")
     cancel.add_argument("--api", type=api_url, help=f"API base URL ({DEFAULT_API})")
 
-    from engine.functions_cli import add_parser as add_functions_parser
+    from engine.cli.functions import add_parser as add_functions_parser
 
     add_functions_parser(sub)
 
@@ -215,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings() -> Any:
-    from engine.brokers import load_settings
+    from engine.cli.brokers import load_settings
 
     try:
         return load_settings(os.environ)
@@ -225,7 +210,7 @@ def _settings() -> Any:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     """``stepstream dev``."""
-    from engine.serve import DevOptions, run_dev
+    from engine.cli.serve import DevOptions, run_dev
 
     return run_dev(DevOptions(app=args.app, host=args.host, port=args.port,
                               broker_port=args.broker_port, state_dir=args.state_dir,
@@ -234,8 +219,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 def cmd_engine(args: argparse.Namespace) -> int:
     """``stepstream engine``."""
-    from engine.brokers import configured_brokers
-    from engine.serve import EngineOptions, run_engine
+    from engine.cli.brokers import configured_brokers
+    from engine.cli.serve import EngineOptions, run_engine
 
     if not configured_brokers(os.environ):
         raise CliError("no brokers configured: set STEPSTREAM_BROKERS (or "
@@ -306,7 +291,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_send(args: argparse.Namespace) -> int:
     """``stepstream send NAME [JSON] [--id ID]``: prints the event id."""
-    from engine.ingest import EventIngest, IngestError
+    from engine.api.ingest import EventIngest, IngestError
 
     settings = _settings()
     event: dict[str, Any] = {"name": args.name, "data": args.data}
@@ -331,7 +316,7 @@ def _check_events_topic(settings: Any) -> None:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    from engine.brokers import HOW_TO_SET, resolve_brokers
+    from engine.cli.brokers import HOW_TO_SET, resolve_brokers
     from topics.catalog import Catalog
 
     _, source = resolve_brokers(os.environ)
@@ -350,53 +335,9 @@ def _check_events_topic(settings: Any) -> None:
 
 
 def _api_base(args: argparse.Namespace) -> str:
-    from engine.brokers import resolve_api
+    from engine.cli.brokers import resolve_api
 
     return resolve_api(args.api, os.environ)[0]
-
-
-def api_call(base: str, path: str, body: dict[str, Any] | None = None,
-             method: str | None = None) -> Any:
-    """GET ``base + path`` (POST ``body`` as JSON if given; ``method`` overrides) and
-    decode the JSON answer;
-    raises :class:`CliError` on any failure. A 404 or 409 raises with the API's own
-    message alone; other HTTP errors add the status and URL."""
-    url = base + path
-    data = None if body is None else json.dumps(body).encode()
-    headers = {"Content-Type": "application/json"} if data else {}
-    # The engine's API needs a key outside dev mode: send the first of the same
-    # variable the engine reads (dev mode ignores it).
-    keys = [k.strip() for k in os.environ.get("STEPSTREAM_API_KEYS", "").split(",")
-            if k.strip()]
-    if keys:
-        headers["Authorization"] = f"Bearer {keys[0]}"
-    req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
-                                 headers=headers)
-    if method:
-        req.method = method
-    try:
-        # A POST waits for the broker's acknowledgement, which the API bounds at 35 s.
-        with urllib.request.urlopen(req, timeout=40 if data else 10) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read()).get("error") or exc.reason
-        except (ValueError, AttributeError):
-            message = exc.reason
-        raise CliError(f"{message} (HTTP {exc.code} from {url})" if exc.code not in (404, 409)
-                       else str(message)) from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise CliError(f"cannot reach the stepstream API at {base} ({reason}); is "
-                       f"`stepstream dev` running? (set --api or STEPSTREAM_API)") from None
-    except ValueError:
-        raise CliError(f"{url} did not answer with JSON; is that the stepstream API?"
-                       ) from None
-
-
-def api_get(base: str, path: str) -> Any:
-    """GET ``base + path``: see :func:`api_call`."""
-    return api_call(base, path)
 
 
 def _list_query(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -428,7 +369,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     """``stepstream runs show|list|cancel``."""
     from rich.console import Console
 
-    from engine.views import runs_table, timeline_text
+    from engine.api.views import runs_table, timeline_text
 
     base = _api_base(args)
     if args.runs_command == "cancel":
@@ -465,7 +406,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_functions(args: argparse.Namespace) -> int:
     """``stepstream functions list|show|remove``."""
-    from engine.functions_cli import cmd_functions as run
+    from engine.cli.functions import cmd_functions as run
 
     return run(args, _api_base(args))
 
