@@ -34,14 +34,12 @@ candidates and forgets a wait once it has resolved it.
 from __future__ import annotations
 
 import logging
-import re
-from collections import OrderedDict
 from dataclasses import asdict
 from typing import Any, Protocol
 
 import msgpack
 
-from engine.expressions import CompiledExpression, ExpressionError, PreparedEvent
+from engine.expressions import ExpressionError, PreparedEvent, compiled
 from engine.fold.core import Emit, NotApplicable, value_at
 from engine.store import keys
 from topics.records import Event, WaitCleared, WaitRegistered, WaitResolved
@@ -89,7 +87,7 @@ def _register(tables: WaitTables, rec: WaitRegistered) -> list[Emit]:
         tables.put_raw(keys.field_key(rec.event, rec.match_field), b"")
     if rec.if_exp:
         try:
-            _expression(rec.if_exp)
+            compiled(rec.if_exp)
         except ExpressionError as exc:
             raise NotApplicable(f"wait {rec.wait_id}: {exc}") from None
     key = keys.wait_key(rec.event, rec.match_field, rec.match_value, rec.wait_id)
@@ -126,33 +124,9 @@ def _event(tables: WaitTables, event: Event, appended_ms: int | None) -> list[Em
     return emits
 
 
-# ``async`` is a Python keyword: cel-python's compiled runner cannot name it (its
-# interpreter can, ~3x slower), so the variable is renamed outside string literals.
-_ASYNC = re.compile(r"""("(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*')|\basync\b""")
-_CACHE: OrderedDict[str, CompiledExpression] = OrderedDict()
-_CACHE_SIZE = 1024
-
-
-def rename_async(source: str) -> str:
-    """``source`` with the identifier ``async`` renamed ``async_`` (strings untouched)."""
-    return _ASYNC.sub(lambda m: m.group(1) or "async_", source)
-
-
-def _expression(source: str) -> CompiledExpression:
-    expr = _CACHE.get(source)
-    if expr is None:
-        expr = CompiledExpression(rename_async(source))
-        _CACHE[source] = expr
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    else:
-        _CACHE.move_to_end(source)
-    return expr
-
-
 def _holds(source: str, trigger: dict[str, Any], candidate: PreparedEvent) -> bool:
     try:
-        expr = _expression(source)
+        expr = compiled(source)
         activation = {"event": PreparedEvent(trigger).cel(), "async_": candidate.cel()}
     except ExpressionError as exc:
         log.warning("wait condition does not compile: %s", exc)

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from engine.fold import apply_waits, matcher
+from engine.expressions import rename_async
+from engine.fold import apply_waits
 from engine.store import keys
 from engine.store.partition import PartitionStore
 from engine.store.view import BatchView
@@ -144,5 +145,5 @@ def test_a_wait_resolves_on_an_event_appended_before_it_expired_whatever_its_sen
 
 
 def test_rename_async_leaves_strings_alone() -> None:
-    assert (matcher.rename_async("async.x == 'async' && event.async_y == \"a async\"")
+    assert (rename_async("async.x == 'async' && event.async_y == \"a async\"")
             == "async_.x == 'async' && event.async_y == \"a async\"")
