@@ -5,15 +5,10 @@ else the default."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 
-from topics.settings import (
-    DEV_API_FILE,
-    DEV_BROKER_ADDRESS,
-    DEV_BROKER_FILE,
-    Settings,
-    dev_file_candidates,
-)
+from topics import brokers
+from topics.settings import DEV_API_FILE, Settings
 
 DEFAULT_API = "http://127.0.0.1:8288"
 HOW_TO_SET = "start `stepstream dev`, or set STEPSTREAM_BROKERS"
@@ -21,36 +16,29 @@ HOW_TO_SET = "start `stepstream dev`, or set STEPSTREAM_BROKERS"
 
 def configured_brokers(env: Mapping[str, str]) -> str | None:
     """Brokers set explicitly: ``STEPSTREAM_BROKERS``, else ``KAFKA_BOOTSTRAP_SERVERS``."""
-    return env.get("STEPSTREAM_BROKERS") or env.get("KAFKA_BOOTSTRAP_SERVERS") or None
+    found = brokers.configured_brokers(env)
+    return found[0] if found else None
+
+
+def read_text(path: PurePath) -> str | None:
+    """A file's stripped text, or None if it cannot be read."""
+    try:
+        return Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def find_dev_file(name: str, env: Mapping[str, str],
                   cwd: Path | None = None) -> tuple[str, Path] | None:
-    """The first non-empty file ``name`` that ``stepstream dev`` wrote (see
-    :func:`topics.settings.dev_file_candidates`): its stripped text and path."""
-    for candidate in dev_file_candidates(name, cwd or Path.cwd(), env):
-        try:
-            text = Path(candidate).read_text().strip()
-        except (OSError, UnicodeDecodeError):
-            continue
-        if text:
-            return text, Path(candidate)
-    return None
+    """The first non-empty file ``name`` that ``stepstream dev`` wrote: its text and path."""
+    found = brokers.find_dev_file(name, cwd or Path.cwd(), env, read_text)
+    return None if found is None else (found[0], Path(found[1]))
 
 
 def resolve_brokers(env: Mapping[str, str], cwd: Path | None = None) -> tuple[str, str]:
-    """The broker address and where it came from (for error messages): configuration,
-    the address ``stepstream dev`` recorded, or the default."""
-    configured = configured_brokers(env)
-    if configured:
-        source = ("STEPSTREAM_BROKERS" if env.get("STEPSTREAM_BROKERS")
-                  else "KAFKA_BOOTSTRAP_SERVERS")
-        return configured, source
-    found = find_dev_file(DEV_BROKER_FILE, env, cwd)
-    if found:
-        return found[0], str(found[1])
-    return DEV_BROKER_ADDRESS, (f"the default: no {DEV_BROKER_FILE} here, in a parent "
-                                f"folder or in $HOME")
+    """The broker address and where it came from (for error messages): see
+    :func:`topics.brokers.resolve_brokers`."""
+    return brokers.resolve_brokers(env, cwd or Path.cwd(), read_text)
 
 
 def resolve_api(explicit: str | None, env: Mapping[str, str],
@@ -70,5 +58,5 @@ def resolve_api(explicit: str | None, env: Mapping[str, str],
 def load_settings(env: Mapping[str, str], cwd: Path | None = None) -> Settings:
     """``Settings.from_env`` with the brokers resolved by :func:`resolve_brokers`.
     Raises ``topics.settings.SettingsError`` on a malformed variable."""
-    brokers, _ = resolve_brokers(env, cwd)
-    return Settings.from_env(env, brokers=brokers)
+    address, _ = resolve_brokers(env, cwd)
+    return Settings.from_env(env, brokers=address)
