@@ -37,12 +37,12 @@ from engine.api.event_body import SEED_HEADER, BodyError, invalid_unicode_at, lo
 from engine.api.ingest import IngestError
 from engine.api.views import (
     MAX_CANCEL_REASON_CHARS,
-    TERMINAL_STATUSES,
     RunFilter,
     parse_status,
     parse_time_ms,
     run_view,
 )
+from engine.runstate import TERMINAL, RunState
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,10 @@ class RunQueries(Protocol):
     """Read access to run states (internal format, see :mod:`engine.api.views`). Methods are
     called from a worker thread, never the event loop, so they may block briefly."""
 
-    def get_run(self, run_id: str) -> dict[str, Any] | None: ...
-    def runs_for_event(self, event_id: str) -> list[dict[str, Any]]: ...
+    def get_run(self, run_id: str) -> RunState | None: ...
+    def runs_for_event(self, event_id: str) -> list[RunState]: ...
     def list_runs(self, limit: int, cursor: str | None,
-                  flt: RunFilter | None) -> list[dict[str, Any]]:
+                  flt: RunFilter | None) -> list[RunState]:
         """Up to ``limit`` matching runs with ids below ``cursor``, newest first; fewer
         only when no more match (see :func:`engine.api.queries.list_runs`)."""
         ...
@@ -338,7 +338,7 @@ async def cancel_run(request: web.Request) -> web.Response:
     if state is None:
         return error(404, f"run {run_id} not found")
     status = state.get("status")
-    if status in TERMINAL_STATUSES:
+    if status in TERMINAL:
         return error(409, f"run {run_id} is already {status}; only a queued or running "
                           f"run can be cancelled")
     key = state.get("partition_key") or run_id

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from engine.api.function_views import function_view
 from engine.api.views import RunFilter
 from engine.clock import now_ms
+from engine.runstate import RunState
 from engine.store.partition import PartitionStore, state_hash, unpack
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ SCAN_CHUNK = 256
 
 
 def list_runs(stores: Iterable[PartitionStore], limit: int, cursor: str | None = None,
-              flt: RunFilter | None = None) -> list[dict[str, Any]]:
+              flt: RunFilter | None = None) -> list[RunState]:
     """Up to ``limit`` run states matching ``flt``, newest first (run ids are ULIDs, so
     key order is time order), merged across ``stores``, with run ids below ``cursor``
     (the last run id of the previous page). Scans on until ``limit`` runs match or the
@@ -30,7 +31,7 @@ def list_runs(stores: Iterable[PartitionStore], limit: int, cursor: str | None =
     if limit < 1:
         return []
     scans = [store.runs_newest_first(cursor or None, SCAN_CHUNK) for store in stores]
-    picked: list[dict[str, Any]] = []
+    picked: list[RunState] = []
     last: str | None = None
     for run_id, raw in heapq.merge(*scans, key=lambda kv: kv[0], reverse=True):
         if run_id == last:  # the same run in two stores (never expected): once
@@ -54,7 +55,7 @@ class Queries:
     def _stores(self) -> list[PartitionStore]:
         return self.processor.owned_stores()
 
-    def get_run(self, run_id: str) -> dict[str, Any] | None:
+    def get_run(self, run_id: str) -> RunState | None:
         for store in self._stores():
             with store.lock:
                 if store.closed:
@@ -64,7 +65,7 @@ class Queries:
                 return state
         return None
 
-    def runs_for_event(self, event_id: str) -> list[dict[str, Any]]:
+    def runs_for_event(self, event_id: str) -> list[RunState]:
         out = []
         for store in self._stores():
             with store.lock:
@@ -78,7 +79,7 @@ class Queries:
         return out
 
     def list_runs(self, limit: int, cursor: str | None = None,
-                  flt: RunFilter | None = None) -> list[dict[str, Any]]:
+                  flt: RunFilter | None = None) -> list[RunState]:
         """See :func:`list_runs`: newest first, older than ``cursor``, matching ``flt``."""
         return list_runs(self._stores(), limit, cursor, flt)
 

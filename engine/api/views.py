@@ -18,10 +18,11 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from engine.runstate import TERMINAL
+
 # Internal run statuses (engine/fold.py), in lifecycle order; the filter values of
 # ``GET /v1/runs?status=`` and ``stepstream runs list --status``.
 RUN_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 # Longest reason accepted by ``POST /v1/runs/{id}/cancel`` (and ``runs cancel --reason``).
 MAX_CANCEL_REASON_CHARS = 1000
 # Latest time accepted as a filter: 9999-12-31T23:59:59.999Z.
@@ -258,7 +259,7 @@ def run_view(state: dict[str, Any]) -> dict[str, Any]:
                   for sid in state.get("step_order") or [] if sid in steps],
         "timeline": [_timeline_view(e) for e in state.get("timeline") or []],
         "cancelled_by": state.get("cancelled_by"),
-        "waiting": (None if status in TERMINAL_STATUSES
+        "waiting": (None if status in TERMINAL
                     else _with_times(state.get("waiting")) or None),
         "parent": ({k: parent.get(k) for k in ("run_id", "partition_key", "step_id")}
                    if isinstance(parent, dict) else None),

@@ -22,13 +22,14 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.fold.cancel import on_cancel_requested
-from engine.fold.core import TERMINAL, Emit, Limits, NotApplicable, Position, RunState, Tables
+from engine.fold.core import Emit, Limits, NotApplicable, Position, RunState, Tables
 from engine.fold.invokes import on_invoke_finished
 from engine.fold.matcher import WaitTables, on_event, on_wait_cleared, on_wait_registered
 from engine.fold.outcomes import backoff_ms, on_outcomes_reported
 from engine.fold.requested import on_run_requested
 from engine.fold.timers import on_run_started, on_timer_fired
 from engine.fold.waits import on_wait_resolved
+from engine.runstate import TERMINAL
 from topics.records import (
     CancelRequested,
     Event,

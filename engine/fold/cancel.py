@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from engine.fold.core import (
-    TERMINAL,
     Emit,
     Limits,
     Position,
@@ -15,6 +14,7 @@ from engine.fold.core import (
     note,
 )
 from engine.fold.endings import clear_wait, finish
+from engine.runstate import TERMINAL, waiting_timer
 from topics.records import (
     CancelRequested,
 )
@@ -35,8 +35,9 @@ def cancel(tables: Tables, state: RunState, by: dict[str, Any], now: int) -> lis
     run ended and is ignored."""
     emits: list[Emit] = []
     waiting = state["waiting"]
-    if waiting is not None and waiting.get("timer_id") and waiting.get("due_ms") is not None:
-        tables.delete_timer(waiting["due_ms"], state["run_id"], waiting["timer_id"])
+    timer = waiting_timer(waiting)
+    if timer is not None:
+        tables.delete_timer(timer[0], state["run_id"], timer[1])
     if waiting is not None and waiting["kind"] == "event":
         emits.append(clear_wait(waiting, now))
     state["status"] = "cancelled"

@@ -11,11 +11,9 @@ from typing import Any, Protocol
 
 import msgpack
 
-from engine.runstate import RunState
+from engine.runstate import RunState, StepState
 from topics.records import Record, Task
 from topics.settings import MIB, Settings
-
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 
 class Tables(Protocol):
@@ -118,7 +116,7 @@ def over_state_limit(state: RunState, size: int, what: str) -> dict[str, Any] | 
             "stack": ""}
 
 
-def keep_value(step: dict[str, Any], size: int, ref: list[int] | None) -> None:
+def keep_value(step: StepState, size: int, ref: list[int] | None) -> None:
     """Remember a memoized value's size and, if known, where it was recorded."""
     step["size"] = size
     if ref is not None:

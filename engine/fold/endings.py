@@ -7,7 +7,7 @@ run that goes on its next task. Pure, like every module of :mod:`engine.fold`.""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from engine.fold.core import (
     Emit,
@@ -21,6 +21,7 @@ from engine.fold.core import (
     run_limit,
     value_size,
 )
+from engine.runstate import CancelWait, WaitingEvent, WaitingInvoke, waiting_timer
 from topics.codec import encode
 from topics.ids import derived_ulid
 from topics.records import (
@@ -40,9 +41,10 @@ def settle(tables: Tables, state: RunState, now: int, *, output: Any = None,
     ``output``, or failed with ``error``; its timeout timer goes. ``ref`` says where the
     value was recorded. Returns the run's error if the output would take its state over
     the limit (the step is then failed with it)."""
-    waiting: dict[str, Any] = state["waiting"]
-    if waiting.get("timer_id"):
-        tables.delete_timer(waiting["due_ms"], state["run_id"], waiting["timer_id"])
+    waiting = cast("WaitingEvent | WaitingInvoke", state["waiting"])
+    timer = waiting_timer(waiting)
+    if timer is not None:
+        tables.delete_timer(timer[0], state["run_id"], timer[1])
     step = state["steps"][waiting["step_id"]]
     size = value_size(output if error is None else error)
     too_large = (over_state_limit(state, size, f"step {waiting['step_id']!r} output")
@@ -131,7 +133,7 @@ def lifecycle_event(name: str, data: dict[str, Any], run_id: str, now: int) -> E
     return Emit("events", event_id, Event(name=name, data=data, id=event_id, ts=now))
 
 
-def clear_wait(ref: dict[str, Any], now: int) -> Emit:
+def clear_wait(ref: CancelWait | WaitingEvent, now: int) -> Emit:
     return Emit("waits", str(ref["event"]), WaitCleared(
         wait_id=ref["wait_id"], event=str(ref["event"]), match_field=ref.get("match_field"),
         match_value=ref.get("match_value"), ts=now))

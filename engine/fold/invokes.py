@@ -3,10 +3,9 @@ timeout. Pure, like every module of :mod:`engine.fold`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import cast
 
 from engine.fold.core import (
-    TERMINAL,
     Emit,
     Limits,
     Position,
@@ -16,6 +15,7 @@ from engine.fold.core import (
     note,
 )
 from engine.fold.endings import fail, hand_over, settle
+from engine.runstate import TERMINAL, StepState, WaitingInvoke
 from topics.ids import derived_ulid, run_id_for
 from topics.records import (
     InvokeFinished,
@@ -25,7 +25,7 @@ from topics.records import (
 )
 
 
-def begin_invoke(tables: Tables, state: RunState, step: dict[str, Any], o: Outcome,
+def begin_invoke(tables: Tables, state: RunState, step: StepState, o: Outcome,
                  rec: OutcomesReported) -> list[Emit]:
     """``step.invoke``: ask the router for a child run and wait for its end."""
     spec = o.invoke or {}
@@ -35,12 +35,13 @@ def begin_invoke(tables: Tables, state: RunState, step: dict[str, Any], o: Outco
     event_id = derived_ulid(rec.ts, "invoke", state["run_id"], step_id)
     child = run_id_for(fn_id, event_id, rec.ts)
     step["status"] = "invoking"
-    waiting: dict[str, Any] = {"kind": "invoke", "step_id": step_id, "child_run_id": child,
-                               "function_id": fn_id, "timer_id": None, "due_ms": None}
+    waiting: WaitingInvoke = {"kind": "invoke", "step_id": step_id, "child_run_id": child,
+                              "function_id": fn_id, "timer_id": None, "due_ms": None}
     if o.until_ms is not None:
-        waiting["timer_id"] = f"invoke:{state['task_seq']}"
+        timer_id = f"invoke:{state['task_seq']}"
+        waiting["timer_id"] = timer_id
         waiting["due_ms"] = int(o.until_ms)
-        tables.put_timer(int(o.until_ms), state["run_id"], waiting["timer_id"])
+        tables.put_timer(int(o.until_ms), state["run_id"], timer_id)
     state["waiting"] = waiting
     note(state, rec.ts, "invoke.requested", step_id,
          detail={"function_id": fn_id, "child_run_id": child, "timeout_ms": o.until_ms})
@@ -72,7 +73,7 @@ def on_invoke_finished(tables: Tables, rec: InvokeFinished, at: Position | None,
 
 
 def invoke_timed_out(tables: Tables, state: RunState, now: int) -> list[Emit]:
-    waiting = state["waiting"]
+    waiting = cast(WaitingInvoke, state["waiting"])
     settle(tables, state, now, error={
         "name": "InvokeTimeoutError",
         "message": f"function {waiting['function_id']!r} (run {waiting['child_run_id']}) "

@@ -5,10 +5,8 @@ function's end. Pure, like every module of :mod:`engine.fold`."""
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 from engine.fold.core import (
-    TERMINAL,
     Emit,
     Limits,
     NotApplicable,
@@ -25,6 +23,7 @@ from engine.fold.endings import fail, finish, hand_over
 from engine.fold.invokes import begin_invoke
 from engine.fold.timers import START_DEADLINE, mark_started
 from engine.fold.waits import begin_wait
+from engine.runstate import TERMINAL, StepState
 from topics.records import (
     FUNCTION_COMPLETED,
     FUNCTION_FAILED,
@@ -163,7 +162,7 @@ def validate_outcomes(rec: OutcomesReported) -> None:
             raise NotApplicable("step.invoke until_ms must be an integer")
 
 
-def _step(state: RunState, outcome: Outcome) -> dict[str, Any]:
+def _step(state: RunState, outcome: Outcome) -> StepState:
     step_id = outcome.step_id
     assert step_id is not None
     step = state["steps"].get(step_id)

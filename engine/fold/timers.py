@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from engine.fold.cancel import cancel
 from engine.fold.core import (
-    TERMINAL,
     Emit,
     Limits,
     NotApplicable,
@@ -18,6 +17,7 @@ from engine.fold.core import (
 from engine.fold.endings import hand_over
 from engine.fold.invokes import invoke_timed_out
 from engine.fold.waits import wait_timed_out
+from engine.runstate import TERMINAL, waiting_timer
 from topics.records import (
     RunStarted,
     TimerFired,
@@ -44,10 +44,12 @@ def on_timer_fired(tables: Tables, rec: TimerFired, at: Position | None,
         tables.put_run(rec.run_id, state)
         return emits
     waiting = state["waiting"]
-    if (waiting is None or waiting.get("timer_id") != rec.timer_id
-            or waiting["kind"] == "task"):
+    timer = waiting_timer(waiting)
+    if (waiting is None or waiting["kind"] == "task" or timer is None
+            or timer[1] != rec.timer_id):
         return []  # fired before, or the run moved on
-    if rec.ts < waiting["due_ms"]:
+    due = timer[0]
+    if rec.ts < due:
         # Written by a process whose clock is behind: never wake early. The timer stays
         # in the table and the timer service fires it again when it is due.
         return []
@@ -59,12 +61,12 @@ def on_timer_fired(tables: Tables, rec: TimerFired, at: Position | None,
         emits = invoke_timed_out(tables, state, rec.ts)
         tables.put_run(rec.run_id, state)
         return emits
-    tables.delete_timer(waiting["due_ms"], rec.run_id, rec.timer_id)
+    tables.delete_timer(due, rec.run_id, rec.timer_id)
     note(state, rec.ts, "timer.fired", waiting.get("step_id"),
-         detail={"timer_id": rec.timer_id, "due_ms": waiting["due_ms"],
-                 "late_ms": rec.ts - waiting["due_ms"]})
+         detail={"timer_id": rec.timer_id, "due_ms": due, "late_ms": rec.ts - due})
     for step in state["steps"].values():
-        if step["status"] == "sleeping" and step["until_ms"] <= rec.ts:
+        until = step["until_ms"]
+        if step["status"] == "sleeping" and until is not None and until <= rec.ts:
             step["status"] = "completed"
             step["output"] = None
             step["attempts"].append({"attempt": 0, "started_at": None, "ended_at": rec.ts,

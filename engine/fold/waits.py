@@ -3,11 +3,10 @@ rules) and their timeouts. Pure, like every module of :mod:`engine.fold`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from engine.fold.cancel import cancel
 from engine.fold.core import (
-    TERMINAL,
     Emit,
     Limits,
     Position,
@@ -18,6 +17,7 @@ from engine.fold.core import (
     value_at,
 )
 from engine.fold.endings import clear_wait, fail, hand_over, settle
+from engine.runstate import TERMINAL, CancelWait, StepState, WaitingEvent
 from topics.records import (
     Outcome,
     OutcomesReported,
@@ -42,7 +42,8 @@ def register_cancel_waits(state: RunState, now: int) -> list[Emit]:
             continue
         timeout = rule.get("timeout_ms")
         wait_id = f"{state['run_id']}/cancel:{i}"
-        ref = {"wait_id": wait_id, "event": name, "match_field": path, "match_value": value}
+        ref: CancelWait = {"wait_id": wait_id, "event": name, "match_field": path,
+                           "match_value": value}
         state.setdefault("cancel_waits", []).append(ref)
         emits.append(Emit("waits", name, WaitRegistered(
             wait_id=wait_id, run_id=state["run_id"], partition_key=state["partition_key"],
@@ -52,11 +53,11 @@ def register_cancel_waits(state: RunState, now: int) -> list[Emit]:
     return emits
 
 
-def begin_wait(tables: Tables, state: RunState, step: dict[str, Any], o: Outcome,
+def begin_wait(tables: Tables, state: RunState, step: StepState, o: Outcome,
                rec: OutcomesReported) -> list[Emit]:
     """``step.wait``: register the wait with the matcher and arm its timeout."""
     spec = o.wait or {}
-    name = spec.get("event")
+    name = str(spec.get("event"))  # validate_outcomes checked it is a string
     until = int(o.until_ms or rec.ts)
     step_id = o.step_id or ""
     path = field_path(spec.get("match") if isinstance(spec.get("match"), str) else None)
@@ -65,9 +66,10 @@ def begin_wait(tables: Tables, state: RunState, step: dict[str, Any], o: Outcome
     timer_id = f"wait:{state['task_seq']}"
     step["status"] = "waiting"
     step["until_ms"] = until
-    state["waiting"] = {"kind": "event", "step_id": step_id, "wait_id": wait_id,
-                        "event": name, "match_field": path, "match_value": value,
-                        "timer_id": timer_id, "due_ms": until}
+    waiting: WaitingEvent = {"kind": "event", "step_id": step_id, "wait_id": wait_id,
+                             "event": name, "match_field": path, "match_value": value,
+                             "timer_id": timer_id, "due_ms": until}
+    state["waiting"] = waiting
     tables.put_timer(until, state["run_id"], timer_id)
     detail: dict[str, Any] = {"event": name, "timeout_ms": until}
     if path:
@@ -111,7 +113,7 @@ def on_wait_resolved(tables: Tables, rec: WaitResolved, at: Position | None,
 
 
 def wait_timed_out(tables: Tables, state: RunState, now: int) -> list[Emit]:
-    waiting = state["waiting"]
+    waiting = cast(WaitingEvent, state["waiting"])
     settle(tables, state, now, output=None)
     note(state, now, "wait.timed_out", waiting["step_id"],
          detail={"due_ms": waiting["due_ms"], "late_ms": now - waiting["due_ms"]})

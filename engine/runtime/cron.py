@@ -21,7 +21,7 @@ from typing import Any
 from engine.runtime.router import Registry, request_for
 from engine.store.partition import PartitionStore
 from topics.catalog import Catalog, partition_for
-from topics.ids import derived_ulid
+from topics.ids import dedupe_key_for, derived_ulid
 from topics.records import CRON_EVENT, RunRequested
 
 log = logging.getLogger("stepstream.cron")
@@ -96,6 +96,6 @@ class CronService:
         event = {"name": CRON_EVENT, "data": {"cron": expr, "tick_ms": tick},
                  "id": derived_ulid(tick, "cron-event", fn_id, expr), "ts": tick}
         return request_for(fn, event, run_id=derived_ulid(tick, "cron", fn_id, expr),
-                           dedupe_key=f"{fn_id}\x1fcron\x1f{expr}\x1f{tick}", now_ms=now,
+                           dedupe_key=dedupe_key_for(fn_id, "cron", expr, str(tick)), now_ms=now,
                            backoff_base_ms=self.backoff_base_ms,
                            cron={"cron": expr, "tick_ms": tick}, partition_key=pkey)

@@ -22,7 +22,7 @@ from engine.expressions import (
 )
 from engine.fold import Emit
 from topics.cron import CronSchedule, parse_cron
-from topics.ids import run_id_for
+from topics.ids import dedupe_key_for, run_id_for
 from topics.records import (
     FUNCTION_INVOKED,
     INTERNAL_PREFIX,
@@ -122,8 +122,8 @@ def _dedupe_key(fn: RegisteredFunction, prepared: PreparedEvent, event_id: str) 
             log.warning("function %s: idempotency key did not evaluate (%s); deduplicating "
                         "by event id", fn_id, exc)
         else:
-            return f"{fn_id}\x1fkey\x1f{json.dumps(value, sort_keys=True)}"
-    return f"{fn_id}\x1fevent\x1f{event_id}"
+            return dedupe_key_for(fn_id, "key", json.dumps(value, sort_keys=True))
+    return dedupe_key_for(fn_id, "event", event_id)
 
 
 def request_for(fn: RegisteredFunction, event: dict[str, Any], *, run_id: str,
@@ -158,6 +158,6 @@ def route_invoke(rec: InvokeRequested, registry: Registry, *, now_ms: int,
             error=error, ts=now_ms))]
     event = {"name": FUNCTION_INVOKED, "data": rec.data, "id": rec.event_id, "ts": rec.ts}
     req = request_for(fn, event, run_id=run_id_for(rec.fn_id, rec.event_id, rec.ts),
-                      dedupe_key=f"{rec.fn_id}\x1fevent\x1f{rec.event_id}", now_ms=now_ms,
+                      dedupe_key=dedupe_key_for(rec.fn_id, "event", rec.event_id), now_ms=now_ms,
                       backoff_base_ms=backoff_base_ms, parent=dict(parent))
     return [Emit("runs", req.partition_key, req)]

@@ -8,21 +8,23 @@ from typing import Any
 
 import msgpack
 
+from engine.runstate import RunState
+
 
 class MemTables:
     """One partition's run tables in memory; :meth:`snapshot` gives comparable bytes."""
 
     def __init__(self) -> None:
-        self.runs: dict[str, dict[str, Any]] = {}
+        self.runs: dict[str, RunState] = {}
         self.timers: set[tuple[int, str, str]] = set()
         self.index: set[tuple[str, str]] = set()
         self.values: dict[bytes, Any] = {}
         self.expiries: set[tuple[int, bytes]] = set()
 
-    def get_run(self, run_id: str) -> dict[str, Any] | None:
+    def get_run(self, run_id: str) -> RunState | None:
         return self.runs.get(run_id)
 
-    def put_run(self, run_id: str, state: dict[str, Any]) -> None:
+    def put_run(self, run_id: str, state: RunState) -> None:
         self.runs[run_id] = state
 
     def put_timer(self, due_ms: int, run_id: str, timer_id: str) -> None:
