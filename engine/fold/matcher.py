@@ -8,21 +8,11 @@ event after the wait in that order is checked against it, one before is not. Tha
 what makes matching correct although the waiting run and the event live on different
 ``runs``/``events`` partitions, with no window in which an event can slip past.
 
-Tables (one RocksDB database per ``waits`` partition; builders in :mod:`engine.store.keys`):
-
-==============================================  =================================
-``w/{name}{field}{value}{wait_id}``             a wait with ``match``: indexed by
-                                                the value the event must carry
-``a/{name}{wait_id}``                           a wait without ``match``
-``f/{name}{field}``                             a field some wait of ``name``
-                                                matches on (kept; there are few)
-``x/{expires_ms}{key}``                         expiry index (garbage collection)
-==============================================  =================================
-
-``{name}``, ``{field}`` and ``{value}`` are msgpack-encoded (self-delimiting, so a
-prefix scan for one value never runs into another). An event of name N looks up, per
-field waited on for N, only the waits whose value equals the event's — never every
-waiting run — plus the unindexed (``if_exp``-only) waits of N, which it evaluates.
+Its tables (one RocksDB database per ``waits`` partition) are the second table under
+"State tables" in docs/architecture.md, built by :mod:`engine.store.keys`. An event of
+name N looks up, per field waited on for N, only the waits whose value equals the
+event's — never every waiting run — plus the unindexed (``if_exp``-only) waits of N,
+which it evaluates.
 
 Pure: time comes from records and their log times. An event is checked against a
 wait's expiry at the time the engine appended it to ``waits``, never at its sender's
