@@ -23,7 +23,7 @@ from topics.settings import (
     dev_file_candidates,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def write(path: Path, text: str) -> None:

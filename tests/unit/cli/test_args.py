@@ -15,7 +15,7 @@ from aiohttp import web
 from engine.api.http import make_app
 from engine.cli import main
 from engine.cli.devbroker import free_port
-from tests.unit.test_http_api import CANCELLABLE, FakeIngest, FakeQueries, _runs_for_filters
+from tests.unit.api.test_http import CANCELLABLE, FakeIngest, FakeQueries, _runs_for_filters
 
 
 def fails(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

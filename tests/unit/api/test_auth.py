@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestClient
 from engine.api.http import make_app
 from engine.cli import CliError, build_parser, main
 from engine.cli.serve import EngineOptions, run_engine
-from tests.unit.test_cli_args import ApiThread
-from tests.unit.test_http_api import CANCELLABLE, FakeIngest, FakeQueries, run
+from tests.unit.api.test_http import CANCELLABLE, FakeIngest, FakeQueries, run
+from tests.unit.cli.test_args import ApiThread
 
 KEYS = frozenset({"k-one", "k-two"})
 V1_PATHS = [("GET", "/v1/runs"), ("GET", "/v1/runs/R9"), ("GET", "/v1/events/E1/runs"),

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.api.http import make_app
-from tests.unit.test_http_api import FakeIngest, FakeQueries, state
+from tests.unit.api.test_http import FakeIngest, FakeQueries, state
 
 # Lone surrogates are what JSON can spell and UTF-8 cannot encode; hypothesis' text()
 # leaves them out unless asked.

@@ -14,7 +14,7 @@ import pytest
 import sdk
 from sdk._execution import execute
 from sdk._expressions import cel_problem, match_path
-from tests.unit.test_sdk_execution import NOW, only
+from tests.unit.sdk.test_execution import NOW, only
 from topics import records
 from topics.codec import decode, encode
 from topics.settings import Settings
@@ -229,5 +229,5 @@ def test_sdk_checks_leave_the_engine_its_compiled_cel_runner() -> None:
             "from engine.expressions import CompiledExpression as C; "
             "assert C('event.data.total > 0').compiled")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, cwd=Path(__file__).resolve().parents[2])
+                          timeout=120, cwd=Path(__file__).resolve().parents[3])
     assert done.returncode == 0, done.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import sdk
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SDK_DIR = ROOT / "sdk"
 # Where a user is told what to import.
 USER_FACING = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"),

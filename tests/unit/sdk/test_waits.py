@@ -10,7 +10,7 @@ import pytest
 
 import sdk
 from sdk._execution import ExecutionResult, check_task, execute
-from tests.unit.test_sdk_execution import NOW, define, err, make_task, ok, only, run
+from tests.unit.sdk.test_execution import NOW, define, err, make_task, ok, only, run
 from topics import records
 from topics.settings import Settings
 

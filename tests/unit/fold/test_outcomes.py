@@ -1,4 +1,6 @@
-"""The run fold, without Kafka: transitions, idempotence, timers, determinism."""
+"""The run fold's ``outcomes.reported``, without Kafka: steps memoized, retried with
+backoff or failed; the function completing, retrying or failing; records that do not
+apply; replay determinism."""
 
 from __future__ import annotations
 
@@ -52,23 +54,6 @@ def only_task(emits: list[fold.Emit]) -> Task:
     task = emits[0].record
     assert isinstance(task, Task)
     return task
-
-
-def test_requested_dispatches_first_task_and_indexes_event() -> None:
-    t = MemTables()
-    task = only_task(apply(t, requested()))
-    assert (task.seq, task.steps, task.attempt) == (1, {}, 0)
-    state = t.runs["R1"]
-    assert state["status"] == "running" and state["started_at"] == 1000
-    assert t.index == {("E1", "R1")}
-
-
-def test_duplicate_request_is_ignored() -> None:
-    t = MemTables()
-    apply(t, requested())
-    before = t.snapshot()
-    assert apply(t, requested(ts=5000)) == []
-    assert t.snapshot() == before
 
 
 def test_steps_memoize_then_function_completes() -> None:
@@ -142,35 +127,6 @@ def test_function_failure_retries_then_fails_run() -> None:
     apply(t, report(task.seq, Outcome(op=FUNCTION_FAILED, error=err), ts=9000))
     state = t.runs["R1"]
     assert state["status"] == "failed" and state["error"] == err and state["ended_at"] == 9000
-
-
-def test_sleep_never_wakes_early_and_fires_once() -> None:
-    t = MemTables()
-    apply(t, requested())
-    apply(t, report(1, Outcome(op=STEP_SLEEP, step_id="nap", until_ms=10_000), ts=2000))
-    w = t.runs["R1"]["waiting"]
-    early = TimerFired(run_id="R1", timer_id=w["timer_id"], due_ms=10_000, ts=9_999)
-    assert apply(t, early) == []
-    assert t.runs["R1"]["steps"]["nap"]["status"] == "sleeping"
-    fire = TimerFired(run_id="R1", timer_id=w["timer_id"], due_ms=10_000, ts=10_001)
-    task = only_task(apply(t, fire))
-    assert task.steps["nap"] == {"data": None}
-    snap = t.snapshot()
-    assert apply(t, fire) == []
-    assert t.snapshot() == snap
-
-
-def test_parallel_outcomes_wait_for_latest_timer() -> None:
-    t = MemTables()
-    apply(t, requested())
-    apply(t, report(1, done("a", 1), Outcome(op=STEP_SLEEP, step_id="b", until_ms=5000),
-                    failed("c", after=7000), ts=2000))
-    w = t.runs["R1"]["waiting"]
-    assert w["due_ms"] == 7000
-    task = only_task(apply(t, TimerFired(run_id="R1", timer_id=w["timer_id"], due_ms=7000,
-                                         ts=7000)))
-    assert task.steps == {"a": {"data": 1}, "b": {"data": None}}
-    assert task.step_attempts == {"c": 1}
 
 
 def test_inapplicable_records_raise_without_changes() -> None:
