@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from engine.fold.cancel import on_cancel_requested
+from engine.fold.cancel import on_run_cancel
 from engine.fold.core import Emit, Limits, NotApplicable, Position, RunState, Tables
 from engine.fold.invokes import on_invoke_finished
 from engine.fold.matcher import WaitTables, on_event, on_wait_cleared, on_wait_registered
@@ -58,7 +58,7 @@ RUNS_HANDLERS: dict[type[Record], RunHandler] = {
     RunStarted: on_run_started,              # timers.py (start/finish deadlines)
     WaitResolved: on_wait_resolved,          # waits.py
     InvokeFinished: on_invoke_finished,      # invokes.py
-    CancelRequested: on_cancel_requested,    # cancel.py
+    CancelRequested: on_run_cancel,          # cancel.py
 }
 
 # The matcher's fold: the kinds the ``waits`` topic carries.

@@ -20,8 +20,8 @@ from topics.records import (
 )
 
 
-def on_cancel_requested(tables: Tables, rec: CancelRequested, at: Position | None,
-                        limits: Limits) -> list[Emit]:
+def on_run_cancel(tables: Tables, rec: CancelRequested, at: Position | None,
+                  limits: Limits) -> list[Emit]:
     state = tables.get_run(rec.run_id)
     if state is None or state["status"] in TERMINAL:
         return []
