@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import proc_memory
-from engine.state import PartitionStore
+from engine.store.partition import PartitionStore
 
 REQUEST_ENV = "BENCH_DIAG_REQUEST"
 

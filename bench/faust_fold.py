@@ -23,7 +23,7 @@ import msgpack
 
 from bench.faust_common import make_app, run_worker, write_result
 from engine import fold
-from engine.state import EVENT, RUN, expiry_key, timer_key
+from engine.store.keys import EVENT, RUN, expiry_key, timer_key
 from topics.catalog import partition_for
 from topics.codec import decode, encode
 

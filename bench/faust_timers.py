@@ -35,7 +35,7 @@ from bench.launch import (
     new_prefix,
 )
 from bench.timer_app import woke
-from engine.provision import ensure_topics
+from engine.cli.provision import ensure_topics
 from topics.settings import Settings
 
 

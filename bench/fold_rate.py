@@ -27,8 +27,8 @@ from bench.launch import (
     faust_missing,
     new_prefix,
 )
-from engine.processor import Processor
-from engine.provision import ensure_topics
+from engine.cli.provision import ensure_topics
+from engine.runtime.processor import Processor
 from topics.catalog import Catalog
 from topics.settings import Settings
 
@@ -124,7 +124,7 @@ def bench_fold_rate(broker: str, *, runs: int, partitions: int, peer: bool,
         try:
             out["ours"] = run_ours(settings, total, work / "state", timeout)
         finally:
-            # The processor froze this process's objects (engine.processor.tune_gc) and
+            # The processor froze this process's objects (engine.runtime.processor.tune_gc) and
             # holds its Kafka clients in reference cycles: without this its producer
             # outlives the section's broker and retries it every second for the rest of
             # the run, in this process.

@@ -22,8 +22,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 import sdk
 from bench.common import Observer
-from engine.devbroker import DevBroker, free_port
-from engine.provision import ensure_topics
+from engine.cli.devbroker import DevBroker, free_port
+from engine.cli.provision import ensure_topics
 from topics.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

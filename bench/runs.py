@@ -46,7 +46,7 @@ from bench.launch import (
     new_prefix,
     start_stepstream,
 )
-from engine.provision import ensure_topics
+from engine.cli.provision import ensure_topics
 from topics.catalog import Catalog
 from topics.settings import Settings
 

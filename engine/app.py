@@ -6,8 +6,8 @@ import logging
 import threading
 from pathlib import Path
 
-from engine.processor import Processor
-from engine.queries import Queries
+from engine.api.queries import Queries
+from engine.runtime.processor import Processor
 from topics.settings import Settings
 
 log = logging.getLogger("stepstream.engine")

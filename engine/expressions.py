@@ -48,6 +48,16 @@ _INTERPRETED_ENV = celpy.Environment(runner_class=celpy.InterpretedRunner)
 _COMPILED_LOCK = threading.Lock()
 
 
+# ``async`` is a Python keyword: cel-python's compiled runner cannot name it (its
+# interpreter can, ~3x slower), so the variable is renamed outside string literals.
+_ASYNC = re.compile(r"""("(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*')|\basync\b""")
+
+
+def rename_async(source: str) -> str:
+    """``source`` with the identifier ``async`` renamed ``async_`` (strings untouched)."""
+    return _ASYNC.sub(lambda m: m.group(1) or "async_", source)
+
+
 class CompiledExpression:
     """A CEL expression compiled once; :meth:`evaluate` runs it against variables.
 
@@ -241,3 +251,11 @@ class TriggerMatcher:
 
     def __repr__(self) -> str:
         return f"TriggerMatcher({self.event!r}, {self.expression!r})"
+
+
+@lru_cache(maxsize=1024)
+def compiled(source: str) -> CompiledExpression:
+    """The compiled form of a wait condition, ``async`` renamed (see :func:`rename_async`),
+    from a cache: the matcher checks the same few conditions against every event.
+    Raises :class:`ExpressionError` (not cached) if it does not compile."""
+    return CompiledExpression(rename_async(source))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 
-from topics.settings import DEV_BROKER_ADDRESS, DEV_BROKER_FILE, Settings, dev_file_candidates
+import topics.brokers
+from topics.settings import Settings
 
 
 def resolve_brokers_from(brokers: str | None, env: Mapping[str, str],
@@ -15,20 +16,15 @@ def resolve_brokers_from(brokers: str | None, env: Mapping[str, str],
     argument, ``STEPSTREAM_BROKERS``, ``KAFKA_BOOTSTRAP_SERVERS``, the address
     ``stepstream dev`` wrote to :data:`~topics.settings.DEV_BROKER_FILE` (in the working
     folder, a parent, or ``$HOME``), else :data:`~topics.settings.DEV_BROKER_ADDRESS`."""
-    if brokers:
-        return brokers, "the brokers given to sdk.Client"
-    for name in ("STEPSTREAM_BROKERS", "KAFKA_BOOTSTRAP_SERVERS"):
-        if env.get(name):
-            return env[name], name
-    for candidate in dev_file_candidates(DEV_BROKER_FILE, cwd or Path.cwd(), env):
-        try:
-            written = Path(candidate).read_text().strip()
-        except (OSError, UnicodeDecodeError):
-            continue
-        if written:
-            return written, str(candidate)
-    return DEV_BROKER_ADDRESS, (f"the default: no {DEV_BROKER_FILE} here, in a parent "
-                                f"folder or in $HOME")
+    return topics.brokers.resolve_brokers(env, cwd or Path.cwd(), _read_text, given=brokers,
+                                          given_source="the brokers given to sdk.Client")
+
+
+def _read_text(path: PurePath) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def resolve_brokers(brokers: str | None, env: Mapping[str, str], cwd: Path | None = None) -> str:

@@ -22,7 +22,7 @@ def broker() -> Iterator[str]:
     if external:
         yield external
         return
-    from engine.devbroker import DevBroker
+    from engine.cli.devbroker import DevBroker
 
     with DevBroker() as dev:
         yield dev.address

@@ -49,3 +49,10 @@ def ulid_ms(ulid: str) -> int:
     for ch in ulid[:10]:
         value = value * 32 + _CROCKFORD.index(ch)
     return value
+
+
+def dedupe_key_for(fn_id: str, kind: str, *parts: str) -> str:
+    """The key that lets one run of ``fn_id`` start per window: ``kind`` says what the
+    parts are (``event``: an event id; ``key``: an idempotency value as JSON; ``cron``:
+    the expression and tick). Runs sharing one share a partition, where it is held."""
+    return "\x1f".join((fn_id, kind, *parts))

@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 import sdk
 from engine.app import Engine
-from engine.provision import ensure_topics
+from engine.cli.provision import ensure_topics
 from topics.catalog import Catalog
 from topics.codec import decode
 from topics.records import DeadLetter

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 import sdk
-from engine.devbroker import free_port
-from engine.state import PartitionStore
+from engine.cli.devbroker import free_port
+from engine.store.partition import PartitionStore
 from tests.integration.harness import Stack, wait_for
 from topics.catalog import partition_for
 

@@ -136,7 +136,7 @@ def test_cron_tick_while_one_of_two_engine_processes_is_killed(
 
 
 def _free_port() -> int:
-    from engine.devbroker import free_port
+    from engine.cli.devbroker import free_port
 
     return free_port()
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from engine.devbroker import free_port
+from engine.cli.devbroker import free_port
 from tests.integration.harness import ROOT, wait_for
 
 pytestmark = pytest.mark.kafka

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 import sdk
-from engine.devbroker import free_port
-from engine.replay import replay
+from engine.cli.devbroker import free_port
+from engine.runtime.replay import replay
 from tests.integration.harness import ROOT, Stack, wait_for
 
 pytestmark = pytest.mark.kafka

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 import sdk
-from engine.ingest import EventIngest
-from engine.views import RunFilter
+from engine.api.ingest import EventIngest
+from engine.api.views import RunFilter
 from tests.integration.harness import Stack, app_stack, wait_for
 from topics.settings import Settings
 

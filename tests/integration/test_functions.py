@@ -17,8 +17,8 @@ import pytest
 
 import sdk
 from engine import cli
-from engine.devbroker import free_port
-from engine.views import parse_rfc3339
+from engine.api.views import parse_rfc3339
+from engine.cli.devbroker import free_port
 from tests.integration.harness import API_KEY, Stack, wait_for
 from topics.cron import parse_cron
 

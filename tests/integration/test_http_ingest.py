@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 
 import sdk
-from engine.devbroker import free_port
-from engine.event_body import MAX_EVENTS_PER_REQUEST, SEED_HEADER
-from engine.http_api import make_app, start_server
-from engine.ingest import EventIngest
-from engine.views import RunFilter
+from engine.api.event_body import MAX_EVENTS_PER_REQUEST, SEED_HEADER
+from engine.api.http import make_app, start_server
+from engine.api.ingest import EventIngest
+from engine.api.views import RunFilter
+from engine.cli.devbroker import free_port
 from tests.integration.harness import Stack, app_stack, wait_for
 from topics.settings import Settings
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import sdk
-from engine.replay import replay
+from engine.runtime.replay import replay
 from sdk._refs import RefError, RefResolver
 from tests.integration.harness import Stack
 from topics import records

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.devbroker import free_port
+from engine.cli.devbroker import free_port
 from tests.integration.harness import ROOT, wait_for
 
 

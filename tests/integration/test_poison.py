@@ -120,7 +120,7 @@ def test_an_emitted_record_over_the_limit_is_dead_lettered_not_fatal(stack: Stac
     it are written, instead of the producer refusing it on every restart."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from engine.processor import Processor
+    from engine.runtime.processor import Processor
 
     processor = Processor(stack.settings, tmp_path / "guard")
     limit = stack.settings.max_record_bytes

@@ -80,7 +80,7 @@ def test_every_bench_module_is_under_500_lines(path: Path) -> None:
 
 def test_the_memory_probe_finds_open_stores_and_their_caches(tmp_path: Path) -> None:
     from bench.engine_probe import diagnose, open_stores
-    from engine.state import PartitionStore
+    from engine.store.partition import PartitionStore
 
     stores = [PartitionStore(tmp_path / f"runs-{p}") for p in range(2)]
     gone = PartitionStore(tmp_path / "closed")

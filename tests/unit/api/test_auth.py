@@ -11,9 +11,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from engine.api.http import make_app
 from engine.cli import CliError, build_parser, main
-from engine.http_api import make_app
-from engine.serve import EngineOptions, run_engine
+from engine.cli.serve import EngineOptions, run_engine
 from tests.unit.api.test_http import CANCELLABLE, FakeIngest, FakeQueries, run
 from tests.unit.cli.test_args import ApiThread
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from engine.event_body import MAX_EVENTS_PER_REQUEST, Seed, parse_seed, seeded_event_id
-from engine.ingest import IngestError, prepare_body
+from engine.api.event_body import MAX_EVENTS_PER_REQUEST, Seed, parse_seed, seeded_event_id
+from engine.api.ingest import IngestError, prepare_body
 from topics.ids import ulid_ms
 from topics.settings import Settings
 

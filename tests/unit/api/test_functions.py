@@ -9,9 +9,9 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from rich.console import Console
 
-from engine.function_views import function_text, function_view, functions_table
-from engine.http_api import make_app
-from engine.ingest import IngestError
+from engine.api.function_views import function_text, function_view, functions_table
+from engine.api.http import make_app
+from engine.api.ingest import IngestError
 from topics.cron import parse_cron
 from topics.records import FunctionRegistered
 

@@ -9,9 +9,9 @@ from typing import Any, cast
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from engine.http_api import event_keys_from_env, make_app
-from engine.ingest import EventIngest, IngestError, now_ms, prepare_body
-from engine.views import RunFilter
+from engine.api.http import event_keys_from_env, make_app
+from engine.api.ingest import EventIngest, IngestError, now_ms, prepare_body
+from engine.api.views import RunFilter
 from topics.catalog import partition_for
 from topics.codec import decode
 from topics.records import CancelRequested

@@ -1,6 +1,6 @@
 """Fuzzing the HTTP API (no Kafka): no body, header or path may produce a 5xx.
 
-Events go through the real validation and encoding (:func:`engine.ingest.prepare_body`);
+Events go through the real validation and encoding (:func:`engine.api.ingest.prepare_body`);
 only the broker is left out.
 """
 
@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.http_api import make_app
+from engine.api.http import make_app
 from tests.unit.api.test_http import FakeIngest, FakeQueries, state
 
 # Lone surrogates are what JSON can spell and UTF-8 cannot encode; hypothesis' text()

@@ -9,9 +9,10 @@ from typing import Any, cast
 
 import pytest
 
-from engine import queries as queries_mod
-from engine.queries import Queries, RunFilter, list_runs
-from engine.state import BatchView, PartitionStore
+from engine.api import queries as queries_mod
+from engine.api.queries import Queries, RunFilter, list_runs
+from engine.store.partition import PartitionStore
+from engine.store.view import BatchView
 from topics.ids import new_ulid
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from engine.fold import apply
-from engine.views import (
+from engine.api.views import (
     RUN_STATUSES,
     STATUS,
     RunFilter,
@@ -24,6 +23,7 @@ from engine.views import (
     timeline_text,
     waiting_text,
 )
+from engine.fold import apply
 from tests.unit.memtables import MemTables
 from topics.codec import decode, encode
 from topics.records import (

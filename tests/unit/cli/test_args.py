@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from engine.api.http import make_app
 from engine.cli import main
-from engine.devbroker import free_port
-from engine.http_api import make_app
+from engine.cli.devbroker import free_port
 from tests.unit.api.test_http import CANCELLABLE, FakeIngest, FakeQueries, _runs_for_filters
 
 

@@ -9,9 +9,9 @@ from pathlib import Path, PurePath
 
 import pytest
 
-from engine.brokers import resolve_api, resolve_brokers
-from engine.devbroker import free_port
-from engine.devsession import DevBusyError, DevLock, check_ports, lock_paths
+from engine.cli.brokers import resolve_api, resolve_brokers
+from engine.cli.devbroker import free_port
+from engine.cli.devsession import DevBusyError, DevLock, check_ports, lock_paths
 from sdk._config import resolve_brokers_from
 from sdk._connect import LogSummary
 from sdk._producer import Producer

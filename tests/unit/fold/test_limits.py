@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from engine import fold
 from engine.fold import Limits, Position, apply
-from engine.fold_core import build_task
+from engine.fold.core import build_task, value_size
 from tests.unit.memtables import MemTables
 from topics.codec import encode
 from topics.records import (
@@ -69,8 +69,8 @@ def test_state_counts_events_and_outputs_and_keeps_its_limits() -> None:
     run_steps(t, 2, 1000, Limits(state_bytes=5 * MIB, task_bytes=2 * MIB))
     state = t.runs["R1"]
     assert state["limits"] == {"state_bytes": 5 * MIB, "task_bytes": 2 * MIB}
-    event_size = fold.value_size(EVENT)
-    assert state["state_bytes"] == event_size + 2 * fold.value_size(blob(0, 1000))
+    event_size = value_size(EVENT)
+    assert state["state_bytes"] == event_size + 2 * value_size(blob(0, 1000))
     # A later record applied under other limits does not change this run's.
     apply(t, report(3, done("s2", "x")), Position(0, 3), Limits(state_bytes=1))
     assert state["status"] == "running"
@@ -102,8 +102,8 @@ def test_output_over_the_state_limit_fails_the_run_naming_step_and_sizes() -> No
     assert state["status"] == "failed" and state["waiting"] is None
     error = state["error"]
     assert error["name"] == "RunStateTooLarge"
-    size = fold.value_size(blob(2))
-    total = fold.value_size(EVENT) + 3 * size
+    size = value_size(blob(2))
+    total = value_size(EVENT) + 3 * size
     assert error["message"].startswith(f"step 's2' output is {size} bytes")
     assert f"would be {total} bytes, over the {limit}-byte limit" in error["message"]
     step = state["steps"]["s2"]
@@ -138,7 +138,7 @@ def test_an_awaited_event_counts_and_goes_by_reference() -> None:
                                   ts=3000), Position(0, 2))
     [task] = tasks(emits)
     assert task.steps == {"w": {"ref": [0, 2, 0]}}
-    assert t.runs["R1"]["state_bytes"] == fold.value_size(EVENT) + fold.value_size(event)
+    assert t.runs["R1"]["state_bytes"] == value_size(EVENT) + value_size(event)
 
 
 def test_a_task_that_cannot_fit_fails_the_run_instead_of_being_sent() -> None:

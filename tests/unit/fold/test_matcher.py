@@ -7,8 +7,11 @@ from typing import Any
 
 import pytest
 
-from engine import matcher
-from engine.state import BatchView, PartitionStore
+from engine.expressions import rename_async
+from engine.fold import apply_waits
+from engine.store import keys
+from engine.store.partition import PartitionStore
+from engine.store.view import BatchView
 from topics.records import Event, Record, WaitCleared, WaitRegistered, WaitResolved
 
 
@@ -31,7 +34,7 @@ class Matcher:
         view = BatchView(self.store)
         out: list[WaitResolved] = []
         for r in records:
-            for e in matcher.apply(view, r, at):
+            for e in apply_waits(view, r, at):
                 assert isinstance(e.record, WaitResolved)
                 out.append(e.record)
         self.offset += len(records)
@@ -129,7 +132,7 @@ def test_a_wait_does_not_resolve_on_an_event_appended_after_it_expired(
     assert paid().ts == 2000
     assert m.batch(paid(), at=5000) == []
     # And a wait expired before that time is gone, not left for a later event.
-    assert [k for k, _ in store.scan(matcher.INDEXED) if k.endswith(b"R1/cancel:0")] == []
+    assert [k for k, _ in store.scan(keys.INDEXED) if k.endswith(b"R1/cancel:0")] == []
 
 
 def test_a_wait_resolves_on_an_event_appended_before_it_expired_whatever_its_sender_time(
@@ -142,5 +145,5 @@ def test_a_wait_resolves_on_an_event_appended_before_it_expired_whatever_its_sen
 
 
 def test_rename_async_leaves_strings_alone() -> None:
-    assert (matcher.rename_async("async.x == 'async' && event.async_y == \"a async\"")
+    assert (rename_async("async.x == 'async' && event.async_y == \"a async\"")
             == "async_.x == 'async' && event.async_y == \"a async\"")

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from engine import fold
 from engine.fold import NotApplicable, apply, backoff_ms
+from engine.fold.outcomes import MAX_BACKOFF_MS
 from tests.unit.memtables import MemTables
 from topics.records import (
     FUNCTION_COMPLETED,
@@ -145,7 +146,7 @@ def test_backoff_grows_is_bounded_and_deterministic() -> None:
     delays = [backoff_ms(1000, n, "R", "s") for n in range(6)]
     for n, d in enumerate(delays):
         assert 1000 * 2**n * 0.5 <= d < 1000 * 2**n
-    assert backoff_ms(1000, 60, "R", "s") <= fold.MAX_BACKOFF_MS
+    assert backoff_ms(1000, 60, "R", "s") <= MAX_BACKOFF_MS
     assert delays == [backoff_ms(1000, n, "R", "s") for n in range(6)]
     assert len({backoff_ms(1000, 3, f"R{i}", "s") for i in range(50)}) > 10  # jitter spreads
 

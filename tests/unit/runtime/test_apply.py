@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from engine import fold
-from engine.apply import RUNS_FOLD, BatchResult, Fold, apply_batch
-from engine.state import PartitionStore
+from engine.runtime.batch import RUNS_FOLD, BatchResult, Fold, apply_batch
+from engine.store.partition import PartitionStore
 from topics.codec import encode
 from topics.records import (
     STEP_COMPLETED,
@@ -66,7 +66,8 @@ def task_runs(result: BatchResult) -> list[str]:
 def applied(store: PartitionStore, batch: list[Msg], *, live_from: int = 0,
             folder: Fold = RUNS_FOLD) -> BatchResult:
     """Apply and commit one batch, as the processor does."""
-    result = apply_batch(store, batch, SETTINGS, live_from=live_from, folder=folder)
+    result = apply_batch(store, batch, SETTINGS, live_from=live_from, now_ms=0,
+                         folder=folder)
     result.view.commit(result.next_offset)
     return result
 

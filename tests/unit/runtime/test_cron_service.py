@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from engine import fold
-from engine.cron_service import RECHECK_MS, REFIRE_MS, CronService, cron_partition_key
-from engine.router import Registry
-from engine.state import BatchView, PartitionStore
+from engine.runtime.cron import RECHECK_MS, REFIRE_MS, CronService, cron_partition_key
+from engine.runtime.router import Registry
+from engine.store.partition import PartitionStore
+from engine.store.view import BatchView
 from topics.catalog import Catalog, partition_for
 from topics.records import CRON_EVENT, FunctionRegistered, RunRequested
 from topics.settings import Settings

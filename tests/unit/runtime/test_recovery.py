@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from rocksdict import WriteBatch
 
-from engine.apply import WAITS_FOLD, apply_batch
-from engine.recovery import StateCorrupt, open_store
-from engine.state import PartitionStore
+from engine.runtime.batch import WAITS_FOLD, apply_batch
+from engine.runtime.recovery import StateCorrupt, open_store
+from engine.store.partition import PartitionStore
 from topics.codec import encode
 from topics.records import Event
 from topics.settings import Settings
@@ -67,7 +67,7 @@ def test_the_fold_meeting_damage_raises_instead_of_dead_lettering(tmp_path: Path
     event = Event(name="x", data={}, id="E", ts=1)
     try:
         with pytest.raises(StateCorrupt) as caught:
-            apply_batch(store, [Msg(0, encode(event))], Settings(), live_from=0,
+            apply_batch(store, [Msg(0, encode(event))], Settings(), live_from=0, now_ms=0,
                         folder=WAITS_FOLD)
         assert caught.value.path == db
     finally:

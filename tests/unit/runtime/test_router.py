@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from engine.router import Registry, route, route_invoke
+from engine.runtime.router import Registry, route, route_invoke
 from topics.ids import run_id_for
 from topics.records import (
     FUNCTION_FAILED_EVENT,

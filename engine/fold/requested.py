@@ -1,0 +1,106 @@
+"""``run.requested``: a run begins — or not, when its dedupe key or cron tick was
+seen already. Pure, like every module of :mod:`engine.fold`."""
+
+from __future__ import annotations
+
+from engine.fold.core import (
+    Emit,
+    Limits,
+    Position,
+    RunState,
+    Tables,
+    note,
+    value_size,
+)
+from engine.fold.endings import hand_over
+from engine.fold.timers import FINISH_DEADLINE, START_DEADLINE, arm_deadline
+from engine.fold.waits import register_cancel_waits
+from engine.store import keys
+from topics.records import (
+    DEDUPE_WINDOW_MS,
+    RunRequested,
+)
+
+
+def on_run_requested(tables: Tables, rec: RunRequested, at: Position | None,
+                     limits: Limits) -> list[Emit]:
+    if tables.get_run(rec.run_id) is not None:
+        return []  # the router re-delivered it; the run exists already
+    event_id = str(rec.event.get("id", ""))
+    if rec.cron is not None:
+        key = keys.cron_key(rec.fn_id, str(rec.cron.get("cron")))
+        tick = int(rec.cron.get("tick_ms") or 0)
+        last = tables.get_value(key)
+        if last is not None and last >= tick:
+            return []  # this tick (or a later one) was fired already
+        tables.put_value(key, tick)
+    if rec.dedupe_key:
+        held = tables.get_value(keys.dedupe_key(rec.dedupe_key))
+        if held is not None and held["expires_ms"] > rec.ts:
+            return deduplicated(tables, rec, held["run_id"], event_id)
+        tables.put_value(keys.dedupe_key(rec.dedupe_key),
+                         {"run_id": rec.run_id, "expires_ms": rec.ts + DEDUPE_WINDOW_MS},
+                         expires_ms=rec.ts + DEDUPE_WINDOW_MS)
+    state: RunState = {
+        "run_id": rec.run_id,
+        "fn_id": rec.fn_id,
+        "app_id": rec.app_id,
+        "partition_key": rec.partition_key,
+        "event": rec.event,
+        # The triggering event is not stored twice: ``events`` holds a batch only.
+        "events": [] if rec.events == [rec.event] else rec.events,
+        "status": "queued",
+        "requested_at": rec.ts,
+        "started_at": None,
+        "ended_at": None,
+        "output": None,
+        "error": None,
+        "retries": rec.retries,
+        "backoff_base_ms": rec.backoff_base_ms,
+        "attempt": 0,
+        "task_seq": 0,
+        "waiting": None,
+        "step_order": [],
+        "steps": {},
+        "timeline": [{"at": rec.ts, "type": "run.requested",
+                      "detail": {"event": rec.event.get("name"), "event_id": event_id}}],
+        "dedupe_key": rec.dedupe_key,
+        "parent": rec.parent,
+        "cancel": rec.cancel,
+        "timeouts": rec.timeouts,
+        "cron": rec.cron,
+        "lifecycle_events": rec.lifecycle_events,
+        "deadlines": {},
+        "cancel_waits": [],
+        "cancelled_by": None,
+        "limits": limits.to_state(),
+        # Bytes of events and outputs held, against limits["state_bytes"].
+        "state_bytes": value_size(rec.event) + (
+            value_size(rec.events) if rec.events != [rec.event] else 0),
+    }
+    if event_id:
+        tables.index_event(event_id, rec.run_id)
+    emits = register_cancel_waits(state, rec.ts)
+    timeouts = rec.timeouts or {}
+    if isinstance(timeouts.get("start_ms"), int):
+        arm_deadline(tables, state, START_DEADLINE, rec.ts + timeouts["start_ms"])
+    elif isinstance(timeouts.get("finish_ms"), int):
+        # Without a start timeout the run starts as it is handed to workers, now.
+        arm_deadline(tables, state, FINISH_DEADLINE, rec.ts + timeouts["finish_ms"])
+    emits.extend(hand_over(tables, state, rec.ts))
+    tables.put_run(rec.run_id, state)
+    return emits
+
+
+def deduplicated(tables: Tables, rec: RunRequested, holder: str, event_id: str
+                  ) -> list[Emit]:
+    """A second run for a held dedupe key: no run; the event points at the holder."""
+    if event_id:
+        tables.index_event(event_id, holder)
+    state = tables.get_run(holder)
+    if state is not None:
+        note(state, rec.ts, "run.deduplicated",
+             detail={"event_id": event_id, "dedupe_key": rec.dedupe_key,
+                     "skipped_run_id": rec.run_id})
+        tables.put_run(holder, state)
+    return []

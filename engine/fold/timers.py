@@ -1,0 +1,112 @@
+"""``timer.fired`` and ``run.started``: retries and sleeps come due, waits and invokes
+time out, and a run's start and finish deadlines are armed and passed.
+Pure, like every module of :mod:`engine.fold`."""
+
+from __future__ import annotations
+
+from engine.fold.cancel import cancel
+from engine.fold.core import (
+    Emit,
+    Limits,
+    NotApplicable,
+    Position,
+    RunState,
+    Tables,
+    note,
+)
+from engine.fold.endings import hand_over
+from engine.fold.invokes import invoke_timed_out
+from engine.fold.waits import wait_timed_out
+from engine.runstate import TERMINAL, waiting_timer
+from topics.records import (
+    RunStarted,
+    TimerFired,
+)
+
+START_DEADLINE = "deadline:start"
+
+
+FINISH_DEADLINE = "deadline:finish"
+
+
+def on_timer_fired(tables: Tables, rec: TimerFired, at: Position | None,
+                   limits: Limits) -> list[Emit]:
+    state = tables.get_run(rec.run_id)
+    if state is None:
+        raise NotApplicable(f"timer for unknown run {rec.run_id}")
+    if state["status"] in TERMINAL:
+        return []
+    deadlines = state.get("deadlines") or {}
+    if rec.timer_id in deadlines:
+        if rec.ts < deadlines[rec.timer_id]:
+            return []  # never early (a clock behind); it fires again when due
+        emits = deadline_passed(tables, state, rec.timer_id, rec.ts)
+        tables.put_run(rec.run_id, state)
+        return emits
+    waiting = state["waiting"]
+    timer = waiting_timer(waiting)
+    if (waiting is None or waiting["kind"] == "task" or timer is None
+            or timer[1] != rec.timer_id):
+        return []  # fired before, or the run moved on
+    due = timer[0]
+    if rec.ts < due:
+        # Written by a process whose clock is behind: never wake early. The timer stays
+        # in the table and the timer service fires it again when it is due.
+        return []
+    if waiting["kind"] == "event":
+        emits = wait_timed_out(tables, state, rec.ts)
+        tables.put_run(rec.run_id, state)
+        return emits
+    if waiting["kind"] == "invoke":
+        emits = invoke_timed_out(tables, state, rec.ts)
+        tables.put_run(rec.run_id, state)
+        return emits
+    tables.delete_timer(due, rec.run_id, rec.timer_id)
+    note(state, rec.ts, "timer.fired", waiting.get("step_id"),
+         detail={"timer_id": rec.timer_id, "due_ms": due, "late_ms": rec.ts - due})
+    for step in state["steps"].values():
+        until = step["until_ms"]
+        if step["status"] == "sleeping" and until is not None and until <= rec.ts:
+            step["status"] = "completed"
+            step["output"] = None
+            step["attempts"].append({"attempt": 0, "started_at": None, "ended_at": rec.ts,
+                                     "error": None})
+    emits = hand_over(tables, state, rec.ts)
+    tables.put_run(rec.run_id, state)
+    return emits
+
+
+def arm_deadline(tables: Tables, state: RunState, timer_id: str, due: int) -> None:
+    state.setdefault("deadlines", {})[timer_id] = due
+    tables.put_timer(due, state["run_id"], timer_id)
+
+
+def on_run_started(tables: Tables, rec: RunStarted, at: Position | None,
+                   limits: Limits) -> list[Emit]:
+    state = tables.get_run(rec.run_id)
+    if state is None or state["status"] in TERMINAL or state.get("worker_started"):
+        return []  # ended, or started already (a late or repeated run.started)
+    mark_started(tables, state, rec.ts, rec.worker)
+    tables.put_run(rec.run_id, state)
+    return []
+
+
+def mark_started(tables: Tables, state: RunState, now: int, worker: str) -> None:
+    """A worker began the run: the start deadline is met and the finish one begins.
+    Called for ``run.started``, and for a first report that overtook it."""
+    state["worker_started"] = now
+    deadlines = state.get("deadlines") or {}
+    if START_DEADLINE in deadlines:
+        tables.delete_timer(deadlines.pop(START_DEADLINE), state["run_id"], START_DEADLINE)
+    finish_ms = (state.get("timeouts") or {}).get("finish_ms")
+    if isinstance(finish_ms, int):
+        arm_deadline(tables, state, FINISH_DEADLINE, now + finish_ms)
+    note(state, now, "run.started", detail={"worker": worker})
+
+
+def deadline_passed(tables: Tables, state: RunState, timer_id: str, now: int) -> list[Emit]:
+    due = state["deadlines"].pop(timer_id)
+    tables.delete_timer(due, state["run_id"], timer_id)
+    which = "start" if timer_id == START_DEADLINE else "finish"
+    limit = (state.get("timeouts") or {}).get(f"{which}_ms")
+    return cancel(tables, state, {"kind": "timeout", "which": which, "limit_ms": limit}, now)

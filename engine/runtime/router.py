@@ -1,0 +1,163 @@
+"""The router: events -> runs, by trigger name (``*`` wildcards) and CEL filter.
+
+The registry is a global table built from the compacted ``functions`` topic; every
+engine process holds all of it. Routing is pure given the registry: the run id is
+derived from (function id, event id), so a re-delivered event requests the same run
+and the run fold ignores the duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from engine.expressions import (
+    CompiledExpression,
+    ExpressionError,
+    PreparedEvent,
+    TriggerMatcher,
+    to_json,
+)
+from engine.fold import Emit
+from topics.cron import CronSchedule, parse_cron
+from topics.ids import dedupe_key_for, run_id_for
+from topics.records import (
+    FUNCTION_INVOKED,
+    INTERNAL_PREFIX,
+    LIFECYCLE_EVENTS,
+    Event,
+    FunctionRegistered,
+    InvokeFinished,
+    InvokeRequested,
+    RunRequested,
+)
+
+log = logging.getLogger("stepstream.router")
+
+
+@dataclass(slots=True)
+class RegisteredFunction:
+    definition: FunctionRegistered
+    matchers: list[TriggerMatcher]
+    crons: list[CronSchedule]
+    idempotency: CompiledExpression | None
+
+
+class Registry:
+    """Function definitions by id, with their triggers compiled once."""
+
+    def __init__(self) -> None:
+        self.functions: dict[str, RegisteredFunction] = {}
+        self.version = 0  # bumped on every change, for caches of derived facts
+
+    def apply(self, rec: FunctionRegistered) -> None:
+        """Add or replace a definition. A trigger that does not compile is skipped with
+        an error in the log (the worker validated it; a bad one must not stop routing)."""
+        matchers = []
+        crons = []
+        for trig in rec.triggers:
+            cron = trig.get("cron")
+            if isinstance(cron, str):
+                try:
+                    crons.append(parse_cron(cron))
+                except ValueError as exc:
+                    log.error("function %s: cron trigger %r skipped: %s", rec.fn_id, cron, exc)
+                continue
+            event = trig.get("event")
+            if not isinstance(event, str):
+                continue
+            expression = trig.get("expression")
+            try:
+                matchers.append(TriggerMatcher(event, expression if isinstance(expression, str)
+                                               else None))
+            except ExpressionError as exc:
+                log.error("function %s: trigger %r skipped: %s", rec.fn_id, event, exc)
+        idempotency = None
+        if rec.idempotency:
+            try:
+                idempotency = CompiledExpression(rec.idempotency)
+            except ExpressionError as exc:
+                log.error("function %s: idempotency key ignored: %s", rec.fn_id, exc)
+        self.functions[rec.fn_id] = RegisteredFunction(rec, matchers, crons, idempotency)
+        self.version += 1
+
+    def remove(self, fn_id: str) -> None:
+        self.functions.pop(fn_id, None)
+        self.version += 1
+
+
+def route(event: Event, registry: Registry, *, now_ms: int, backoff_base_ms: int
+          ) -> list[RunRequested]:
+    """The runs an event starts: one per function with a matching trigger.
+
+    Engine events (``stepstream/...``) only match triggers that name them
+    (``stepstream/...``), never a bare ``*``, and runs they trigger send no
+    ``function.*`` events of their own, so listening to them cannot loop.
+    """
+    body = asdict(event)
+    prepared = PreparedEvent(body)
+    internal = event.name.startswith(INTERNAL_PREFIX)
+    out = []
+    for fn_id, fn in registry.functions.items():
+        if not any(m.matches(prepared) and (not internal or m.event.startswith(INTERNAL_PREFIX))
+                   for m in fn.matchers):
+            continue
+        out.append(request_for(fn, body, run_id=run_id_for(fn_id, event.id, event.ts),
+                               dedupe_key=_dedupe_key(fn, prepared, event.id),
+                               now_ms=now_ms, backoff_base_ms=backoff_base_ms,
+                               lifecycle_events=event.name not in LIFECYCLE_EVENTS))
+    return out
+
+
+def _dedupe_key(fn: RegisteredFunction, prepared: PreparedEvent, event_id: str) -> str:
+    """At most one run per key per window: the function's idempotency value if it has
+    one (and it evaluates), else the event id."""
+    fn_id = fn.definition.fn_id
+    if fn.idempotency is not None:
+        try:
+            value = to_json(fn.idempotency.evaluate({"event": prepared.cel()}, converted=True))
+        except Exception as exc:  # CEL evaluation error: fall back to the event id
+            log.warning("function %s: idempotency key did not evaluate (%s); deduplicating "
+                        "by event id", fn_id, exc)
+        else:
+            return dedupe_key_for(fn_id, "key", json.dumps(value, sort_keys=True))
+    return dedupe_key_for(fn_id, "event", event_id)
+
+
+def request_for(fn: RegisteredFunction, event: dict[str, Any], *, run_id: str,
+                dedupe_key: str, now_ms: int, backoff_base_ms: int,
+                parent: dict[str, Any] | None = None, cron: dict[str, Any] | None = None,
+                partition_key: str | None = None,
+                lifecycle_events: bool = True) -> RunRequested:
+    """The RunRequested for one run of ``fn``; everything the run's fold needs from the
+    function's definition is copied in, so replay never consults the registry."""
+    d = fn.definition
+    return RunRequested(
+        run_id=run_id, fn_id=d.fn_id, app_id=d.app_id,
+        # Runs sharing a dedupe key share a partition, where the key is held.
+        partition_key=partition_key or dedupe_key,
+        event=event, events=[event], retries=d.retries, backoff_base_ms=backoff_base_ms,
+        ts=now_ms, dedupe_key=dedupe_key, parent=parent, cancel=list(d.cancel or []),
+        timeouts=d.timeouts, cron=cron, lifecycle_events=lifecycle_events,
+    )
+
+
+def route_invoke(rec: InvokeRequested, registry: Registry, *, now_ms: int,
+                 backoff_base_ms: int) -> list[Emit]:
+    """A parent's ``step.invoke``: the child run, or the parent told there is none."""
+    fn = registry.functions.get(rec.fn_id)
+    parent = rec.parent
+    if fn is None:
+        error = {"name": "FunctionNotFound",
+                 "message": f"no function {rec.fn_id!r} is registered", "stack": ""}
+        return [Emit("runs", str(parent["partition_key"]), InvokeFinished(
+            run_id=str(parent["run_id"]), step_id=str(parent["step_id"]),
+            child_run_id=run_id_for(rec.fn_id, rec.event_id, rec.ts), output=None,
+            error=error, ts=now_ms))]
+    event = {"name": FUNCTION_INVOKED, "data": rec.data, "id": rec.event_id, "ts": rec.ts}
+    req = request_for(fn, event, run_id=run_id_for(rec.fn_id, rec.event_id, rec.ts),
+                      dedupe_key=dedupe_key_for(rec.fn_id, "event", rec.event_id), now_ms=now_ms,
+                      backoff_base_ms=backoff_base_ms, parent=dict(parent))
+    return [Emit("runs", req.partition_key, req)]

@@ -1,0 +1,147 @@
+"""The per-batch view of one partition's tables that the folds read and write."""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+from rocksdict import WriteBatch
+
+from engine.runstate import RunState
+from engine.store import keys
+from engine.store.partition import PartitionStore, pack, unpack
+
+
+class BatchView:
+    """A per-batch view of one partition's tables for the fold.
+
+    Reads go to the store once per run and are cached; writes accumulate here and go
+    to RocksDB in one WriteBatch together with the next offset, so a crash leaves
+    either the whole batch applied or none of it.
+    """
+
+    def __init__(self, store: PartitionStore) -> None:
+        self.store = store
+        self.runs: dict[str, RunState | None] = {}
+        self.dirty: set[str] = set()
+        self.puts: dict[bytes, bytes] = {}
+        # The keys of ``puts`` in order, so a prefix scan reads only its own range
+        # (the matcher scans several prefixes per event).
+        self.put_keys: list[bytes] = []
+        self.deletes: set[bytes] = set()
+        self.new_timers: list[int] = []
+        self.min_new_expiry: int | None = None
+        self.expired_upto: int | None = None
+        self.touched_expiry = False
+
+    def get_run(self, run_id: str) -> RunState | None:
+        if run_id not in self.runs:
+            self.runs[run_id] = self.store.cached_run(run_id)
+        return self.runs[run_id]
+
+    def put_run(self, run_id: str, state: RunState) -> None:
+        self.runs[run_id] = state
+        self.dirty.add(run_id)
+
+    def put_timer(self, due_ms: int, run_id: str, timer_id: str) -> None:
+        self.put_raw(keys.timer_key(due_ms, run_id, timer_id), b"")
+        self.new_timers.append(due_ms)
+
+    def delete_timer(self, due_ms: int, run_id: str, timer_id: str) -> None:
+        self.delete_raw(keys.timer_key(due_ms, run_id, timer_id))
+
+    def index_event(self, event_id: str, run_id: str) -> None:
+        self.put_raw(keys.event_run_key(event_id, run_id), b"")
+
+    # Raw keys: small tables beside the runs (dedupe keys, cron ticks, the matcher's).
+
+    def get_raw(self, key: bytes) -> bytes | None:
+        if key in self.puts:
+            return self.puts[key]
+        if key in self.deletes:
+            return None
+        value: bytes | None = self.store.db.get(key)
+        return value
+
+    def put_raw(self, key: bytes, value: bytes) -> None:
+        self.deletes.discard(key)
+        if key not in self.puts:
+            bisect.insort(self.put_keys, key)
+        self.puts[key] = value
+
+    def delete_raw(self, key: bytes) -> None:
+        if self.puts.pop(key, None) is not None:
+            del self.put_keys[bisect.bisect_left(self.put_keys, key)]
+        self.deletes.add(key)
+
+    def scan_raw(self, prefix: bytes, upto: bytes | None = None) -> list[tuple[bytes, bytes]]:
+        """Keys under ``prefix`` (below ``upto``), this batch's changes included."""
+        merged = {k: v for k, v in self.store.scan(prefix, upto) if k not in self.deletes}
+        keys = self.put_keys
+        for i in range(bisect.bisect_left(keys, prefix), len(keys)):
+            k = keys[i]
+            if not k.startswith(prefix) or (upto is not None and k >= upto):
+                break
+            merged[k] = self.puts[k]
+        return sorted(merged.items())
+
+    def get_value(self, key: bytes) -> Any:
+        raw = self.get_raw(key)
+        return None if raw is None else unpack(raw)
+
+    def put_value(self, key: bytes, value: Any, *, expires_ms: int | None = None) -> None:
+        """Store ``value`` at ``key``; with ``expires_ms``, it goes once a later record's
+        time passes that (see :meth:`expire`)."""
+        self.put_raw(key, pack(value))
+        if expires_ms is not None:
+            self.put_raw(keys.expiry_key(expires_ms, key), b"")
+            self.min_new_expiry = (expires_ms if self.min_new_expiry is None
+                                   else min(self.min_new_expiry, expires_ms))
+            self.touched_expiry = True
+
+    def expire(self, now_ms: int) -> list[bytes]:
+        """Delete every key whose expiry is before ``now_ms``; return them.
+
+        Called by the fold for each record with that record's time, so the result
+        depends only on the records, never on how they were batched.
+        """
+        # Expiries in the store below ``expired_upto`` were handled by an earlier call
+        # in this batch; only entries put since then can add new ones.
+        low = (self.store.next_expiry()
+               if self.expired_upto is None or now_ms > self.expired_upto else None)
+        if self.min_new_expiry is not None:
+            low = self.min_new_expiry if low is None else min(low, self.min_new_expiry)
+        if low is None or low >= now_ms:
+            return []
+        self.min_new_expiry = None
+        gone = []
+        for xkey, _ in self.scan_raw(keys.EXPIRY, keys.expiries_before(now_ms)):
+            _, key = keys.parse_expiry_key(xkey)
+            self.delete_raw(xkey)
+            if self.get_raw(key) is not None:
+                self.delete_raw(key)
+                gone.append(key)
+        self.touched_expiry = True
+        self.expired_upto = max(now_ms, self.expired_upto or now_ms)
+        return gone
+
+    def commit(self, next_offset: int) -> None:
+        """Write every change and the next input offset atomically."""
+        batch = WriteBatch(raw_mode=True)
+        for run_id in self.dirty:
+            state = self.runs[run_id]
+            assert state is not None
+            batch.put(keys.run_key(run_id), pack(state))
+            self.store.remember(run_id, state)
+        for key, value in self.puts.items():
+            batch.put(key, value)
+        for key in self.deletes:
+            batch.delete(key)
+        batch.put(keys.OFFSET_KEY, keys.offset_value(next_offset))
+        self.store.write(batch)
+        if self.touched_expiry:
+            self.store.forget_next_expiry()
+
+    def discard(self) -> None:
+        """Forget this view's changes: cached states it mutated are dropped too."""
+        self.store.evict(self.runs.keys())
