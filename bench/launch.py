@@ -66,6 +66,18 @@ def bench_settings(broker: str, prefix: str, partitions: int) -> Settings:
     return Settings(brokers=broker, prefix=prefix, partitions=partitions)
 
 
+# The engine outside dev mode needs an API key; the benchmarks send this one.
+API_KEY = "bench-api-key"
+
+
+def api_get(port: int, path: str, timeout: float = 10.0) -> Any:
+    """GET ``path`` on an engine's HTTP API with the benchmarks' key, decoded."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                 headers={"Authorization": f"Bearer {API_KEY}"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a child process these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEPSTREAM_")}
@@ -74,6 +86,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "STEPSTREAM_PREFIX": settings.prefix,
         "STEPSTREAM_PARTITIONS": str(settings.partitions),
         "STEPSTREAM_FETCH_WAIT_MAX_MS": str(settings.fetch_wait_max_ms),
+        "STEPSTREAM_API_KEYS": API_KEY,
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
                                       if p),
     })
@@ -184,9 +197,7 @@ class Stepstream:
 
     def api_get(self, path: str, timeout: float = 10.0) -> Any:
         """GET ``path`` on the engine's HTTP API, decoded."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.api_port}{path}",
-                                    timeout=timeout) as resp:
-            return json.loads(resp.read())
+        return api_get(self.api_port, path, timeout)
 
     def close(self) -> None:
         for c in reversed(self.children):

@@ -20,12 +20,10 @@ queueing). All processes share this machine's clock.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import os
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +36,7 @@ from bench.common import CpuMeter, Observer, completed_run_id, done_id, percenti
 from bench.hops import hop_breakdown
 from bench.launch import (
     Child,
+    api_get,
     bench_pids,
     bench_settings,
     create_topics,
@@ -68,10 +67,8 @@ class System:
         """What the engine says of a run the observer has not seen complete."""
         if self.api_port is None:
             return "unknown"
-        url = f"http://127.0.0.1:{self.api_port}/v1/runs/{run_id}"
         try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                run = json.loads(resp.read())["data"]
+            run = api_get(self.api_port, f"/v1/runs/{run_id}", 5)["data"]
         except Exception as exc:
             return f"not found ({type(exc).__name__})"
         last = run["timeline"][-1] if run["timeline"] else {}
