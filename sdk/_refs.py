@@ -25,7 +25,7 @@ from topics.catalog import Catalog
 from topics.codec import DecodeError, decode, encode
 from topics.settings import MIB, Settings
 
-# Records holding a memoized value, by the ref's last number (see engine/fold_core.py).
+# Records holding a memoized value, by the ref's last number (see engine/fold/core.py).
 HOLDERS = (records.OutcomesReported, records.WaitResolved, records.InvokeFinished)
 CACHE_BYTES = 64 * MIB
 FETCH_TIMEOUT_S = 30.0

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from engine.runstate import TERMINAL
 
-# Internal run statuses (engine/fold.py), in lifecycle order; the filter values of
+# Internal run statuses (engine/runstate.py), in lifecycle order; the filter values of
 # ``GET /v1/runs?status=`` and ``stepstream runs list --status``.
 RUN_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 # Longest reason accepted by ``POST /v1/runs/{id}/cancel`` (and ``runs cancel --reason``).
