@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePath
 
 import topics.brokers
-from topics.settings import Settings
+from topics.settings import Settings, dev_file_trusted
 
 
 def resolve_brokers_from(brokers: str | None, env: Mapping[str, str],
@@ -21,8 +21,15 @@ def resolve_brokers_from(brokers: str | None, env: Mapping[str, str],
 
 
 def _read_text(path: PurePath) -> str | None:
+    """A file's stripped text, or None if it cannot be read or is not to be trusted
+    (:func:`topics.settings.dev_file_trusted`)."""
     try:
-        return Path(path).read_text().strip()
+        file = Path(path)
+        st, folder = file.stat(), file.parent.stat()
+        if not dev_file_trusted(st.st_uid, st.st_mode, folder.st_uid, folder.st_mode,
+                                os.getuid()):
+            return None
+        return file.read_text().strip()
     except (OSError, UnicodeDecodeError):
         return None
 

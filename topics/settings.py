@@ -38,6 +38,18 @@ def dev_file_candidates(name: str, cwd: PurePath, env: Mapping[str, str]) -> lis
             candidates.append(mine)
     return candidates
 
+
+def dev_file_trusted(file_uid: int, file_mode: int, folder_uid: int, folder_mode: int,
+                     my_uid: int) -> bool:
+    """Whether a file ``stepstream dev`` wrote may be believed (from its and its folder's
+    ``os.stat``): both owned by this user and writable by no one else. The search looks in
+    every parent folder, ``/tmp`` included, so another local user could otherwise plant an
+    address there and receive this user's API key, events or step outputs."""
+    others_write = 0o022
+    return (file_uid == my_uid and folder_uid == my_uid
+            and not file_mode & others_write and not folder_mode & others_write)
+
+
 KIB = 1024
 MIB = 1024 * KIB
 # Room kept in a record for what surrounds one user value (kind, ids, step names).

@@ -4,11 +4,12 @@ else the default."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path, PurePath
 
 from topics import brokers
-from topics.settings import DEV_API_FILE, Settings
+from topics.settings import DEV_API_FILE, Settings, dev_file_trusted
 
 DEFAULT_API = "http://127.0.0.1:8288"
 HOW_TO_SET = "start `stepstream dev`, or set STEPSTREAM_BROKERS"
@@ -21,9 +22,15 @@ def configured_brokers(env: Mapping[str, str]) -> str | None:
 
 
 def read_text(path: PurePath) -> str | None:
-    """A file's stripped text, or None if it cannot be read."""
+    """A file's stripped text, or None if it cannot be read or is not to be trusted
+    (:func:`topics.settings.dev_file_trusted`)."""
     try:
-        return Path(path).read_text().strip()
+        file = Path(path)
+        st, folder = file.stat(), file.parent.stat()
+        if not dev_file_trusted(st.st_uid, st.st_mode, folder.st_uid, folder.st_mode,
+                                os.getuid()):
+            return None
+        return file.read_text().strip()
     except (OSError, UnicodeDecodeError):
         return None
 

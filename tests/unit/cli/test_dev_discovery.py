@@ -21,6 +21,7 @@ from topics.settings import (
     DEV_BROKER_FILE,
     Settings,
     dev_file_candidates,
+    dev_file_trusted,
 )
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -75,6 +76,35 @@ def test_the_api_is_found_like_the_broker(tmp_path: Path) -> None:
     assert resolve_api(None, {**env, "STEPSTREAM_API": "http://x:1"}, tmp_path)[0] == \
         "http://x:1"
     assert resolve_api("http://y:2", env, tmp_path)[0] == "http://y:2"
+
+
+def test_a_dev_file_only_its_user_can_have_written_is_trusted() -> None:
+    me, other = 1000, 1001
+    assert dev_file_trusted(me, 0o100644, me, 0o40755, me)
+    assert not dev_file_trusted(other, 0o100644, me, 0o40755, me)  # planted by another user
+    assert not dev_file_trusted(me, 0o100644, other, 0o40755, me)  # in their folder
+    assert not dev_file_trusted(me, 0o100666, me, 0o40755, me)  # anyone may rewrite it
+    assert not dev_file_trusted(me, 0o100644, me, 0o41777, me)  # or replace it (/tmp-like)
+    assert not dev_file_trusted(me, 0o100644, me, 0o40775, me)  # or the group may
+
+
+def test_addresses_in_a_folder_others_can_write_are_ignored(tmp_path: Path) -> None:
+    """A parent folder like /tmp: another local user could plant the address files there
+    and receive this user's API key, events and step outputs."""
+    shared, home = tmp_path / "shared", tmp_path / "home"
+    (shared / "me" / "work").mkdir(parents=True)
+    write(shared / DEV_BROKER_FILE, "attacker:9092")
+    write(shared / DEV_API_FILE, "http://attacker:80")
+    write(home / DEV_BROKER_FILE, "127.0.0.1:5002")
+    env, cwd = {"HOME": str(home)}, shared / "me" / "work"
+    assert resolve_brokers(env, cwd)[0] == "attacker:9092"  # trusted while only mine
+    (shared / ".stepstream").chmod(0o777)
+    assert resolve_brokers(env, cwd) == ("127.0.0.1:5002", str(home / DEV_BROKER_FILE))
+    assert resolve_brokers_from(None, env, cwd)[0] == "127.0.0.1:5002"
+    assert resolve_api(None, env, cwd)[0] != "http://attacker:80"
+    (shared / ".stepstream").chmod(0o755)
+    (shared / DEV_API_FILE).chmod(0o666)
+    assert resolve_api(None, env, cwd)[0] != "http://attacker:80"
 
 
 def test_a_held_folder_lock_names_its_holder(tmp_path: Path,
