@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from engine.runtime.recovery import StateCorrupt, is_corruption, reason_of
 from engine.runtime.router import Registry, request_for
 from engine.store.partition import PartitionStore
 from topics.catalog import Catalog, partition_for
@@ -74,7 +75,12 @@ class CronService:
                 next_due = recheck if next_due is None else min(next_due, recheck)
                 continue
             for schedule in fn.crons:
-                last = store.last_cron_tick(fn_id, schedule.expr)
+                try:
+                    last = store.last_cron_tick(fn_id, schedule.expr)
+                except Exception as exc:
+                    if is_corruption(exc):  # the processor rebuilds the partition
+                        raise StateCorrupt(store.path, reason_of(exc)) from exc
+                    raise
                 baseline = max(last if last is not None else -1, fn.definition.ts)
                 first = schedule.next_after(baseline)
                 if first > now:

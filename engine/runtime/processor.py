@@ -43,7 +43,7 @@ from engine import fold
 from engine.clock import now_ms
 from engine.runtime.batch import RUNS_FOLD, WAITS_FOLD, apply_batch, dead_letter
 from engine.runtime.cron import CronService
-from engine.runtime.recovery import StateCorrupt, open_store, set_aside
+from engine.runtime.recovery import StateCorrupt, is_corruption, open_store, reason_of, set_aside
 from engine.runtime.router import Registry, route, route_invoke
 from engine.runtime.timers import TimerService
 from engine.store.partition import PartitionStore, StateMemory
@@ -429,8 +429,28 @@ class Processor:
             raise RuntimeError(f"could not produce {remaining} record(s): {failures[:3]}")
 
     def _fire_timers(self) -> None:
-        if self.timers.fire(self.stores, self.clock_ms(), self.producer.produce):
+        now, fired = self.clock_ms(), False
+        for p, store in list(self.stores.items()):
+            try:
+                fired |= self.timers.fire({p: store}, now, self.producer.produce)
+            except Exception as exc:
+                if not is_corruption(exc):
+                    raise
+                self._rebuild_found_outside_a_batch(p, StateCorrupt(store.path,
+                                                                    reason_of(exc)))
+        if fired:
             self.producer.poll(0)
+
+    def _rebuild_found_outside_a_batch(self, p: int, damage: StateCorrupt) -> None:
+        """Damage met by the timer or cron pass of ``runs`` partition ``p``: rebuilt in
+        place like damage met by the fold. What the store had applied was produced, so
+        the restore is silent up to there (or, if even that cannot be read, replays
+        every emit, which their consumers dedupe)."""
+        try:
+            live_from = self.stores[p].next_offset()
+        except Exception:
+            live_from = 0
+        self._rebuild(self.catalog.runs, p, damage, live_from=live_from)
 
     def _trim_heap(self) -> None:
         """Give freed C heap back to the system now and then: batches of decoded states
@@ -451,7 +471,12 @@ class Processor:
             store = self.stores[p]
             return store.next_offset() >= self.live_from.get((self.catalog.runs, p), 0)
 
-        requests = self.cron.due(self.registry, self.stores, is_live, self.clock_ms())
+        try:
+            requests = self.cron.due(self.registry, self.stores, is_live, self.clock_ms())
+        except StateCorrupt as damage:
+            p = next(p for p, store in self.stores.items() if store.path == damage.path)
+            self._rebuild_found_outside_a_batch(p, damage)
+            return
         for req in requests:
             self.producer.produce(self.catalog.runs, encode(req), req.partition_key,
                                   partition=partition_for(req.partition_key,

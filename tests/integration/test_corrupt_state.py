@@ -200,3 +200,54 @@ def test_damage_found_while_running_rebuilds_the_partition_in_place(
     assert aside.name.startswith("runs-0.corrupt-")
     assert engine.alive and engine.error is None
     client.close()
+
+
+def test_damage_found_by_the_timer_pass_rebuilds_the_partition_in_place(
+        stack: Stack, tmp_path: Path) -> None:
+    """The timer pass, not the fold, is the first to read the damaged blocks: sleeping
+    runs whose timers come due after the damage. It used to end the engine."""
+    state = tmp_path / "state"
+    stack.start_engine(state)
+    client = sdk.Client(app_id="rotnap", settings=stack.settings)
+
+    @client.create_function(fn_id="napper", trigger=sdk.TriggerEvent(event="rot/nap"))
+    async def napper(ctx: sdk.Context) -> Any:
+        await ctx.step.sleep_until("nap", datetime.datetime.fromtimestamp(
+            ctx.event.data["wake_ms"] / 1000, tz=datetime.UTC))
+        return ctx.event.data["n"]
+
+    stack.client = client
+    stack.start_worker(client)
+    stack.wait_functions("rotnap-napper")
+    wake_ms = int(time.time() * 1000) + 15_000
+    ids = client.send([sdk.Event(name="rot/nap", data={"n": i, "wake_ms": wake_ms,
+                                                       "pad": "x" * 3000})
+                       for i in range(40)])
+
+    def sleeping(event_id: str) -> bool:
+        runs = stack.runs_for(event_id)
+        return bool(runs) and (runs[0].get("waiting") or {}).get("kind") == "timer"
+    wait_for(lambda: all(sleeping(i) for i in ids), 60, "every run to sleep")
+    assert stack.engine is not None
+    stack.engine.stop()
+    for p in range(stack.settings.partitions):
+        store = PartitionStore(state / f"runs-{p}")
+        store.db.flush()
+        store.close()
+    engine = stack.start_engine(state)
+    assert int(time.time() * 1000) < wake_ms - 3000, "restart took too long to test"
+    for p in range(stack.settings.partitions):
+        damage_data_blocks(state / f"runs-{p}")
+
+    def outputs() -> list[Any] | None:
+        try:
+            runs = [stack.runs_for(i) for i in ids]
+        except Exception:  # queries read the damaged database until it is replaced
+            return None
+        if all(r and r[0]["status"] == "completed" for r in runs):
+            return [r[0]["output"] for r in runs]
+        return None
+    assert wait_for(outputs, 60, "every run to complete") == list(range(40))
+    assert list(state.glob("runs-*.corrupt-*")), "no damaged partition was set aside"
+    assert engine.alive and engine.error is None
+    client.close()
