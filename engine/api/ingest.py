@@ -243,13 +243,17 @@ class EventIngest:
         if len(body) <= INLINE_BODY_BYTES:
             return await self._store(prepare_body(body, self.settings, now=now, seed=seed))
         loop = asyncio.get_running_loop()
+        pool = self._ensure_pool()
         try:
-            batch = await loop.run_in_executor(self._ensure_pool(), prepare_body, body,
-                                               self.settings, now, seed)
+            batch = await loop.run_in_executor(pool, prepare_body, body, self.settings, now,
+                                               seed)
         except BrokenProcessPool:
             # The worker died (killed, out of memory): the next request gets a new one.
+            # Only this pool is dropped: another request may have replaced it already.
             with self._lock:
-                self._pool = None
+                if self._pool is pool:
+                    self._pool = None
+            pool.shutdown(wait=False)
             raise IngestError("event decoding failed (worker process lost); retry", 503
                               ) from None
         return await self._store(batch)

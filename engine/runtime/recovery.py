@@ -63,10 +63,10 @@ def open_store(path: Path, memory: StateMemory | None = None,
         store.verify()
         return store
     except Exception as exc:
+        if store is not None:
+            store.close()  # its RocksDB lock and files, whatever the error
         if not is_corruption(exc):
             raise
-        if store is not None:
-            store.close()
         damage = set_aside(path, reason_of(exc))
     if on_corrupt is not None:
         on_corrupt(damage)
