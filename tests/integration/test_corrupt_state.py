@@ -156,6 +156,38 @@ def waiter_client(settings: Any) -> sdk.Client:
     return client
 
 
+def waiting_all(stack: Stack, ids: list[str], kind: str) -> None:
+    """Wait until every run of ``ids`` waits on ``kind`` (an event, a timer)."""
+    def waiting(event_id: str) -> bool:
+        runs = stack.runs_for(event_id)
+        return bool(runs) and (runs[0].get("waiting") or {}).get("kind") == kind
+    wait_for(lambda: all(waiting(i) for i in ids), 60, f"every run to wait on {kind}")
+
+
+def restart_with_state_in_ssts(stack: Stack, state: Path) -> Any:
+    """Stop the engine, flush every runs database into .sst files (which the restarted
+    engine opens and verifies intact), and start it again."""
+    assert stack.engine is not None
+    stack.engine.stop()
+    for p in range(stack.settings.partitions):
+        store = PartitionStore(state / f"runs-{p}")
+        store.db.flush()
+        store.close()
+    return stack.start_engine(state)
+
+
+def outputs_once_completed(stack: Stack, ids: list[str]) -> list[Any]:
+    def outputs() -> list[Any] | None:
+        try:
+            runs = [stack.runs_for(i) for i in ids]
+        except Exception:  # queries read the damaged database until it is replaced
+            return None
+        if all(r and r[0]["status"] == "completed" for r in runs):
+            return [r[0]["output"] for r in runs]
+        return None
+    return list(wait_for(outputs, 60, "every run to complete"))
+
+
 def test_damage_found_while_running_rebuilds_the_partition_in_place(
         stack: Stack, tmp_path: Path) -> None:
     state = tmp_path / "state"
@@ -168,34 +200,14 @@ def test_damage_found_while_running_rebuilds_the_partition_in_place(
     keys = [f"k{i}" for i in range(40)]
     ids = client.send([sdk.Event(name="rot/start", data={"key": k, "pad": pad})
                        for k in keys])
-
-    def waiting(event_id: str) -> bool:
-        runs = stack.runs_for(event_id)
-        return bool(runs) and (runs[0].get("waiting") or {}).get("kind") == "event"
-    wait_for(lambda: all(waiting(i) for i in ids), 60, "every run to wait")
-    assert stack.engine is not None
-    stack.engine.stop()
-    # Into .sst files, which the restarted engine opens and verifies intact.
-    for p in range(stack.settings.partitions):
-        store = PartitionStore(state / f"runs-{p}")
-        store.db.flush()
-        store.close()
-    engine = stack.start_engine(state)
+    waiting_all(stack, ids, "event")
+    engine = restart_with_state_in_ssts(stack, state)
     assert not list(state.glob("*.corrupt-*"))
     damage_data_blocks(state / "runs-0")
 
     client.send([sdk.Event(name="rot/go", data={"key": k, "n": i})
                  for i, k in enumerate(keys)])
-
-    def outputs() -> list[Any] | None:
-        try:
-            runs = [stack.runs_for(i) for i in ids]
-        except Exception:  # queries read the damaged database until it is replaced
-            return None
-        if all(r and r[0]["status"] == "completed" for r in runs):
-            return [r[0]["output"] for r in runs]
-        return None
-    assert wait_for(outputs, 60, "every run to complete") == list(range(40))
+    assert outputs_once_completed(stack, ids) == list(range(40))
     [aside] = state.glob("*.corrupt-*")
     assert aside.name.startswith("runs-0.corrupt-")
     assert engine.alive and engine.error is None
@@ -223,31 +235,12 @@ def test_damage_found_by_the_timer_pass_rebuilds_the_partition_in_place(
     ids = client.send([sdk.Event(name="rot/nap", data={"n": i, "wake_ms": wake_ms,
                                                        "pad": "x" * 3000})
                        for i in range(40)])
-
-    def sleeping(event_id: str) -> bool:
-        runs = stack.runs_for(event_id)
-        return bool(runs) and (runs[0].get("waiting") or {}).get("kind") == "timer"
-    wait_for(lambda: all(sleeping(i) for i in ids), 60, "every run to sleep")
-    assert stack.engine is not None
-    stack.engine.stop()
-    for p in range(stack.settings.partitions):
-        store = PartitionStore(state / f"runs-{p}")
-        store.db.flush()
-        store.close()
-    engine = stack.start_engine(state)
+    waiting_all(stack, ids, "timer")
+    engine = restart_with_state_in_ssts(stack, state)
     assert int(time.time() * 1000) < wake_ms - 3000, "restart took too long to test"
     for p in range(stack.settings.partitions):
         damage_data_blocks(state / f"runs-{p}")
-
-    def outputs() -> list[Any] | None:
-        try:
-            runs = [stack.runs_for(i) for i in ids]
-        except Exception:  # queries read the damaged database until it is replaced
-            return None
-        if all(r and r[0]["status"] == "completed" for r in runs):
-            return [r[0]["output"] for r in runs]
-        return None
-    assert wait_for(outputs, 60, "every run to complete") == list(range(40))
+    assert outputs_once_completed(stack, ids) == list(range(40))
     assert list(state.glob("runs-*.corrupt-*")), "no damaged partition was set aside"
     assert engine.alive and engine.error is None
     client.close()
