@@ -88,6 +88,11 @@ class Settings:
     # memtables are flushed to disk past the first, the second caches read blocks.
     state_memtable_mb: int = 64
     state_block_cache_mb: int = 16
+    # A worker runs ahead past completed steps without waiting for the engine; it hands
+    # the run back after this many steps or this long in one pass (1 step: every step
+    # makes a round trip through the engine, as before run-ahead).
+    pass_max_steps: int = 100
+    pass_max_ms: int = 10_000
 
     @staticmethod
     def from_env(env: Mapping[str, str], **overrides: Any) -> Settings:
@@ -116,7 +121,8 @@ class Settings:
     def validate(self) -> None:
         for name in ("partitions", "replication", "max_event_bytes", "max_record_bytes",
                      "max_depth", "max_step_output_bytes", "max_run_state_bytes",
-                     "state_memtable_mb", "state_block_cache_mb"):
+                     "state_memtable_mb", "state_block_cache_mb", "pass_max_steps",
+                     "pass_max_ms"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_event_bytes > self.max_record_bytes:
