@@ -145,13 +145,16 @@ def _note_ignored(state: RunState, rec: OutcomesReported) -> None:
     worker running ahead adds its later steps to the same entry."""
     steps = [o.step_id for o in rec.outcomes if o.step_id]
     for entry in reversed(state["timeline"][-3:]):
-        if (entry["type"] == "outcome.ignored"
-                and entry.get("detail", {}).get("task_seq") == rec.task_seq):
-            known = entry["detail"]["steps"]
-            known.extend(s for s in steps if s not in known)
+        detail = entry.get("detail")
+        if (entry["type"] == "outcome.ignored" and isinstance(detail, dict)
+                and detail.get("task_seq") == rec.task_seq):
+            detail["steps"].extend(s for s in steps if s not in detail["steps"])
+            detail["last_report"] = bool(detail.get("last_report")) or not rec.more
             return
+    # last_report: the worker's pass ended (it executes nothing more for this task).
     note(state, rec.ts, "outcome.ignored",
-         detail={"task_seq": rec.task_seq, "reason": "the run was cancelled", "steps": steps})
+         detail={"task_seq": rec.task_seq, "reason": "the run was cancelled", "steps": steps,
+                 "last_report": not rec.more})
 
 
 def _apply_checkpoint(tables: Tables, state: RunState, rec: OutcomesReported,
