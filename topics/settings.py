@@ -54,6 +54,7 @@ KIB = 1024
 MIB = 1024 * KIB
 # Room kept in a record for what surrounds one user value (kind, ids, step names).
 RECORD_ENVELOPE_BYTES = 64 * KIB
+LIFECYCLE_EVENT_MODES = ("listened", "all")
 
 
 class SettingsError(ValueError):
@@ -88,6 +89,10 @@ class Settings:
     # memtables are flushed to disk past the first, the second caches read blocks.
     state_memtable_mb: int = 64
     state_block_cache_mb: int = 16
+    # Which runs' stepstream/function.* events go to the `events` topic: "listened"
+    # (only those a registered trigger names; the rest reach only waits and cancel rules,
+    # on `waits`) or "all" (every run's, as before; for consumers of `events`).
+    lifecycle_events: str = "listened"
 
     @staticmethod
     def from_env(env: Mapping[str, str], **overrides: Any) -> Settings:
@@ -119,6 +124,9 @@ class Settings:
                      "state_memtable_mb", "state_block_cache_mb"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.lifecycle_events not in LIFECYCLE_EVENT_MODES:
+            raise SettingsError(f"lifecycle_events must be one of {LIFECYCLE_EVENT_MODES}, "
+                                f"got {self.lifecycle_events!r}")
         if self.max_event_bytes > self.max_record_bytes:
             raise SettingsError("max_event_bytes cannot exceed max_record_bytes")
         if self.max_step_output_bytes > self.max_record_bytes - RECORD_ENVELOPE_BYTES:

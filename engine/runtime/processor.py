@@ -41,6 +41,7 @@ from confluent_kafka import (
 
 from engine import fold
 from engine.clock import now_ms
+from engine.runtime import lifecycle
 from engine.runtime.batch import RUNS_FOLD, WAITS_FOLD, apply_batch, dead_letter
 from engine.runtime.cron import CronService
 from engine.runtime.recovery import StateCorrupt, is_corruption, open_store, reason_of, set_aside
@@ -334,7 +335,8 @@ class Processor:
                 continue
             self.applied += result.applied
             for e in result.emits:
-                out.append(self._emit_target(e))
+                out.append(self._emit_target(lifecycle.place(
+                    e, self.registry, self.settings.lifecycle_events)))
             for d in result.dead:
                 out.append(self._dead_target(d))
             views.append((p if runs else None, store, result))
