@@ -54,6 +54,7 @@ KIB = 1024
 MIB = 1024 * KIB
 # Room kept in a record for what surrounds one user value (kind, ids, step names).
 RECORD_ENVELOPE_BYTES = 64 * KIB
+LIFECYCLE_EVENT_MODES = ("listened", "all")
 
 
 class SettingsError(ValueError):
@@ -93,6 +94,10 @@ class Settings:
     # makes a round trip through the engine, as before run-ahead).
     pass_max_steps: int = 100
     pass_max_ms: int = 10_000
+    # Which runs' stepstream/function.* events go to the `events` topic: "listened"
+    # (only those a registered trigger names; the rest reach only waits and cancel rules,
+    # on `waits`) or "all" (every run's, as before; for consumers of `events`).
+    lifecycle_events: str = "listened"
 
     @staticmethod
     def from_env(env: Mapping[str, str], **overrides: Any) -> Settings:
@@ -125,6 +130,9 @@ class Settings:
                      "pass_max_ms"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.lifecycle_events not in LIFECYCLE_EVENT_MODES:
+            raise SettingsError(f"lifecycle_events must be one of {LIFECYCLE_EVENT_MODES}, "
+                                f"got {self.lifecycle_events!r}")
         if self.max_event_bytes > self.max_record_bytes:
             raise SettingsError("max_event_bytes cannot exceed max_record_bytes")
         if self.max_step_output_bytes > self.max_record_bytes - RECORD_ENVELOPE_BYTES:
