@@ -77,10 +77,12 @@ def test_a_step_recorded_in_a_pass_never_runs_again_after_a_worker_kill(
     event_id = stack.send("ahead/gated", {})
     run_id = run_of(stack, event_id)["run_id"]
     wait_for(lambda: ledger(tmp_path, run_id)["b"] == 1, 30, "step b to start")
-    # b started in the same pass as a (one task), and a was recorded before b began.
-    run = stack.run(run_id)
-    assert run is not None and dispatched(run) == 1, run["timeline"]
+    # b started in the same pass as a (one task), after a's checkpoint was acknowledged:
+    # the engine applies it while b still holds (it waits for the gate).
+    run = wait_for(lambda: (r := stack.run(run_id)) and "a" in r["steps"] and r, 30,
+                   "the engine to apply a's checkpoint")
     assert run["steps"]["a"]["status"] == "completed"
+    assert dispatched(run) == 1, run["timeline"]
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
     (tmp_path / "gate").touch()
