@@ -156,6 +156,7 @@ class Settings:
             "partition.assignment.strategy": "range",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
+            "socket.nagle.disable": True,
         }
 
     def producer_tuning(self) -> dict[str, Any]:
@@ -166,4 +167,7 @@ class Settings:
             "linger.ms": self.linger_ms,
             "message.max.bytes": self.max_record_bytes + 64 * KIB,
             "compression.type": "none",
+            # Every request here is small and latency-bound: do not hold one back until the
+            # previous one's TCP ACK (librdkafka leaves Nagle on by default).
+            "socket.nagle.disable": True,
         }
