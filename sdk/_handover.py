@@ -135,6 +135,7 @@ def _read_checkpoints(settings: Settings, runs_topic: str,
         keys.add(task.partition_key.encode())
     scanner = _scanner(settings)
     steps: dict[tuple[str, int], dict[str, dict[str, Any]]] = defaultdict(dict)
+    finished: set[tuple[str, int]] = set()
     try:
         scanner.assign([confluent_kafka.TopicPartition(runs_topic, p, o)
                         for p, o in start.items()])
@@ -158,6 +159,7 @@ def _read_checkpoints(settings: Settings, runs_topic: str,
                 else:
                     p, offset, _task_rec = left[(rec.run_id, rec.task_seq)]
                     found.done.setdefault(p, set()).add(offset)
+                    finished.add((rec.run_id, rec.task_seq))
         if reading:
             log.warning("handover: read %d runs record(s) in %.1fs and stopped; steps "
                         "checkpointed past that may run again", count,
@@ -167,7 +169,7 @@ def _read_checkpoints(settings: Settings, runs_topic: str,
                     "run again", exc)
     finally:
         scanner.close()
-    found.progress.update(steps)
+    found.progress.update((k, v) for k, v in steps.items() if k not in finished)
     if steps:
         log.info("handover: %d task(s) resume after %d checkpointed step(s)", len(steps),
                  sum(len(s) for s in steps.values()))
