@@ -43,6 +43,11 @@ class Producer:
             **client_logging(),
         })
         self._closed = threading.Event()
+        # Deliveries awaited by asyncio callers, resolved on their loops in batches: one
+        # cross-thread wake-up per poll round rather than one per record.
+        self._delivered: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None],
+                                    DeliveryError | None]] = []
+        self._delivered_lock = threading.Lock()
         self._thread = threading.Thread(target=self._serve, name=f"{client_id}-deliveries",
                                         daemon=True)
         self._thread.start()
@@ -50,6 +55,22 @@ class Producer:
     def _serve(self) -> None:
         while not self._closed.is_set():
             self._producer.poll(0.1)
+            self._hand_back()
+
+    def _hand_back(self) -> None:
+        """Resolve the asyncio deliveries the last poll served, one batch per loop."""
+        if not self._delivered:
+            return
+        with self._delivered_lock:
+            batch, self._delivered = self._delivered, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for loop, future, error in batch:
+            by_loop.setdefault(loop, []).append((future, error))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, items)
+            except RuntimeError:  # that loop is closed: nobody awaits these any more
+                pass
 
     def produce_nowait(self, topic: str, key: str | bytes | None, value: bytes | None,
                        partition: int | None = None) -> concurrent.futures.Future[None]:
@@ -83,21 +104,35 @@ class Producer:
                 return self.produce_nowait(topic, key, value, partition)
             except BufferError:
                 self._producer.poll(_QUEUE_FULL_WAIT_S)
+                self._hand_back()
 
     async def send(self, topic: str, key: str | bytes | None, value: bytes | None,
                    partition: int | None = None) -> None:
         """Produce one record and wait until it is acknowledged; raises DeliveryError."""
+        if partition is None:
+            partition = partition_for(key or b"", self.settings.partitions)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def delivered(err: Any, msg: Any) -> None:
+            error = None if err is None else DeliveryError(f"{topic}[{partition}]: {err}")
+            with self._delivered_lock:
+                self._delivered.append((loop, future, error))
+
         while True:
             try:
-                future = self.produce_nowait(topic, key, value, partition)
+                self._producer.produce(topic, value=value, key=key, partition=partition,
+                                       on_delivery=delivered)
                 break
             except BufferError:
                 await asyncio.sleep(_QUEUE_FULL_WAIT_S)
-        await asyncio.wrap_future(future)
+        await future
 
     def flush(self, timeout: float = 30.0) -> int:
         """Wait for queued records; return how many are still undelivered."""
-        return int(self._producer.flush(timeout))
+        left = int(self._producer.flush(timeout))
+        self._hand_back()
+        return left
 
     def close(self, timeout: float = 30.0) -> None:
         """Deliver what is queued (up to ``timeout``) and stop the delivery thread."""
@@ -108,3 +143,14 @@ class Producer:
             log.warning("producer closed with %d undelivered record(s)", left)
         self._closed.set()
         self._thread.join()
+
+
+def _resolve(items: list[tuple[asyncio.Future[None], DeliveryError | None]]) -> None:
+    """On the awaiting loop: settle each delivery's future (cancelled ones are skipped)."""
+    for future, error in items:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
