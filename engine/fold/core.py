@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import msgpack
 
 from engine.runstate import RunState, StepState
-from topics.records import Record, Task
+from topics.records import Event, Record, Task
 from topics.settings import MIB, Settings
 
 
@@ -184,6 +184,13 @@ def build_task(state: RunState, now: int, task_bytes: int) -> tuple[Emit, int]:
                     (state.get("timeouts") or {}).get("start_ms"), int),
                 cron_tick_ms=cron["tick_ms"] if cron else None)
     return Emit("tasks", state["run_id"], task), bound
+
+
+def event_body(event: Event) -> dict[str, Any]:
+    """The event as a map, sharing its data: ``dataclasses.asdict`` deep-copies the data,
+    which cost more than routing or matching the event itself (py-spy of a burst), and
+    neither changes it."""
+    return {"name": event.name, "data": event.data, "id": event.id, "ts": event.ts}
 
 
 def note(state: RunState, at: int, kind: str, step_id: str | None = None,

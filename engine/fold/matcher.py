@@ -24,13 +24,12 @@ candidates and forgets a wait once it has resolved it.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from typing import Any, Protocol
 
 import msgpack
 
 from engine.expressions import ExpressionError, PreparedEvent, compiled
-from engine.fold.core import Emit, NotApplicable, value_at
+from engine.fold.core import Emit, NotApplicable, event_body, value_at
 from engine.store import keys
 from topics.records import Event, WaitCleared, WaitRegistered, WaitResolved
 
@@ -90,7 +89,7 @@ def _register(tables: WaitTables, rec: WaitRegistered) -> list[Emit]:
 
 
 def _event(tables: WaitTables, event: Event, appended_ms: int | None) -> list[Emit]:
-    body = asdict(event)
+    body = event_body(event)
     candidates: list[tuple[bytes, bytes]] = []
     for fkey, _ in tables.scan_raw(keys.fields_of(event.name)):
         field = keys.parse_field_key(fkey, event.name)

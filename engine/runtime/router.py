@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from engine.expressions import (
@@ -21,6 +21,7 @@ from engine.expressions import (
     to_json,
 )
 from engine.fold import Emit
+from engine.fold.core import event_body
 from topics.cron import CronSchedule, parse_cron
 from topics.ids import dedupe_key_for, run_id_for
 from topics.records import (
@@ -103,7 +104,7 @@ class Registry:
             self._engine_listeners[event.name] = matchers
         if not matchers:
             return False
-        prepared = PreparedEvent(asdict(event))
+        prepared = PreparedEvent(event_body(event))
         return any(m.matches(prepared) for m in matchers)
 
 
@@ -115,7 +116,7 @@ def route(event: Event, registry: Registry, *, now_ms: int, backoff_base_ms: int
     (``stepstream/...``), never a bare ``*``, and runs they trigger send no
     ``function.*`` events of their own, so listening to them cannot loop.
     """
-    body = asdict(event)
+    body = event_body(event)
     prepared = PreparedEvent(body)
     internal = event.name.startswith(INTERNAL_PREFIX)
     out = []
