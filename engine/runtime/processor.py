@@ -43,6 +43,7 @@ from engine import fold
 from engine.clock import now_ms
 from engine.runtime.batch import RUNS_FOLD, WAITS_FOLD, apply_batch, dead_letter
 from engine.runtime.cron import CronService
+from engine.runtime.lag import LagMeter
 from engine.runtime.recovery import StateCorrupt, is_corruption, open_store, reason_of, set_aside
 from engine.runtime.router import Registry, route, route_invoke
 from engine.runtime.timers import TimerService
@@ -122,6 +123,8 @@ class Processor:
         self.cron = CronService(self.catalog, settings.retry_backoff_base_ms)
         self.memory = StateMemory(settings.state_memtable_mb, settings.state_block_cache_mb)
         self.next_trim = 0.0
+        self.lag = LagMeter({self.catalog.events: "events", self.catalog.runs: "runs",
+                             self.catalog.waits: "waits"})
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -141,6 +144,7 @@ class Processor:
                 self._fire_timers()
                 self._fire_cron()
                 self._trim_heap()
+                self.lag.sample(self.consumer)
         finally:
             self._shutdown()
 
@@ -235,6 +239,7 @@ class Processor:
             tp.offset = start
             log.info("%s[%d]: restoring from offset %d, live from %d", name, p, start, live)
         consumer.assign(partitions)
+        self.lag.assigned(partitions)
         self.ready.set()
 
     def _rebuild(self, topic: str, p: int, damage: StateCorrupt, live_from: int) -> None:
