@@ -57,6 +57,15 @@ def faust_missing() -> str | None:
     return None
 
 
+def dbos_missing() -> str | None:
+    """Why the DBOS peer cannot run here, or None."""
+    import importlib.util
+
+    if importlib.util.find_spec("dbos") is None:
+        return "dbos is not installed (pip install -e '.[bench]')"
+    return None
+
+
 def new_prefix(what: str) -> str:
     """A fresh topic prefix (and consumer-group namespace) for one benchmark."""
     return f"bench-{what}-{uuid.uuid4().hex[:6]}."
