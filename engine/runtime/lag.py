@@ -1,4 +1,5 @@
-"""The engine's consumer lag on its input topics, for ``GET /health``.
+"""The engine's consumer lag on its input topics, for ``GET /health`` (and, at the end,
+its producer's statistics when asked for: :func:`producer_stats`).
 
 Lag of a partition = its high watermark - the engine's position in it; a topic's lag is
 the sum over the partitions this process is assigned. It is sampled on the processor
@@ -22,6 +23,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import TopicPartition
+
+from topics.producer_stats import ProducerStats
+from topics.settings import Settings
 
 log = logging.getLogger("stepstream.lag")
 
@@ -122,3 +126,13 @@ class LagMeter:
         total = None if any(v is None for v in values) else sum(v or 0 for v in values)
         return {**lags, "total": total,
                 "sampled_ms_ago": int((self.clock() - at) * 1000)}
+
+
+def producer_stats(client_id: str, settings: Settings) -> ProducerStats:
+    """What a producer of the engine sent, logged when STEPSTREAM_PRODUCER_STATS_MS is on
+    (beside the lag: both are how the engine reports on its own work)."""
+    stats_log = logging.getLogger("stepstream.stats")
+    if settings.producer_stats_ms > 0:
+        # Asked for explicitly, so shown whatever the engine's log level.
+        stats_log.setLevel(logging.INFO)
+    return ProducerStats(client_id, settings.producer_stats_ms, stats_log.info)

@@ -43,7 +43,7 @@ from engine import fold
 from engine.clock import now_ms
 from engine.runtime.batch import RUNS_FOLD, WAITS_FOLD, apply_batch, dead_letter
 from engine.runtime.cron import CronService
-from engine.runtime.lag import LagMeter
+from engine.runtime.lag import LagMeter, producer_stats
 from engine.runtime.recovery import StateCorrupt, is_corruption, open_store, reason_of, set_aside
 from engine.runtime.router import Registry, route, route_invoke
 from engine.runtime.timers import TimerService
@@ -118,8 +118,9 @@ class Processor:
             "group.id": settings.prefix + "engine-registry",
             "enable.partition.eof": True,
         })
+        self.stats = producer_stats("stepstream-engine", settings)
         self.producer = Producer({**base, **settings.producer_tuning(),
-                                  "client.id": "stepstream-engine"})
+                                  "client.id": "stepstream-engine", **self.stats.config()})
         self.cron = CronService(self.catalog, settings.retry_backoff_base_ms)
         self.memory = StateMemory(settings.state_memtable_mb, settings.state_block_cache_mb)
         self.next_trim = 0.0
@@ -157,6 +158,7 @@ class Processor:
 
     def _shutdown(self) -> None:
         self.producer.flush(10)
+        self.stats.close(self.producer.poll)
         try:
             self.consumer.close()
         except Exception:  # closing during broker loss must not hide the real error
