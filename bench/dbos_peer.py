@@ -108,7 +108,7 @@ async def serve(broker: str, prefix: str, partitions: int, fetch_wait_ms: int,
     consumer = threading.Thread(target=_events, daemon=True, args=(
         broker, prefix + "events", partitions, fetch_wait_ms, loop, queue, stop))
     consumer.start()
-    while (event := await queue.get()) is not None:
+    while (event := await queue.get()) is not None and not stop.is_set():
         await slots.acquire()
         task = asyncio.create_task(run_one(event))
         running.add(task)
