@@ -244,6 +244,12 @@ def _print_runs(r: dict[str, Any], kind: str, c: int) -> None:
                   f"{fmt(res['p99_ms'], ' ms')}, max {fmt(res['max_ms'], ' ms')}; "
                   f"sustained {fmt(res.get('sustained_rate'))} runs/s "
                   f"({res['completed']}/{res['runs']} completed)")
+        if work := res.get("work"):
+            print(f"    per run: {fmt(work.get('records_per_run'))} records "
+                  f"{work.get('records_by_topic')}, "
+                  f"{fmt(work.get('produce_requests_per_run'))} produce requests "
+                  f"(engine {work.get('engine_produce_requests')}, worker "
+                  f"{work.get('worker_produce_requests')} in all)")
         if shares := cpu_shares(res.get("cpu")):
             print(f"    CPU while measuring: {shares}")
         if "error" in res:

@@ -10,7 +10,7 @@ Event records on ``{prefix}events`` (a plain consumer in this process, no consum
 commits; each event starts one workflow whose id is the event id, so a re-delivered event
 does not run twice), and ``{"id": event id, "output": ...}`` (msgpack) on ``{prefix}done``
 once the workflow has completed. At most BENCH_DBOS_CONCURRENCY workflows run at once
-(the SDK's default concurrency, 100). Run as a child process: ``python -m
+(bench/runs.py: DBOS_CONCURRENCY, the fastest here). Run as a child process: ``python -m
 bench.dbos_peer`` (arguments from BENCH_DBOS_* variables); it never contacts anything
 but the broker (no DBOS Conductor key, no OTLP).
 """

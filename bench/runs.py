@@ -34,6 +34,7 @@ from typing import Any
 
 import sdk
 from bench import pipeline_app
+from bench import work as bench_work
 from bench.common import CpuMeter, Observer, completed_run_id, done_id, percentile
 from bench.hops import hop_breakdown
 from bench.launch import (
@@ -66,6 +67,8 @@ class System:
     children: list[Child] = field(default_factory=list)
     sender: sdk.Client | None = None
     api_port: int | None = None  # the engine's HTTP API, to ask about unseen runs
+    # Called once its processes have stopped (their exit logs are complete).
+    after_close: list[Callable[[], None]] = field(default_factory=list)
 
     def run_status(self, run_id: str) -> str:
         """What the engine says of a run the observer has not seen complete: its status,
@@ -108,12 +111,14 @@ class System:
         self.observer.close()
         if self.sender is not None:
             self.sender.close(10)
+        for then in self.after_close:
+            then()
 
 
 def start_ours(broker: str, partitions: int, work: Path, concurrency: int) -> System:
     """The engine and a worker of :mod:`bench.pipeline_app` (:func:`start_stepstream`)."""
     s = start_stepstream(broker, partitions, work, "bench.pipeline_app:client", concurrency,
-                         "runs")
+                         "runs", producer_stats_ms=bench_work.STATS_MS)
     try:
         observer = Observer(s.settings, Catalog(s.settings).runs, completed_run_id)
     except BaseException:
@@ -155,7 +160,8 @@ def start_dbos(broker: str, partitions: int, work: Path) -> System:
     env = {**settings_env(settings), "BENCH_DBOS_BROKER": settings.brokers or "",
            "BENCH_DBOS_PREFIX": settings.prefix, "BENCH_DBOS_PARTITIONS": str(partitions),
            "BENCH_DBOS_DATADIR": str(work / "dbos-data"),
-           "BENCH_DBOS_FETCH_WAIT_MS": str(settings.fetch_wait_max_ms)}
+           "BENCH_DBOS_FETCH_WAIT_MS": str(settings.fetch_wait_max_ms),
+           "BENCH_DBOS_CONCURRENCY": str(DBOS_CONCURRENCY)}
     observer = Observer(settings, settings.prefix + "done", done_id)
     system = System("dbos", settings, observer, lambda event_id, ts: event_id)
     try:
@@ -210,8 +216,10 @@ def warm_up(system: System, timeout: float = 90.0, n: int = 50) -> float:
 
 
 def burst(system: System, n: int, timeout: float) -> dict[str, Any]:
-    """Send ``n`` events at once; runs/s from the first send to the last completion."""
+    """Send ``n`` events at once; runs/s from the first send to the last completion.
+    For stepstream, also the records and produce requests per run (:mod:`bench.work`)."""
     assert system.sender is not None
+    mark = bench_work.before(system) if system.name == "stepstream" else None
     t0 = time.time()
     ts = int(t0 * 1000)
     events = [_event("burst-" + uuid.uuid4().hex[:6], i, ts) for i in range(n)]
@@ -238,6 +246,11 @@ def burst(system: System, n: int, timeout: float) -> dict[str, Any]:
     if len(done) < n:
         out["error"] = f"only {len(done)} of {n} runs completed within {timeout:g}s"
         system.check_alive()
+    elif mark is not None:
+        out["work"] = bench_work.records_after(system, mark, n)
+        # Produce requests are logged when the processes stop (_measure stops them).
+        system.after_close.append(lambda: out["work"].update(bench_work.produce_requests(
+            {c.name: c.log for c in system.children}, mark, n)))
     return out
 
 
@@ -323,6 +336,10 @@ def offered_load(system: System, rate: float, duration: float, drain: float
 
 NOT_FOUND = "not found (404)"
 DBOS_BURST_S = 120.0
+# Workflows the DBOS peer runs at once. Its SQLite default serialises writers (IMMEDIATE
+# transactions, a busy timeout that sleeps), so fewer is faster here: a 300-run burst
+# completed at 33 runs/s with 1, 25 with 10, 21 with 100 (the SDK's default).
+DBOS_CONCURRENCY = 1
 # How long to wait, after the drain, for the engine to catch up before asking about
 # unseen runs again (an engine far behind took minutes in issue 2's outside campaign).
 CATCH_UP_S = 300.0
