@@ -325,8 +325,9 @@ def offered_load(system: System, rate: float, duration: float, drain: float
     if len(done) < n:
         out["error"] = f"{n - len(done)} of {n} runs not completed within {drain:g}s of the end"
         system.check_alive()
-        found = account_for_unseen(system, [k for k in keys if k not in done])
-        out.update({k: v for k, v in found.items() if k != "statuses"})
+        if system.api_port is not None:  # only stepstream can be asked about a run
+            found = account_for_unseen(system, [k for k in keys if k not in done])
+            out.update({k: v for k, v in found.items() if k != "statuses"})
     if system.name == "stepstream":
         # Read back after the measurement, so it does not disturb it.
         out["hops"] = hop_breakdown(system.settings,
