@@ -54,6 +54,23 @@ from engine.cli.provision import ensure_topics
 from topics.catalog import Catalog
 from topics.settings import Settings
 
+NOT_FOUND = "not found (404)"
+
+
+def probe_run(port: int, run_id: str, timeout: float = 5.0) -> str:
+    """A run's status on the engine at ``port``: ``"<status> (last: <timeline type>)"``,
+    ``NOT_FOUND`` (a 404: the engine holds no such run), or ``error (...)`` for any other
+    failure (a timeout, a 5xx, no connection), which says nothing of the run."""
+    try:
+        run = api_get(port, f"/v1/runs/{run_id}", timeout)["data"]
+        last = run["timeline"][-1] if run["timeline"] else {}
+        return f"{run['status']} (last: {last.get('type')})"
+    except urllib.error.HTTPError as exc:
+        return NOT_FOUND if exc.code == 404 else f"error (HTTP {exc.code})"
+    except (OSError, ValueError, LookupError, TypeError, AttributeError) as exc:
+        # URLError, timeouts, refused connections, or an answer not shaped like a run.
+        return f"error ({type(exc).__name__}: {exc})"
+
 
 @dataclass
 class System:
@@ -71,19 +88,9 @@ class System:
     after_close: list[Callable[[], None]] = field(default_factory=list)
 
     def run_status(self, run_id: str) -> str:
-        """What the engine says of a run the observer has not seen complete: its status,
-        ``not found`` (a 404: the engine holds no such run), or ``error (...)`` for any
-        other failure (a timeout, a 5xx, no connection), which says nothing of the run."""
-        if self.api_port is None:
-            return "unknown"
-        try:
-            run = api_get(self.api_port, f"/v1/runs/{run_id}", 5)["data"]
-        except urllib.error.HTTPError as exc:
-            return NOT_FOUND if exc.code == 404 else f"error (HTTP {exc.code})"
-        except (OSError, ValueError) as exc:  # URLError, timeouts, refused, bad JSON
-            return f"error ({type(exc).__name__}: {exc})"
-        last = run["timeline"][-1] if run["timeline"] else {}
-        return f"{run['status']} (last: {last.get('type')})"
+        """What the engine says of a run the observer has not seen complete
+        (:func:`probe_run`)."""
+        return "unknown" if self.api_port is None else probe_run(self.api_port, run_id)
 
     def engine_lag(self) -> int | None:
         """The engine's total consumer lag (``GET /health``), None if unknown."""
@@ -335,7 +342,6 @@ def offered_load(system: System, rate: float, duration: float, drain: float
     return out
 
 
-NOT_FOUND = "not found (404)"
 DBOS_BURST_S = 120.0
 # Workflows the DBOS peer runs at once. Its SQLite default serialises writers (IMMEDIATE
 # transactions, a busy timeout that sleeps), so fewer is faster here: a 300-run burst
