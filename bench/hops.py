@@ -21,10 +21,13 @@ from topics.settings import Settings
 HOPS = (
     ("event -> run requested", "send to routed: events fetch + engine batch"),
     ("run requested -> task 1", "runs fetch + fold + produce"),
-    ("task -> step started", "tasks fetch + worker queue + replay of memoized steps"),
-    ("step started -> outcome produced", "step execution + building the report"),
-    ("outcome -> next task", "report ack + runs fetch + fold + produce"),
-    ("last task -> completion produced", "tasks fetch + replay of all steps + report"),
+    ("task -> first step started", "tasks fetch + worker queue + replay of memoized steps"),
+    ("step execution", "a step's handler, started to ended"),
+    ("step ended -> next step started", "run-ahead: checkpoint produced and acknowledged + "
+                                        "replay, inside one pass"),
+    ("last step ended -> report produced", "the pass's last report (the function's end, "
+                                           "or a step that needs the engine)"),
+    ("report -> next task", "runs fetch + fold + produce, between passes"),
 )
 
 
@@ -33,7 +36,9 @@ def hop_breakdown(settings: Settings, runs: dict[str, int]) -> dict[str, Any]:
     catalog = Catalog(settings)
     requested: dict[str, int] = {}
     tasks: dict[tuple[str, int], int] = {}
-    reports: dict[tuple[str, int], tuple[int, int | None]] = {}
+    # (run, seq) -> [(step started, step ended)], and the final report's time
+    steps: dict[tuple[str, int], list[tuple[int, int]]] = defaultdict(list)
+    finals: dict[tuple[str, int], int] = {}
     for m in read_topics(settings, [catalog.runs, catalog.tasks]):
         body = msgpack.unpackb(m.value(), raw=False)
         run_id = body.get("run_id")
@@ -46,9 +51,14 @@ def hop_breakdown(settings: Settings, runs: dict[str, int]) -> dict[str, Any]:
         elif kind == "task":
             tasks.setdefault((run_id, body["seq"]), created)
         elif kind == "outcomes.reported":
-            started = next((o.get("started_at") for o in body.get("outcomes", ())
-                            if o.get("started_at") is not None), None)
-            reports.setdefault((run_id, body["task_seq"]), (created, started))
+            key = (run_id, body["task_seq"])
+            if key in finals:
+                continue  # a duplicate after the pass ended
+            for o in body.get("outcomes", ()):
+                if o.get("started_at") is not None and o.get("ended_at") is not None:
+                    steps[key].append((o["started_at"], o["ended_at"]))
+            if not body.get("more"):
+                finals[key] = created
     hops: dict[str, list[float]] = defaultdict(list)
     for run_id, sent in runs.items():
         if run_id in requested:
@@ -56,15 +66,18 @@ def hop_breakdown(settings: Settings, runs: dict[str, int]) -> dict[str, Any]:
             if (run_id, 1) in tasks:
                 hops[HOPS[1][0]].append(tasks[(run_id, 1)] - requested[run_id])
         seq = 1
-        while (run_id, seq) in tasks and (run_id, seq) in reports:
-            report_at, started = reports[(run_id, seq)]
-            if started is not None:
-                hops[HOPS[2][0]].append(started - tasks[(run_id, seq)])
-                hops[HOPS[3][0]].append(report_at - started)
-            else:
-                hops[HOPS[5][0]].append(report_at - tasks[(run_id, seq)])
+        while (run_id, seq) in tasks and (run_id, seq) in finals:
+            key = (run_id, seq)
+            ran = sorted(steps.get(key, []))
+            if ran:
+                hops[HOPS[2][0]].append(ran[0][0] - tasks[key])
+                for (started, ended), following in zip(ran, [*ran[1:], None], strict=True):
+                    hops[HOPS[3][0]].append(ended - started)
+                    if following is not None:
+                        hops[HOPS[4][0]].append(following[0] - ended)
+                hops[HOPS[5][0]].append(finals[key] - ran[-1][1])
             if (run_id, seq + 1) in tasks:
-                hops[HOPS[4][0]].append(tasks[(run_id, seq + 1)] - report_at)
+                hops[HOPS[6][0]].append(tasks[(run_id, seq + 1)] - finals[key])
             seq += 1
     out: dict[str, Any] = {}
     for name, what in HOPS:

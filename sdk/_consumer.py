@@ -41,9 +41,13 @@ class TaskConsumer:
                  on_gone: Callable[[set[int]], None]) -> None:
         self._settings = settings
         self._topic = catalog.tasks
+        self._runs_topic = catalog.runs
         self._tracker = tracker
         self._worker_id = worker_id
         self._on_gone = on_gone
+        # (run id, task seq) -> steps a previous owner checkpointed: set while taking
+        # partitions over (consumer thread), taken as the tasks arrive (loop thread).
+        self._progress: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
         # Any: the stubs overload commit() on a literal ``asynchronous``, ours is a flag.
         self._consumer: Any = confluent_kafka.Consumer({
             "bootstrap.servers": settings.brokers,
@@ -79,6 +83,13 @@ class TaskConsumer:
             batch.extend(consumer.consume(room - 1, 0))
         return batch
 
+    def take_progress(self, run_id: str, seq: int) -> dict[str, dict[str, Any]] | None:
+        """The steps a previous owner of the task checkpointed, once (see
+        :mod:`sdk._handover`)."""
+        if not self._progress:
+            return None
+        return self._progress.pop((run_id, seq), None)
+
     def commit(self, *, asynchronous: bool = True, partitions: list[int] | None = None) -> None:
         """Commit the positions that moved (of ``partitions``, default all)."""
         # Every round, not on a timer: a worker killed right after a report must not
@@ -101,9 +112,11 @@ class TaskConsumer:
         assigned = [tp.partition for tp in partitions]
         self._tracker.forget(assigned)
         # Before any of it runs: tasks a previous owner finished but could not commit.
-        for p, done in finished_ahead(self._settings, consumer, self._topic,
-                                      assigned).items():
+        handover = finished_ahead(self._settings, consumer, self._topic, assigned,
+                                  self._runs_topic)
+        for p, done in handover.done.items():
             self._tracker.set_known_done(p, done)
+        self._progress = handover.progress  # a new assignment: what was pending went
         log.info("worker %s: assigned %s", self._worker_id,
                  sorted(tp.partition for tp in partitions))
 

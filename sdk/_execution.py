@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +70,10 @@ def check_task(task: records.Task) -> str | None:
         return "task.step_attempts must map step ids to integers"
     if not isinstance(task.report_start, bool):
         return "task.report_start must be a boolean"
+    at = task.runs_at
+    if at is not None and not (isinstance(at, list) and len(at) == 2 and all(
+            isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in at)):
+        return "task.runs_at must be null or [partition, offset]"
     tick = task.cron_tick_ms
     if tick is not None and (isinstance(tick, bool) or not isinstance(tick, int)):
         return "task.cron_tick_ms must be an integer or null"
@@ -84,12 +88,15 @@ async def execute(
     now_ms: Callable[[], int] = wall_ms,
     executor: Executor | None = None,
     logger: logging.Logger | None = None,
+    checkpoint: Callable[[], Awaitable[None]] | None = None,
 ) -> ExecutionResult:
     """Run ``function`` once against ``task``'s memoized steps.
 
     Returns the outcomes to report: the new steps met (one, or several from
     ``step.parallel``), or else the function's own completion or failure.
-    Cancellation (worker shutdown) propagates; nothing is reported then.
+    Cancellation (worker shutdown) propagates; nothing is reported then. ``checkpoint``
+    is awaited before a new step's handler runs (see :class:`~sdk._step.ExecutionState`);
+    what it raises propagates too.
     """
     base_logger = logger or function_logger
     state = ExecutionState(
@@ -101,6 +108,7 @@ async def execute(
         now_ms=now_ms,
         logger=logging.LoggerAdapter(base_logger, {"run_id": task.run_id}),
         executor=executor,
+        checkpoint=checkpoint,
     )
     event = Event.from_wire(task.event)
     ctx = Context(

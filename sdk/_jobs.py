@@ -19,6 +19,9 @@ class Job:
     # that is still running here, and the copy is finished along with the original.
     offsets: list[tuple[int, int]] = field(default_factory=list)
     running: bool = False
+    # Its partitions went to another worker while it ran (the next owner is about to run
+    # the same task), or its run ended: it must not run ahead.
+    revoked: bool = False
 
 
 class Jobs:
@@ -87,8 +90,25 @@ class Jobs:
         this or another worker runs it again."""
         self._held.pop((job.task.run_id, job.task.seq), None)
 
+    def cancel(self, run_id: str, seq: int) -> None:
+        """The run ended while task ``seq`` was dispatched: a running job of it stops
+        running ahead, a queued one is finished unrun, and copies met later are stale."""
+        for (held_run, held_seq), job in self._held.items():
+            if held_run == run_id and held_seq <= seq and job.running:
+                job.revoked = True
+        queued = self._queued.get(run_id)
+        if queued is not None and queued.task.seq <= seq:
+            self.backlog.remove(queued)
+            del self._queued[run_id]
+            self.finish(queued)
+        self._seqs.started(run_id, seq)
+
     def drop_queued(self, partitions: set[int]) -> None:
-        """Forget queued (not running) tasks whose partitions went elsewhere."""
+        """Forget queued tasks whose partitions went elsewhere; running ones are marked
+        revoked (they finish their current step and report, but go no further)."""
+        for job in self._held.values():
+            if job.running and all(p in partitions for p, _ in job.offsets):
+                job.revoked = True
         keep: deque[Job] = deque()
         for job in self.backlog:
             job.offsets = [(p, o) for p, o in job.offsets if p not in partitions]

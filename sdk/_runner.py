@@ -1,5 +1,6 @@
 """Running one task: its function on the worker's loop (large outputs read back first),
-then the events its steps send, then its report."""
+executed again past each completed step while the pass lasts (:mod:`sdk._pass`), then
+the events its steps send, then its report."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sdk import _outcomes, _refs
 from sdk._delivery import Delivery
 from sdk._durations import wall_ms
 from sdk._execution import ExecutionResult, execute, function_not_found
+from sdk._pass import Pass, PassEnded
 from topics import records
 from topics.catalog import Catalog
 from topics.codec import encode
@@ -41,8 +43,14 @@ class TaskRunner:
         self._worker_id = worker_id
         self._spawn = spawn
 
-    async def run(self, task: records.Task) -> bool:
-        """Run the task and deliver its report; False if the worker stopped first."""
+    async def run(self, task: records.Task,
+                  may_continue: Callable[[], bool] = lambda: True) -> bool:
+        """Run the task and deliver its report; False if the worker stopped first.
+
+        The task is run ahead (:mod:`sdk._pass`): after each completed step the
+        function is executed again at once, while ``may_continue()`` holds and the
+        pass's budget lasts.
+        """
         if task.report_start:
             # Produced before any step runs (the side task starts first), not awaited.
             self._spawn(self._delivery.until_delivered(
@@ -51,33 +59,33 @@ class TaskRunner:
                                           worker=self._worker_id, ts=wall_ms())),
                 f"run.started for run {task.run_id} task {task.seq}",
             ))
-        result = await self._execute(task)
-        result = await self._delivery.step_events(result)
-        report = _outcomes.fit_report(
-            records.OutcomesReported(run_id=task.run_id, task_seq=task.seq,
-                                     outcomes=result.outcomes, worker=self._worker_id,
-                                     ts=wall_ms()),
-            self._settings.max_record_bytes,
-        )
-        return await self._delivery.until_delivered(
-            self._catalog.runs, task.partition_key, encode(report),
-            f"report for run {task.run_id} task {task.seq}",
-        )
-
-    async def _execute(self, task: records.Task) -> ExecutionResult:
         function = self._client.get_function(task.fn_id)
         if function is None:
             log.warning("worker %s: run %s asks for unknown function %r", self._worker_id,
                         task.run_id, task.fn_id)
-            return function_not_found(task)
+            return await self._final(task, function_not_found(task))
         try:
             task = await self._refs.resolve(task)
         except _refs.RefError as exc:
             log.warning("worker %s: run %s: %s", self._worker_id, task.run_id, exc)
-            return ExecutionResult([exc.outcome])
-        try:
-            return await execute(function, task, settings=self._settings,
-                                 executor=self._steps_pool)
-        except Exception as exc:  # a bug in the SDK itself: report it and retry the run
-            log.exception("worker %s: executing run %s failed", self._worker_id, task.run_id)
-            return ExecutionResult([_outcomes.function_failed(exc, now_ms=wall_ms())])
+            return await self._final(task, ExecutionResult([exc.outcome]))
+        one_pass = Pass(task, self._settings, self._catalog, self._delivery, self._worker_id,
+                        may_continue)
+        while True:
+            try:
+                result = await execute(function, one_pass.view(), settings=self._settings,
+                                       executor=self._steps_pool,
+                                       checkpoint=one_pass.checkpoint)
+            except PassEnded:
+                result = ExecutionResult([])
+            except Exception as exc:  # a bug in the SDK itself: report it, retry the run
+                log.exception("worker %s: executing run %s failed", self._worker_id,
+                              task.run_id)
+                result = ExecutionResult([_outcomes.function_failed(exc, now_ms=wall_ms())])
+            if not await one_pass.go_on(result):
+                return await one_pass.finish(result)
+
+    async def _final(self, task: records.Task, result: ExecutionResult) -> bool:
+        """Report ``result`` as the task's only outcome (the function never ran)."""
+        return await Pass(task, self._settings, self._catalog, self._delivery,
+                          self._worker_id, lambda: False).finish(result)

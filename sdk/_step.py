@@ -89,6 +89,9 @@ class ExecutionState:
     sends: dict[str, list[records.Event]] = field(default_factory=dict)
     # Why the run must fail: the first step called inside another step's handler.
     nested: str | None = None
+    # Awaited before a step's handler runs: a worker running ahead records the steps it
+    # completed earlier in the pass first (sdk/_pass.py), so none of them runs again.
+    checkpoint: Callable[[], Awaitable[None]] | None = None
 
     def next_id(self, user_id: str) -> str:
         """The step id for the next use of ``user_id``: "x", then "x:1", "x:2", ..."""
@@ -199,6 +202,8 @@ class Step:
         state = self._state
         state.logger.debug("step %r: running (attempt %d)", step_id,
                            state.step_attempts.get(step_id, 0))
+        if state.checkpoint is not None:
+            await state.checkpoint()
         started = state.now_ms()
         token = _in_step.set(step_id)
         try:

@@ -217,7 +217,11 @@ class Worker:
         settings = self._settings
         try:
             task = decode(msg.value(), max_bytes=settings.max_record_bytes,
-                          max_depth=settings.max_depth, expect=(records.Task,))
+                          max_depth=settings.max_depth,
+                          expect=(records.Task, records.TaskCancelled))
+            if isinstance(task, records.TaskCancelled):
+                self._cancelled(task, partition, offset)
+                return
             assert isinstance(task, records.Task)
             problem = check_task(task)
             if problem is not None:
@@ -235,7 +239,20 @@ class Worker:
         if task.app_id != self.client.app_id:
             self._tracker.done(partition, offset)
             return
+        progress = self._consumer.take_progress(task.run_id, task.seq) if self._consumer \
+            else None
+        if progress:
+            # A previous owner ran this task ahead and checkpointed these steps.
+            task.steps.update(progress)
         self._jobs.add(task, partition, offset)
+
+    def _cancelled(self, rec: records.TaskCancelled, partition: int, offset: int) -> None:
+        """The run ended while ``rec.task_seq`` may be executing: stop running it ahead,
+        drop it if still queued."""
+        if (isinstance(rec.run_id, str) and isinstance(rec.app_id, str)
+                and isinstance(rec.task_seq, int) and rec.app_id == self.client.app_id):
+            self._jobs.cancel(rec.run_id, rec.task_seq)
+        self._tracker.done(partition, offset)
 
     def _start_queued(self) -> None:
         while len(self._running) < self.concurrency:
@@ -254,7 +271,8 @@ class Worker:
     async def _run_job(self, job: Job) -> None:
         delivered = False
         try:
-            delivered = await self._runner.run(job.task)
+            delivered = await self._runner.run(
+                job.task, lambda: not job.revoked and not self._stop_requested)
         finally:
             if delivered:
                 self._jobs.finish(job)

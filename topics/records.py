@@ -158,8 +158,15 @@ class Outcome:
 class OutcomesReported:
     """A worker's report for one task (``task_seq``): every new outcome it produced.
 
-    Parallel steps discovered in one pass are reported together, so the fold can tell
-    when a task is finished. Topic ``runs``, key = the run's partition key.
+    Parallel steps discovered in one execution are reported together, so the fold can
+    tell when a task is finished. Topic ``runs``, key = the run's partition key.
+
+    ``more`` is True for a checkpoint inside a pass: the worker completed these steps
+    and goes on with the same task without waiting for the engine (it produces this
+    record, acknowledged, before the next step starts). Such a report holds only
+    ``step.completed`` outcomes; the fold records them and keeps waiting for a report
+    of the same task with ``more`` False, which ends the pass (docs/architecture.md,
+    "Run-ahead").
     """
 
     KIND: ClassVar[str] = "outcomes.reported"
@@ -169,6 +176,7 @@ class OutcomesReported:
     outcomes: list[Outcome]
     worker: str
     ts: int
+    more: bool = False
 
 
 @dataclass(slots=True)
@@ -323,6 +331,25 @@ class Task:
     report_start: bool = False
     # The cron tick that started the run (ms), if any.
     cron_tick_ms: int | None = None
+    # [partition, offset] of the ``runs`` record whose fold dispatched this task (set
+    # by the engine's batch layer, not the fold). A worker taking the task over from
+    # another reads the run's checkpoints (``more`` reports) from there on.
+    runs_at: list[int] | None = None
+
+
+@dataclass(slots=True)
+class TaskCancelled:
+    """The run ended (cancelled, or past a deadline) while task ``task_seq`` may be
+    executing. Topic ``tasks``, key = run id, so it follows the task to its worker: a
+    worker running that task ahead stops before its next step, and a worker that has
+    not started it drops it."""
+
+    KIND: ClassVar[str] = "task.cancelled"
+    VERSION: ClassVar[int] = 1
+    run_id: str
+    app_id: str
+    task_seq: int
+    ts: int
 
 
 @dataclass(slots=True)
@@ -381,11 +408,11 @@ def bounded_dead_letter(*, source_topic: str, partition: int, offset: int,
 Record = (
     Event | FunctionRegistered | RunRequested | OutcomesReported | TimerFired | Task
     | DeadLetter | RunStarted | CancelRequested | InvokeFinished | InvokeRequested
-    | WaitRegistered | WaitCleared | WaitResolved
+    | WaitRegistered | WaitCleared | WaitResolved | TaskCancelled
 )
 RECORD_TYPES: dict[str, type] = {
     t.KIND: t
     for t in (Event, FunctionRegistered, RunRequested, OutcomesReported, TimerFired, Task,
               DeadLetter, RunStarted, CancelRequested, InvokeFinished, InvokeRequested,
-              WaitRegistered, WaitCleared, WaitResolved)
+              WaitRegistered, WaitCleared, WaitResolved, TaskCancelled)
 }

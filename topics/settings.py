@@ -54,6 +54,7 @@ KIB = 1024
 MIB = 1024 * KIB
 # Room kept in a record for what surrounds one user value (kind, ids, step names).
 RECORD_ENVELOPE_BYTES = 64 * KIB
+LIFECYCLE_EVENT_MODES = ("listened", "all")
 
 
 class SettingsError(ValueError):
@@ -91,6 +92,15 @@ class Settings:
     # memtables are flushed to disk past the first, the second caches read blocks.
     state_memtable_mb: int = 64
     state_block_cache_mb: int = 16
+    # A worker runs ahead past completed steps without waiting for the engine; it hands
+    # the run back after this many steps or this long in one pass (1 step: every step
+    # makes a round trip through the engine, as before run-ahead).
+    pass_max_steps: int = 100
+    pass_max_ms: int = 10_000
+    # Which runs' stepstream/function.* events go to the `events` topic: "listened"
+    # (only those a registered trigger names; the rest reach only waits and cancel rules,
+    # on `waits`) or "all" (every run's, as before; for consumers of `events`).
+    lifecycle_events: str = "listened"
 
     @staticmethod
     def from_env(env: Mapping[str, str], **overrides: Any) -> Settings:
@@ -119,9 +129,13 @@ class Settings:
     def validate(self) -> None:
         for name in ("partitions", "replication", "max_event_bytes", "max_record_bytes",
                      "max_depth", "max_step_output_bytes", "max_run_state_bytes",
-                     "state_memtable_mb", "state_block_cache_mb"):
+                     "state_memtable_mb", "state_block_cache_mb", "pass_max_steps",
+                     "pass_max_ms"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.lifecycle_events not in LIFECYCLE_EVENT_MODES:
+            raise SettingsError(f"lifecycle_events must be one of {LIFECYCLE_EVENT_MODES}, "
+                                f"got {self.lifecycle_events!r}")
         if self.max_event_bytes > self.max_record_bytes:
             raise SettingsError("max_event_bytes cannot exceed max_record_bytes")
         if self.max_step_output_bytes > self.max_record_bytes - RECORD_ENVELOPE_BYTES:
@@ -145,6 +159,7 @@ class Settings:
             "partition.assignment.strategy": "range",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
+            "socket.nagle.disable": True,
         }
 
     def producer_tuning(self) -> dict[str, Any]:
@@ -155,4 +170,7 @@ class Settings:
             "linger.ms": self.linger_ms,
             "message.max.bytes": self.max_record_bytes + 64 * KIB,
             "compression.type": "none",
+            # Every request here is small and latency-bound: do not hold one back until the
+            # previous one's TCP ACK (librdkafka leaves Nagle on by default).
+            "socket.nagle.disable": True,
         }

@@ -15,9 +15,7 @@ from engine.fold.core import (
 )
 from engine.fold.endings import clear_wait, finish
 from engine.runstate import TERMINAL, waiting_timer
-from topics.records import (
-    CancelRequested,
-)
+from topics.records import CancelRequested, TaskCancelled
 
 
 def on_run_cancel(tables: Tables, rec: CancelRequested, at: Position | None,
@@ -32,7 +30,8 @@ def on_run_cancel(tables: Tables, rec: CancelRequested, at: Position | None,
 
 def cancel(tables: Tables, state: RunState, by: dict[str, Any], now: int) -> list[Emit]:
     """End the run as cancelled. A step executing now may finish; its report finds the
-    run ended and is ignored."""
+    run ended and is ignored. The worker executing it is told (``task.cancelled``), so
+    it does not run further steps ahead."""
     emits: list[Emit] = []
     waiting = state["waiting"]
     timer = waiting_timer(waiting)
@@ -40,6 +39,10 @@ def cancel(tables: Tables, state: RunState, by: dict[str, Any], now: int) -> lis
         tables.delete_timer(timer[0], state["run_id"], timer[1])
     if waiting is not None and waiting["kind"] == "event":
         emits.append(clear_wait(waiting, now))
+    if waiting is not None and waiting["kind"] == "task":
+        # A worker may be running this task ahead: it stops at its next step.
+        emits.append(Emit("tasks", state["run_id"], TaskCancelled(
+            run_id=state["run_id"], app_id=state["app_id"], task_seq=waiting["seq"], ts=now)))
     state["status"] = "cancelled"
     state["cancelled_by"] = by
     state["ended_at"] = now

@@ -55,12 +55,9 @@ def on_outcomes_reported(tables: Tables, rec: OutcomesReported, at: Position | N
         raise NotApplicable(f"outcomes.reported for run {rec.run_id} carries no outcome")
     validate_outcomes(rec)
     waiting = state["waiting"]
-    if state["status"] == "cancelled" and rec.task_seq == state["task_seq"] and not any(
-            e["type"] == "outcome.ignored" for e in state["timeline"][-3:]):
-        # The step that was executing when the run was cancelled finished; say so, once.
-        note(state, rec.ts, "outcome.ignored",
-             detail={"task_seq": rec.task_seq, "reason": "the run was cancelled",
-                     "steps": [o.step_id for o in rec.outcomes if o.step_id]})
+    if state["status"] == "cancelled" and rec.task_seq == state["task_seq"]:
+        # Steps that were executing (or run ahead) when the run was cancelled finished.
+        _note_ignored(state, rec)
         tables.put_run(rec.run_id, state)
         return []
     if (state["status"] in TERMINAL or waiting is None or waiting["kind"] != "task"
@@ -70,6 +67,8 @@ def on_outcomes_reported(tables: Tables, rec: OutcomesReported, at: Position | N
     if START_DEADLINE in (state.get("deadlines") or {}):
         # The worker's run.started was lost or is late; a report proves the start.
         mark_started(tables, state, rec.ts, rec.worker)
+    if rec.more:
+        return _apply_checkpoint(tables, state, rec, at)
     timers: list[tuple[int, str, str | None]] = []  # (due, reason, step_id)
     pauses = [o for o in rec.outcomes if o.op in PAUSING_OPS]
     emits: list[Emit] = []
@@ -141,8 +140,44 @@ def on_outcomes_reported(tables: Tables, rec: OutcomesReported, at: Position | N
     return emits
 
 
+def _note_ignored(state: RunState, rec: OutcomesReported) -> None:
+    """Record, once per task, that a cancelled run's worker still reported steps; a
+    worker running ahead adds its later steps to the same entry."""
+    steps = [o.step_id for o in rec.outcomes if o.step_id]
+    for entry in reversed(state["timeline"][-3:]):
+        detail = entry.get("detail")
+        if (entry["type"] == "outcome.ignored" and isinstance(detail, dict)
+                and detail.get("task_seq") == rec.task_seq):
+            detail["steps"].extend(s for s in steps if s not in detail["steps"])
+            detail["last_report"] = bool(detail.get("last_report")) or not rec.more
+            return
+    # last_report: the worker's pass ended (it executes nothing more for this task).
+    note(state, rec.ts, "outcome.ignored",
+         detail={"task_seq": rec.task_seq, "reason": "the run was cancelled", "steps": steps,
+                 "last_report": not rec.more})
+
+
+def _apply_checkpoint(tables: Tables, state: RunState, rec: OutcomesReported,
+                      at: Position | None) -> list[Emit]:
+    """Steps a worker completed and went on past (``more``): record them; the task stays
+    the one the run waits on, so the pass's last report is applied like any report."""
+    emits: list[Emit] = []
+    for index, outcome in enumerate(rec.outcomes):
+        _apply_step_outcome(state, outcome, rec, at.ref(index) if at else None)
+        if state["status"] == "failed":  # the output took the run over its state limit
+            state["waiting"] = None
+            emits.extend(finish(tables, state, rec.ts))
+            break
+    tables.put_run(rec.run_id, state)
+    return emits
+
+
 def validate_outcomes(rec: OutcomesReported) -> None:
     """Reject a report whose outcomes are malformed, before anything is applied."""
+    if not isinstance(rec.more, bool):
+        raise NotApplicable("outcomes.reported more must be a boolean")
+    if rec.more and any(o.op != STEP_COMPLETED for o in rec.outcomes):
+        raise NotApplicable("a checkpoint (more=True) may hold only step.completed outcomes")
     for o in rec.outcomes:
         if o.op not in (*STEP_OPS, FUNCTION_COMPLETED, FUNCTION_FAILED):
             raise NotApplicable(f"unknown outcome op {o.op!r}")

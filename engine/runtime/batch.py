@@ -19,7 +19,7 @@ from engine.runtime.recovery import StateCorrupt, is_corruption, reason_of
 from engine.store.partition import PartitionStore
 from engine.store.view import BatchView
 from topics.codec import DecodeError, decode
-from topics.records import DeadLetter, bounded_dead_letter
+from topics.records import DeadLetter, Task, bounded_dead_letter
 from topics.settings import Settings
 
 log = logging.getLogger("stepstream.processor")
@@ -128,6 +128,11 @@ def _fold_all(store: PartitionStore, records: Sequence[RawRecord], settings: Set
             else:
                 result.applied += 1
                 if offset >= live_from:
+                    for e in emits:
+                        if isinstance(e.record, Task):
+                            # Where a worker taking this task over finds the run's
+                            # checkpoints (sdk/_handover.py); not state, so not the fold's.
+                            e.record.runs_at = [at.partition, at.offset]
                     result.emits.extend(emits)
                 continue
         if offset >= live_from:

@@ -51,6 +51,8 @@ class Registry:
     def __init__(self) -> None:
         self.functions: dict[str, RegisteredFunction] = {}
         self.version = 0  # bumped on every change, for caches of derived facts
+        # engine event name -> the triggers matching it by name
+        self._engine_listeners: dict[str, list[TriggerMatcher]] = {}
 
     def apply(self, rec: FunctionRegistered) -> None:
         """Add or replace a definition. A trigger that does not compile is skipped with
@@ -82,10 +84,27 @@ class Registry:
                 log.error("function %s: idempotency key ignored: %s", rec.fn_id, exc)
         self.functions[rec.fn_id] = RegisteredFunction(rec, matchers, crons, idempotency)
         self.version += 1
+        self._engine_listeners.clear()
 
     def remove(self, fn_id: str) -> None:
         self.functions.pop(fn_id, None)
         self.version += 1
+        self._engine_listeners.clear()
+
+    def triggers_on_engine_event(self, event: Event) -> bool:
+        """Whether :func:`route` would start a run for the engine event ``event``
+        (``stepstream/...``): a trigger naming ``stepstream/...`` (never a bare ``*``)
+        matches its name and CEL filter. The triggers matching a name are cached, so an
+        event no trigger names costs one dictionary lookup."""
+        matchers = self._engine_listeners.get(event.name)
+        if matchers is None:
+            matchers = [m for fn in self.functions.values() for m in fn.matchers
+                        if m.event.startswith(INTERNAL_PREFIX) and m.name_matches(event.name)]
+            self._engine_listeners[event.name] = matchers
+        if not matchers:
+            return False
+        prepared = PreparedEvent(asdict(event))
+        return any(m.matches(prepared) for m in matchers)
 
 
 def route(event: Event, registry: Registry, *, now_ms: int, backoff_base_ms: int

@@ -100,8 +100,9 @@ def test_run_over_its_state_limit_fails_with_a_named_error(broker: str, tmp_path
 def test_a_task_over_the_workers_record_limit_fails_its_run(broker: str, tmp_path: Path
                                                             ) -> None:
     # A worker configured with a smaller record limit than the engine: it cannot take the
-    # third task (two 500 kB outputs inline, plus the event), and fails the run instead
-    # of dropping the task.
+    # task after the sleep (two 500 kB outputs inline, plus the event), and fails the run
+    # instead of dropping the task. (Without the sleep the worker would run all three
+    # steps in one pass and never need that task.)
     stack = Stack(broker, tmp_path, backoff_ms=100)
     small = replace(stack.settings, max_record_bytes=MIB, max_step_output_bytes=512 * 1024)
     client = sdk.Client(app_id="limits", settings=small)
@@ -110,6 +111,8 @@ def test_a_task_over_the_workers_record_limit_fails_its_run(broker: str, tmp_pat
     async def halves(ctx: sdk.Context) -> None:
         for i in range(3):
             await ctx.step.run(f"h{i}", lambda i=i: blob(i)[:500_000])
+            if i == 1:
+                await ctx.step.sleep("gap", "1ms")
 
     try:
         stack.start_engine()
@@ -120,7 +123,7 @@ def test_a_task_over_the_workers_record_limit_fails_its_run(broker: str, tmp_pat
         assert run["status"] == "failed"
         assert run["error"]["name"] == "TaskTooLarge"
         assert f"over this worker's {MIB}-byte record limit" in run["error"]["message"]
-        assert set(run["steps"]) == {"h0", "h1"}
+        assert set(run["steps"]) == {"h0", "h1", "gap"}
     finally:
         stack.close()
         client.close()

@@ -16,7 +16,8 @@ from topics.catalog import Catalog, partition_for
 from topics.codec import decode, encode
 from topics.settings import Settings
 
-SETTINGS = Settings(brokers="unused:9092", prefix="t.", partitions=4)
+# One step per pass: these tests are about task handling; run-ahead is test_pass.py's.
+SETTINGS = Settings(brokers="unused:9092", prefix="t.", partitions=4, pass_max_steps=1)
 CATALOG = Catalog(SETTINGS)
 
 
