@@ -2,8 +2,11 @@
 
 ``python -m bench.hunt_stragglers [--rounds N] [--rate 500] [--concurrency 100]`` runs
 the 500/s open-loop section against a fresh dev broker per round and, when the observer
-misses a run, keeps the broker up and reports where the run's trail stops: the event on
-``events``, its ``run.requested`` / outcomes on ``runs``, its tasks on ``tasks``.
+misses a run, waits until the engine's consumer lag is zero (``GET /health``), asks the
+engine about each unseen run again (a 404 is told from a timeout or other error) and,
+for a run still not found, reports where its trail stops: the event on ``events``, its
+``run.requested`` / outcomes on ``runs``, its tasks on ``tasks``. Exit status 1 if any
+acknowledged event's run is not found once the engine has caught up.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 
 from bench.launch import section_broker
-from bench.runs import offer, start_ours, warm_up
+from bench.runs import NOT_FOUND, account_for_unseen, offer, start_ours, warm_up
 from topics.catalog import Catalog
 from topics.codec import DecodeError, decode
 
@@ -67,17 +70,25 @@ def one_round(rate: float, concurrency: int, n: int) -> int:
                 with system.observer.lock:
                     missing = [k for k in runs if k not in system.observer.seen]
                 time.sleep(0.5)
-            print(f"round: {len(missing)} of {n} runs not seen finished", flush=True)
-            for run_id in missing[:5]:
-                print(f"  run {run_id} (event {runs[run_id]}): engine says "
-                      f"{system.run_status(run_id)}")
-            if missing:
+            print(f"round: {len(missing)} of {n} runs not seen finished 40 s after the "
+                  "last send", flush=True)
+            if not missing:
+                return 0
+            # Before calling anything lost: wait for the engine to catch up (lag 0 on
+            # /health), then ask again, telling a 404 from an error.
+            found = account_for_unseen(system, missing)
+            print(f"  after the engine caught up ({found.get('catch_up')}): "
+                  f"{found['late']}", flush=True)
+            lost = [k for k, status in found["statuses"].items() if status == NOT_FOUND]
+            for run_id, status in list(found["unseen_runs"].items())[:5]:
+                print(f"  run {run_id} (event {runs[run_id]}): engine says {status}")
+            if lost:
                 cat = Catalog(system.settings)
-                needles = set(missing) | {runs[k] for k in missing}
+                needles = set(lost) | {runs[k] for k in lost}
                 for topic in (cat.events, cat.runs, cat.tasks):
                     for line in trail(broker, topic, 8, needles):
                         print("  " + line)
-            return len(missing)
+            return len(lost)
         finally:
             system.close()
 
@@ -90,7 +101,8 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=12_500)
     args = p.parse_args()
     total = sum(one_round(args.rate, args.concurrency, args.runs) for _ in range(args.rounds))
-    print(f"{total} stragglers in {args.rounds} rounds")
+    print(f"{total} runs not found once the engine's lag was zero, in {args.rounds} rounds "
+          f"of {args.runs} runs at {args.rate:g}/s")
     return 1 if total else 0
 
 

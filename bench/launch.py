@@ -57,6 +57,15 @@ def faust_missing() -> str | None:
     return None
 
 
+def dbos_missing() -> str | None:
+    """Why the DBOS peer cannot run here, or None."""
+    import importlib.util
+
+    if importlib.util.find_spec("dbos") is None:
+        return "dbos is not installed (pip install -e '.[bench]')"
+    return None
+
+
 def new_prefix(what: str) -> str:
     """A fresh topic prefix (and consumer-group namespace) for one benchmark."""
     return f"bench-{what}-{uuid.uuid4().hex[:6]}."
@@ -211,14 +220,18 @@ class Stepstream:
 def start_stepstream(broker: str, partitions: int, work: Path, app_ref: str,
                      concurrency: int, what: str, *, engine_module: str = "engine",
                      engine_args: list[str] | None = None,
-                     engine_env: dict[str, str] | None = None) -> Stepstream:
+                     engine_env: dict[str, str] | None = None,
+                     producer_stats_ms: int = 0) -> Stepstream:
     """Provision a fresh prefix, then start ``python -m engine engine`` and ``python -m
     engine worker app_ref``. ``engine_module``/``engine_args``: a wrapper that runs the
     same engine CLI (:mod:`bench.engine_probe`) and its arguments before the CLI's;
-    ``engine_env``: more environment for the engine (``STEPSTREAM_*`` settings)."""
+    ``engine_env``: more environment for the engine (``STEPSTREAM_*`` settings);
+    ``producer_stats_ms``: both log their producers' counts (bench/work.py)."""
     settings = bench_settings(broker, new_prefix(what), partitions)
     ensure_topics(settings)
     env = settings_env(settings)
+    if producer_stats_ms:
+        env["STEPSTREAM_PRODUCER_STATS_MS"] = str(producer_stats_ms)
     work.mkdir(parents=True, exist_ok=True)
     s = Stepstream(settings, work, free_port())
     try:

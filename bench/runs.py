@@ -20,10 +20,12 @@ queueing). All processes share this machine's clock.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import os
 import tempfile
 import time
+import urllib.error
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ from typing import Any
 
 import sdk
 from bench import pipeline_app
+from bench import work as bench_work
 from bench.common import CpuMeter, Observer, completed_run_id, done_id, percentile
 from bench.hops import hop_breakdown
 from bench.launch import (
@@ -40,14 +43,33 @@ from bench.launch import (
     bench_pids,
     bench_settings,
     create_topics,
+    dbos_missing,
     faust_env,
     faust_missing,
     new_prefix,
+    settings_env,
     start_stepstream,
 )
 from engine.cli.provision import ensure_topics
 from topics.catalog import Catalog
 from topics.settings import Settings
+
+NOT_FOUND = "not found (404)"
+
+
+def probe_run(port: int, run_id: str, timeout: float = 5.0) -> str:
+    """A run's status on the engine at ``port``: ``"<status> (last: <timeline type>)"``,
+    ``NOT_FOUND`` (a 404: the engine holds no such run), or ``error (...)`` for any other
+    failure (a timeout, a 5xx, no connection), which says nothing of the run."""
+    try:
+        run = api_get(port, f"/v1/runs/{run_id}", timeout)["data"]
+        last = run["timeline"][-1] if run["timeline"] else {}
+        return f"{run['status']} (last: {last.get('type')})"
+    except urllib.error.HTTPError as exc:
+        return NOT_FOUND if exc.code == 404 else f"error (HTTP {exc.code})"
+    except (OSError, ValueError, LookupError, TypeError, AttributeError) as exc:
+        # URLError, timeouts, refused connections, or an answer not shaped like a run.
+        return f"error ({type(exc).__name__}: {exc})"
 
 
 @dataclass
@@ -62,17 +84,24 @@ class System:
     children: list[Child] = field(default_factory=list)
     sender: sdk.Client | None = None
     api_port: int | None = None  # the engine's HTTP API, to ask about unseen runs
+    # Called once its processes have stopped (their exit logs are complete).
+    after_close: list[Callable[[], None]] = field(default_factory=list)
 
     def run_status(self, run_id: str) -> str:
-        """What the engine says of a run the observer has not seen complete."""
+        """What the engine says of a run the observer has not seen complete
+        (:func:`probe_run`)."""
+        return "unknown" if self.api_port is None else probe_run(self.api_port, run_id)
+
+    def engine_lag(self) -> int | None:
+        """The engine's total consumer lag (``GET /health``), None if unknown."""
         if self.api_port is None:
-            return "unknown"
+            return None
         try:
-            run = api_get(self.api_port, f"/v1/runs/{run_id}", 5)["data"]
-        except Exception as exc:
-            return f"not found ({type(exc).__name__})"
-        last = run["timeline"][-1] if run["timeline"] else {}
-        return f"{run['status']} (last: {last.get('type')})"
+            lag = api_get(self.api_port, "/health", 5).get("consumer_lag") or {}
+        except (OSError, ValueError):
+            return None
+        total = lag.get("total")
+        return total if isinstance(total, int) else None
 
     def alive(self) -> bool:
         return all(c.alive for c in self.children)
@@ -89,12 +118,14 @@ class System:
         self.observer.close()
         if self.sender is not None:
             self.sender.close(10)
+        for then in self.after_close:
+            then()
 
 
 def start_ours(broker: str, partitions: int, work: Path, concurrency: int) -> System:
     """The engine and a worker of :mod:`bench.pipeline_app` (:func:`start_stepstream`)."""
     s = start_stepstream(broker, partitions, work, "bench.pipeline_app:client", concurrency,
-                         "runs")
+                         "runs", producer_stats_ms=bench_work.STATS_MS)
     try:
         observer = Observer(s.settings, Catalog(s.settings).runs, completed_run_id)
     except BaseException:
@@ -118,6 +149,30 @@ def start_faust(broker: str, partitions: int, work: Path) -> System:
     try:
         system.children.append(Child("faust", "bench.faust_pipeline", [], env,
                                      work / "faust-pipeline.log"))
+        system.sender = sdk.Client("bench-sender", settings=settings)
+    except BaseException:
+        system.close()
+        raise
+    return system
+
+
+def start_dbos(broker: str, partitions: int, work: Path) -> System:
+    """The DBOS peer (:mod:`bench.dbos_peer`) on a prefix of its own."""
+    missing = dbos_missing()
+    if missing:
+        raise RuntimeError(missing)
+    settings = bench_settings(broker, new_prefix("dbos"), partitions)
+    ensure_topics(settings)
+    create_topics(broker, [settings.prefix + "done"], partitions)
+    env = {**settings_env(settings), "BENCH_DBOS_BROKER": settings.brokers or "",
+           "BENCH_DBOS_PREFIX": settings.prefix, "BENCH_DBOS_PARTITIONS": str(partitions),
+           "BENCH_DBOS_DATADIR": str(work / "dbos-data"),
+           "BENCH_DBOS_FETCH_WAIT_MS": str(settings.fetch_wait_max_ms),
+           "BENCH_DBOS_CONCURRENCY": str(DBOS_CONCURRENCY)}
+    observer = Observer(settings, settings.prefix + "done", done_id)
+    system = System("dbos", settings, observer, lambda event_id, ts: event_id)
+    try:
+        system.children.append(Child("dbos", "bench.dbos_peer", [], env, work / "dbos.log"))
         system.sender = sdk.Client("bench-sender", settings=settings)
     except BaseException:
         system.close()
@@ -168,8 +223,10 @@ def warm_up(system: System, timeout: float = 90.0, n: int = 50) -> float:
 
 
 def burst(system: System, n: int, timeout: float) -> dict[str, Any]:
-    """Send ``n`` events at once; runs/s from the first send to the last completion."""
+    """Send ``n`` events at once; runs/s from the first send to the last completion.
+    For stepstream, also the records and produce requests per run (:mod:`bench.work`)."""
     assert system.sender is not None
+    mark = bench_work.before(system) if system.name == "stepstream" else None
     t0 = time.time()
     ts = int(t0 * 1000)
     events = [_event("burst-" + uuid.uuid4().hex[:6], i, ts) for i in range(n)]
@@ -196,6 +253,11 @@ def burst(system: System, n: int, timeout: float) -> dict[str, Any]:
     if len(done) < n:
         out["error"] = f"only {len(done)} of {n} runs completed within {timeout:g}s"
         system.check_alive()
+    elif mark is not None:
+        out["work"] = bench_work.records_after(system, mark, n)
+        # Produce requests are logged when the processes stop (_measure stops them).
+        system.after_close.append(lambda: out["work"].update(bench_work.produce_requests(
+            {c.name: c.log for c in system.children}, mark, n)))
     return out
 
 
@@ -269,10 +331,10 @@ def offered_load(system: System, rate: float, duration: float, drain: float
         out["overall_rate"] = len(done) / (max(done.values()) - start)
     if len(done) < n:
         out["error"] = f"{n - len(done)} of {n} runs not completed within {drain:g}s of the end"
-        # Tell a stuck run from an observer that fell behind: ask the engine.
-        unseen = [k for k in keys if k not in done][:20]
-        out["unseen_runs"] = {k: system.run_status(k) for k in unseen}
         system.check_alive()
+        if system.api_port is not None:  # only stepstream can be asked about a run
+            found = account_for_unseen(system, [k for k in keys if k not in done])
+            out.update({k: v for k, v in found.items() if k != "statuses"})
     if system.name == "stepstream":
         # Read back after the measurement, so it does not disturb it.
         out["hops"] = hop_breakdown(system.settings,
@@ -280,10 +342,51 @@ def offered_load(system: System, rate: float, duration: float, drain: float
     return out
 
 
+DBOS_BURST_S = 120.0
+# Workflows the DBOS peer runs at once. Its SQLite default serialises writers (IMMEDIATE
+# transactions, a busy timeout that sleeps), so fewer is faster here: a 300-run burst
+# completed at 33 runs/s with 1, 25 with 10, 21 with 100 (the SDK's default).
+DBOS_CONCURRENCY = 1
+# How long to wait, after the drain, for the engine to catch up before asking about
+# unseen runs again (an engine far behind took minutes in issue 2's outside campaign).
+CATCH_UP_S = 300.0
+MAX_PROBES = 2000
+
+
+def account_for_unseen(system: System, unseen: list[str], catch_up_s: float = CATCH_UP_S
+                       ) -> dict[str, Any]:
+    """Where the runs the observer has not seen complete are, asked only once the
+    engine's consumer lag is zero (before that, "not found" may only mean "not folded
+    yet"): ``unseen_runs`` (a sample: run -> status), ``late`` (counts by status).
+    A run still ``not found (404)`` with zero lag is missing; an ``error`` says nothing."""
+    out: dict[str, Any] = {}
+    if system.api_port is not None:
+        t0 = time.monotonic()
+        lag = system.engine_lag()
+        while lag != 0 and time.monotonic() - t0 < catch_up_s and system.alive():
+            time.sleep(0.5)
+            lag = system.engine_lag()
+        out["catch_up"] = {"waited_s": round(time.monotonic() - t0, 1), "engine_lag": lag}
+    with system.observer.lock:
+        unseen = [k for k in unseen if k not in system.observer.seen]
+    statuses = {k: system.run_status(k) for k in unseen[:MAX_PROBES]}
+    counts: dict[str, int] = {"not probed": len(unseen) - len(statuses)}
+    for status in statuses.values():
+        kind = status.split(" (")[0]
+        counts[kind] = counts.get(kind, 0) + 1
+    out["late"] = {"unseen_after_catch_up": len(unseen), "probed": len(statuses),
+                   "by_status": {k: v for k, v in counts.items() if v}}
+    out["unseen_runs"] = dict(list(statuses.items())[:20])
+    out["statuses"] = statuses
+    return out
+
+
 def bench_burst(broker: str, *, n: int, partitions: int, concurrency: int, peer: bool,
                 timeout: float) -> dict[str, Any]:
-    return _on_both(broker, partitions, concurrency, peer,
-                    lambda system: burst(system, n, timeout))
+    # DBOS on SQLite completes tens of runs/s here: its burst is cut at DBOS_BURST_S and
+    # its rate taken over the runs it completed by then.
+    return _on_both(broker, partitions, concurrency, peer, lambda system: burst(
+        system, n, min(timeout, DBOS_BURST_S) if system.name == "dbos" else timeout))
 
 
 def bench_latency(broker: str, *, rate: float, duration: float, partitions: int,
@@ -294,6 +397,7 @@ def bench_latency(broker: str, *, rate: float, duration: float, partitions: int,
 
 def _on_both(broker: str, partitions: int, concurrency: int, peer: bool,
              measure: Callable[[System], dict[str, Any]]) -> dict[str, Any]:
+    """stepstream, then (``peer``) the Faust pipeline as ``peer`` and DBOS as ``dbos``."""
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="stepstream-bench-runs-") as tmp:
         work = Path(tmp)
@@ -301,12 +405,13 @@ def _on_both(broker: str, partitions: int, concurrency: int, peer: bool,
         out["ours"] = _measure(lambda: start_ours(broker, partitions, work / "ours",
                                                   concurrency), measure)
         if peer:
-            (work / "peer").mkdir()
-            try:
-                out["peer"] = _measure(lambda: start_faust(broker, partitions, work / "peer"),
-                                       measure)
-            except Exception as exc:
-                out["peer"] = {"unavailable": f"{type(exc).__name__}: {exc}"}
+            for key, start in (("peer", start_faust), ("dbos", start_dbos)):
+                (work / key).mkdir()
+                try:
+                    out[key] = _measure(functools.partial(start, broker, partitions,
+                                                          work / key), measure)
+                except Exception as exc:
+                    out[key] = {"unavailable": f"{type(exc).__name__}: {exc}"}
     return out
 
 

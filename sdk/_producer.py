@@ -12,9 +12,11 @@ import confluent_kafka
 
 from sdk._connect import client_logging
 from topics.catalog import partition_for
+from topics.producer_stats import ProducerStats
 from topics.settings import Settings
 
 log = logging.getLogger("stepstream.producer")
+stats_log = logging.getLogger("stepstream.stats")
 
 # How long a blocked sender waits for the local queue to drain before trying again.
 _QUEUE_FULL_WAIT_S = 0.005
@@ -36,11 +38,16 @@ class Producer:
         if not settings.brokers:
             raise ValueError("settings.brokers is not set")
         self.settings = settings
+        if settings.producer_stats_ms > 0:
+            # Asked for explicitly (STEPSTREAM_PRODUCER_STATS_MS): shown at any log level.
+            stats_log.setLevel(logging.INFO)
+        self._stats = ProducerStats(client_id, settings.producer_stats_ms, stats_log.info)
         self._producer = confluent_kafka.Producer({
             "bootstrap.servers": settings.brokers,
             "client.id": client_id,
             **settings.producer_tuning(),
             **client_logging(),
+            **self._stats.config(),
         })
         self._closed = threading.Event()
         # Deliveries awaited by asyncio callers, resolved on their loops in batches: one
@@ -143,6 +150,7 @@ class Producer:
             log.warning("producer closed with %d undelivered record(s)", left)
         self._closed.set()
         self._thread.join()
+        self._stats.close(self._producer.poll)
 
 
 def _resolve(items: list[tuple[asyncio.Future[None], DeliveryError | None]]) -> None:

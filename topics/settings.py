@@ -76,6 +76,9 @@ class Settings:
     max_run_state_bytes: int = 32 * MIB
     max_record_bytes: int = 8 * MIB
     max_depth: int = 64
+    # Above 0: the engine's and workers' producers log what they sent (records, produce
+    # requests) at this interval and when they close (topics/producer_stats.py).
+    producer_stats_ms: int = 0
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
     # Tansu answers a fetch only when fetch.wait.max.ms has passed, so this bounds the

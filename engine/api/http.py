@@ -9,7 +9,7 @@
 * ``GET /v1/functions``, ``GET /v1/functions/{id}`` — registered functions
 * ``DELETE /v1/functions/{id}`` — remove a function from the registry
 * ``GET /v1/state/hash`` — a hash over every run state this engine holds
-* ``GET /health``
+* ``GET /health`` — liveness, and the engine's consumer lag per input topic
 
 Errors are JSON ``{"error": "...", "status": N}``: bad input is always a 4xx with a
 message, never a 500. The layer holds no Kafka code: events go through an ingest
@@ -390,8 +390,10 @@ async def remove_function(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    """``GET /health``."""
-    return _json({"status": "ok"})
+    """``GET /health``: ``{"status": "ok", "consumer_lag": {...} | null}`` (README, API).
+    An engine that falls behind says so here, rather than look like it lost runs."""
+    report = getattr(request.app[QUERIES], "consumer_lag", None)
+    return _json({"status": "ok", "consumer_lag": report() if callable(report) else None})
 
 
 def make_app(queries: RunQueries, ingest: Ingest, *, dev: bool, event_keys: frozenset[str],

@@ -102,3 +102,7 @@ class Queries:
 
     def applied(self) -> int:
         return self.processor.applied
+
+    def consumer_lag(self) -> dict[str, Any] | None:
+        """The engine's consumer lag (:meth:`engine.runtime.lag.LagMeter.report`)."""
+        return self.processor.lag.report()

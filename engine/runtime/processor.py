@@ -45,6 +45,7 @@ from engine.clock import now_ms
 from engine.runtime import lifecycle
 from engine.runtime.batch import RUNS_FOLD, WAITS_FOLD, apply_batch, dead_letter
 from engine.runtime.cron import CronService
+from engine.runtime.lag import LagMeter, producer_stats
 from engine.runtime.recovery import StateCorrupt, is_corruption, open_store, reason_of, set_aside
 from engine.runtime.router import Registry, route, route_invoke
 from engine.runtime.timers import TimerService
@@ -130,11 +131,14 @@ class Processor:
             "group.id": settings.prefix + "engine-registry",
             "enable.partition.eof": True,
         })
-        self.producer = Producer(producer_config(settings))
+        self.stats = producer_stats("stepstream-engine", settings)
+        self.producer = Producer({**producer_config(settings), **self.stats.config()})
         self.unflushed = False  # timer or cron records produced, not yet flushed
         self.cron = CronService(self.catalog, settings.retry_backoff_base_ms)
         self.memory = StateMemory(settings.state_memtable_mb, settings.state_block_cache_mb)
         self.next_trim = 0.0
+        self.lag = LagMeter({self.catalog.events: "events", self.catalog.runs: "runs",
+                             self.catalog.waits: "waits"})
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -156,6 +160,7 @@ class Processor:
                 self._fire_timers()
                 self._fire_cron()
                 self._trim_heap()
+                self.lag.sample(self.consumer)
         finally:
             self._shutdown()
 
@@ -168,6 +173,7 @@ class Processor:
 
     def _shutdown(self) -> None:
         self.producer.flush(10)
+        self.stats.close(self.producer.poll)
         try:
             self.consumer.close()
         except Exception:  # closing during broker loss must not hide the real error
@@ -250,6 +256,7 @@ class Processor:
             tp.offset = start
             log.info("%s[%d]: restoring from offset %d, live from %d", name, p, start, live)
         consumer.assign(partitions)
+        self.lag.assigned(partitions)
         self.ready.set()
 
     def _rebuild(self, topic: str, p: int, damage: StateCorrupt, live_from: int) -> None:

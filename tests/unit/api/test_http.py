@@ -241,7 +241,7 @@ def test_hash_health_unknown() -> None:
         assert await (await c.get("/v1/state/hash")).json() == {"hash": "abc123"}
         functions = await (await c.get("/v1/functions")).json()
         assert [f["id"] for f in functions["data"]] == ["a-f"]
-        assert await (await c.get("/health")).json() == {"status": "ok"}
+        assert await (await c.get("/health")).json() == {"status": "ok", "consumer_lag": None}
         r = await c.get("/nope")
         assert r.status == 404 and (await r.json())["status"] == 404
         r = await c.delete("/health")
