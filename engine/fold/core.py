@@ -9,9 +9,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import msgpack
-
 from engine.runstate import RunState, StepState
+from topics.codec import packb
 from topics.records import Record, Task
 from topics.settings import MIB, Settings
 
@@ -92,13 +91,11 @@ class Position:
 
 
 _DEFAULT_LIMITS = Limits()
-# One packer for sizes: packb would build a new one per call, on the fold's hot path.
-_packer = msgpack.Packer(use_bin_type=True)
 
 
 def value_size(value: Any) -> int:
     """Encoded size of a user value, as the codec writes it."""
-    return len(_packer.pack(value))
+    return len(packb(value))
 
 
 def over_state_limit(state: RunState, size: int, what: str) -> dict[str, Any] | None:
