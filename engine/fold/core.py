@@ -175,7 +175,8 @@ def build_task(state: RunState, now: int, task_bytes: int) -> tuple[Emit, int]:
                 # Empty unless a batch: the worker takes [event] then, and a large
                 # event is not carried twice.
                 events=state["events"],
-                attempt=max([state["attempt"], *step_attempts.values()]),
+                attempt=(max(state["attempt"], *step_attempts.values()) if step_attempts
+                         else state["attempt"]),
                 steps=memo, step_attempts=step_attempts, ts=now,
                 report_start=seq == 1 and isinstance(
                     (state.get("timeouts") or {}).get("start_ms"), int),
