@@ -8,13 +8,15 @@ import os
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
+# Two characters (10 bits) at a time: 13 lookups instead of 26 shifts and appends, as
+# the fold derives an id for every run that ends.
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
+_SHIFTS = tuple(range(120, -1, -10))
+
+
 def _ulid(ms: int, entropy: bytes) -> str:
     value = (ms & ((1 << 48) - 1)) << 80 | int.from_bytes(entropy[:10], "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    return "".join([_PAIRS[(value >> s) & 1023] for s in _SHIFTS])
 
 
 def new_ulid(ms: int) -> str:

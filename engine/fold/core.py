@@ -9,9 +9,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import msgpack
-
 from engine.runstate import RunState, StepState
+from topics.codec import packb
 from topics.records import Event, Record, Task
 from topics.settings import MIB, Settings
 
@@ -92,13 +91,11 @@ class Position:
 
 
 _DEFAULT_LIMITS = Limits()
-# One packer for sizes: packb would build a new one per call, on the fold's hot path.
-_packer = msgpack.Packer(use_bin_type=True)
 
 
 def value_size(value: Any) -> int:
     """Encoded size of a user value, as the codec writes it."""
-    return len(_packer.pack(value))
+    return len(packb(value))
 
 
 def over_state_limit(state: RunState, size: int, what: str) -> dict[str, Any] | None:
@@ -178,7 +175,8 @@ def build_task(state: RunState, now: int, task_bytes: int) -> tuple[Emit, int]:
                 # Empty unless a batch: the worker takes [event] then, and a large
                 # event is not carried twice.
                 events=state["events"],
-                attempt=max([state["attempt"], *step_attempts.values()]),
+                attempt=(max(state["attempt"], *step_attempts.values()) if step_attempts
+                         else state["attempt"]),
                 steps=memo, step_attempts=step_attempts, ts=now,
                 report_start=seq == 1 and isinstance(
                     (state.get("timeouts") or {}).get("start_ms"), int),

@@ -33,13 +33,16 @@ class Fold:
     # (tables, record, its position on the log, the run limits, its log time)
     apply: Callable[[Any, Any, fold.Position, fold.Limits, int | None], list[fold.Emit]]
     expect: tuple[type, ...]
+    # Whether ``apply`` reads the log time: the run fold does not, and reading it is a
+    # call into the Kafka message per record.
+    log_time: bool = True
 
 
 # The run fold takes no log time (its times come from the records); the matcher keeps no
 # references to its records and has no run limits, but checks expiry at the log time.
 # The kinds each topic carries are the keys of its fold's handler table.
 RUNS_FOLD = Fold(lambda tables, rec, at, limits, _log_ms: fold.apply(tables, rec, at, limits),
-                 tuple(fold.RUNS_HANDLERS))
+                 tuple(fold.RUNS_HANDLERS), log_time=False)
 WAITS_FOLD = Fold(lambda tables, rec, _at, _limits, log_ms: fold.apply_waits(tables, rec, log_ms),
                   tuple(fold.WAITS_HANDLERS))
 
@@ -114,7 +117,8 @@ def _fold_all(store: PartitionStore, records: Sequence[RawRecord], settings: Set
                 rec = decode(msg.value(), max_bytes=settings.max_record_bytes,
                              max_depth=settings.max_depth, expect=folder.expect)
                 at = fold.Position(msg.partition() or 0, offset)
-                emits = folder.apply(result.view, rec, at, limits, log_time_ms(msg))
+                emits = folder.apply(result.view, rec, at, limits,
+                                     log_time_ms(msg) if folder.log_time else None)
             except DecodeError as exc:
                 reason = f"undecodable: {exc}"
             except fold.NotApplicable as exc:

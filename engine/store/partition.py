@@ -28,6 +28,7 @@ from rocksdict import (
 
 from engine.runstate import RunState
 from engine.store import keys
+from topics.codec import packb
 
 # Decoded run states kept in memory per partition: a run's records usually arrive a few
 # batches apart, and unpacking its state again cost ~23% of the engine's CPU under load.
@@ -69,7 +70,7 @@ def default_memory() -> StateMemory:
 
 
 def pack(state: Any) -> bytes:
-    return msgpack.packb(state, use_bin_type=True)
+    return packb(state)
 
 
 def unpack(raw: bytes) -> Any:

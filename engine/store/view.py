@@ -11,6 +11,9 @@ from engine.runstate import RunState
 from engine.store import keys
 from engine.store.partition import PartitionStore, pack, unpack
 
+# Not read from the store yet (None: read, and no such run).
+_UNREAD: Any = object()
+
 
 class BatchView:
     """A per-batch view of one partition's tables for the fold.
@@ -35,9 +38,10 @@ class BatchView:
         self.touched_expiry = False
 
     def get_run(self, run_id: str) -> RunState | None:
-        if run_id not in self.runs:
-            self.runs[run_id] = self.store.cached_run(run_id)
-        return self.runs[run_id]
+        state = self.runs.get(run_id, _UNREAD)
+        if state is _UNREAD:
+            state = self.runs[run_id] = self.store.cached_run(run_id)
+        return state
 
     def put_run(self, run_id: str, state: RunState) -> None:
         self.runs[run_id] = state

@@ -112,3 +112,34 @@ def test_check_payload_size_limit() -> None:
     with pytest.raises(PayloadError, match="over the 100-byte limit"):
         check_payload({"d": "x" * 200}, what="event data", max_bytes=100)
     assert check_payload({"d": "x"}, what="event data", max_bytes=100) > 0
+
+
+@pytest.mark.parametrize("max_depth", [2, 3, 5, 64])
+def test_depth_limit_is_exact(max_depth: int) -> None:
+    # The record map is level 1; ``data`` holds the rest, alternating maps and lists.
+    def nested(levels: int) -> object:
+        value: object = 1
+        for i in range(levels):
+            value = [value] if i % 2 else {"x": value}
+        return value
+
+    fits = encode(Event(name="n", data=nested(max_depth - 1), id="i", ts=0))  # type: ignore[arg-type]
+    assert decode(fits, max_depth=max_depth).data == nested(max_depth - 1)
+    too_deep = encode(Event(name="n", data=nested(max_depth), id="i", ts=0))  # type: ignore[arg-type]
+    with pytest.raises(DecodeError, match="nesting deeper"):
+        decode(too_deep, max_depth=max_depth)
+
+
+def test_bytes_key_anywhere_is_rejected() -> None:
+    # A bin marker in the bytes always sends the record through the full check.
+    raw = msgpack.packb({"k": "event", "v": 1, "name": "n", "id": "i", "ts": 1,
+                         "data": {"l": [{"ok": 1}, {b"k": 2}]}}, use_bin_type=True)
+    with pytest.raises(DecodeError, match="not a string"):
+        decode(raw)
+
+
+def test_bytes_values_still_decode() -> None:
+    # Bin markers and marker-like bytes in integers take the full check, and pass it.
+    dl = DeadLetter(source_topic="t", partition=0, offset=0x9F9F9F9F9F, key=b"\xc4\x90",
+                    value=b"\x80" * 70, reason="r", ts=0xDCDDDEDF)
+    assert decode(encode(dl)) == dl
