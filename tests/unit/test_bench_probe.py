@@ -24,6 +24,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/v1/runs/slow":
             RELEASE.wait(5)
+            return  # the probe timed out and hung up: answering would hit a closed socket
         code, body = ANSWERS.get(self.path, (200, {}))
         raw = json.dumps(body).encode()
         self.send_response(code)
