@@ -254,6 +254,9 @@ def _print_runs(r: dict[str, Any], kind: str, c: int) -> None:
             print(f"    CPU while measuring: {shares}")
         if "error" in res:
             print(f"    ({res['error']})")
+        if res.get("sends_not_acknowledged"):
+            print(f"    ({res['sends_not_acknowledged']} events not acknowledged to the sender: "
+                  "not expected to run, not counted)")
         if "late" in res:
             print(f"    once the engine had caught up {res.get('catch_up')}: {res['late']}")
         for run_id, status in (res.get("unseen_runs") or {}).items():

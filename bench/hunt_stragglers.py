@@ -59,7 +59,7 @@ def one_round(rate: float, concurrency: int, n: int) -> int:
         try:
             warm_up(system)
             assert system.sender is not None
-            scheduled, _, _ = asyncio.run(offer(system.sender, rate, n, "hunt"))
+            scheduled, _, _, _ = asyncio.run(offer(system.sender, rate, n, "hunt"))
             runs = {}
             for id_ts in scheduled:
                 event_id, _, ts = id_ts.partition("\x1f")

@@ -58,6 +58,7 @@ from bench.common import (
 )
 from bench.faust_timers import start_faust_peer
 from bench.launch import Stepstream, bench_pids, section_broker, start_stepstream
+from bench.runs import probe_run
 from bench.timer_app import APP_ID, FN_ID, WOKE_STEP, nap_event
 from topics.catalog import Catalog
 from topics.ids import run_id_for
@@ -152,6 +153,12 @@ def _measure_ours(s: Stepstream, done: Observer, *, n: int, window_s: float, lea
     if completed < n:
         out["error"] = f"{n - completed} of {n} runs not completed within {drain_s:g}s " \
                        "after the window"
+        # What the engine says of each (a 404 from an error told apart): stuck, late, or
+        # completed without the observer seeing it.
+        with done.lock:
+            unseen = [r for r in due_by_run if r not in done.seen]
+        out["unseen_runs"] = {r: probe_run(s.api_port, r) + (
+            f"; timer fired: {r in fired}, woke step: {r in woke_at}") for r in unseen[:20]}
     return out
 
 
@@ -311,6 +318,8 @@ def print_timers(r: dict[str, Any]) -> None:
             print(f"    CPU during the window: {shares}")
         if "error" in res:
             print(f"    ({res['error']})")
+        for run_id, status in (res.get("unseen_runs") or {}).items():
+            print(f"    unseen by the observer: run {run_id}: engine says {status}")
 
 
 def summary_rows(r: dict[str, Any]) -> list[list[str]]:
