@@ -56,7 +56,17 @@ class WaitingInvoke(TypedDict):
     due_ms: int | None
 
 
-Waiting = WaitingTask | WaitingTimer | WaitingEvent | WaitingInvoke
+class WaitingSlot(TypedDict):
+    """Queued for a concurrency slot of gate ``gate`` (flow control) since ``since``."""
+
+    kind: Literal["slot"]
+    gate: str
+    limit: int
+    key: str | None
+    since: int
+
+
+Waiting = WaitingTask | WaitingTimer | WaitingEvent | WaitingInvoke | WaitingSlot
 
 
 class StepState(TypedDict):
@@ -117,12 +127,16 @@ class RunState(TypedDict):
     limits: NotRequired[dict[str, int]]
     state_bytes: NotRequired[int]
     worker_started: NotRequired[int]
+    # Flow control: the gates the router evaluated (RunRequested.flow), and the gates
+    # whose slot the run holds now.
+    flow: NotRequired[dict[str, Any] | None]
+    slots: NotRequired[list[str]]
 
 
 def waiting_timer(waiting: Waiting | None) -> tuple[int, str] | None:
     """``(due_ms, timer_id)`` of the timer the run is paused on, if any (a task has
     none; a wait or an invoke without a timeout has none)."""
-    if waiting is None or waiting["kind"] == "task":
+    if waiting is None or waiting["kind"] == "task" or waiting["kind"] == "slot":
         return None
     timer_id, due = waiting["timer_id"], waiting["due_ms"]
     return (due, timer_id) if timer_id and due is not None else None

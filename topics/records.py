@@ -97,6 +97,10 @@ class RunRequested:
     # False for runs triggered by stepstream's own function.* events, so that a
     # function listening to function.finished does not feed itself for ever.
     lifecycle_events: bool = True
+    # Flow control, evaluated by the router for this run (engine/runtime/flowkeys.py):
+    # {"home": partition key, "concurrency": [{"gate", "limit", "mode", "key", "scope"}],
+    #  "priority": seconds, "admitted": true once forwarded home past a dedupe key}.
+    flow: dict[str, JSON] | None = None
 
 
 # Events the engine itself sends (names start with INTERNAL_PREFIX).

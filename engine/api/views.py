@@ -139,7 +139,7 @@ def run_status(state: dict[str, Any]) -> str | None:
     waiting = state.get("waiting")
     begun = (state.get("worker_started") is not None or bool(state.get("steps"))
              or (state.get("attempt") or 0) > 0 or (state.get("task_seq") or 0) > 1
-             or (isinstance(waiting, dict) and waiting.get("kind") != "task"))
+             or (isinstance(waiting, dict) and waiting.get("kind") not in ("task", "slot")))
     return "running" if begun else "queued"
 
 
@@ -350,6 +350,12 @@ def waiting_text(waiting: Any) -> str:
     of_step = f" (step {step})" if step else ""
     if kind == "task":
         return f"waiting for a worker (task {waiting.get('seq')})"
+    if kind == "slot":
+        key = waiting.get("key")
+        of_key = f" of key {key}" if key is not None else ""
+        ahead = waiting.get("ahead")
+        n_ahead = f", {ahead} ahead" if isinstance(ahead, int) else ""
+        return f"queued: concurrency limit {waiting.get('limit')}{of_key}{n_ahead}"
     if kind == "timer":
         reason = waiting.get("reason")
         if reason == "sleep":

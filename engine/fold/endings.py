@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from engine.fold import flow
 from engine.fold.core import (
     Emit,
     RunState,
@@ -65,7 +66,10 @@ def settle(tables: Tables, state: RunState, now: int, *, output: Any = None,
 
 def hand_over(tables: Tables, state: RunState, now: int) -> list[Emit]:
     """Dispatch the run's next task, or fail the run if that task would be larger than
-    a worker accepts (it would be dropped there, and the run would hang)."""
+    a worker accepts (it would be dropped there, and the run would hang). A run with
+    concurrency gates first claims its slots; without one it queues (flow.py)."""
+    if state.get("flow") and not flow.acquire(tables, state, now):
+        return []
     limit = run_limit(state, "task_bytes")
     emit, bound = build_task(state, now, limit)
     if bound <= limit:
