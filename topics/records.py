@@ -59,6 +59,13 @@ class FunctionRegistered:
     timeouts: dict[str, JSON] | None = None
     # CEL over ``event``: at most one run per value of it per DEDUPE_WINDOW_MS.
     idempotency: str | None = None
+    # Flow control, each option present only when set (None: none set; older records
+    # have no such field and decode to None):
+    # {"concurrency": [{"limit", "key", "scope": "fn" | "env", "mode": "step" | "run"}],
+    #  "throttle": {"limit", "period_ms", "key", "burst"},
+    #  "rate_limit": {"limit", "period_ms", "key"}, "priority": {"run"},
+    #  "singleton": {"key", "mode": "skip" | "cancel"}}; keys and "run" are CEL.
+    flow: dict[str, JSON] | None = None
 
 
 @dataclass(slots=True)
