@@ -179,6 +179,19 @@ class PartitionStore:
         it.status()
         return out
 
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) under ``prefix`` in order, read as the caller goes: a
+        caller that wants the first few of a long range (a backlog's head) reads those."""
+        it = self.db.iter()
+        it.seek(prefix)
+        while it.valid():
+            key = it.key()
+            if not key.startswith(prefix):
+                return
+            yield key, it.value()
+            it.next()
+        it.status()
+
     def next_expiry(self) -> int | None:
         """The earliest expiry time in the expiry index, if any (cached)."""
         if self._next_expiry is _UNKNOWN:
