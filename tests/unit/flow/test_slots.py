@@ -113,6 +113,11 @@ def test_slots_over_the_engine_tables_survive_commits(tmp_path: Path) -> None:
         assert (slots.holders(view, GATE), slots.queued(view, GATE)) == (2, 2)
         assert slots.release(view, GATE, "R1") == [("R3", 1)]
         assert slots.position(view, GATE, "R2") == 0
+        view.commit(3)
+        # The API reads the committed gate from the store itself.
+        assert (slots.holders(store, GATE), slots.queued(store, GATE)) == (2, 1)
+        assert slots.position(store, GATE, "R2") == 0 and slots.holds(store, GATE, "R3")
+        assert slots.limit_of(store, GATE) == 2
     finally:
         store.close()
 
