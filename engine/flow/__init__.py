@@ -7,5 +7,6 @@ no randomness. A gate's state lives in the partition's tables (``g/``, ``p/``, `
 - :mod:`engine.flow.slots`: concurrency slots with a backlog in rank order.
 - :mod:`engine.flow.backlog`: that backlog, for any gate that queues (throttle too).
 - :mod:`engine.flow.rank`: a run's place in a backlog (accepted time and priority).
-- :mod:`engine.flow.gcra`: throttle and rate limit (GCRA).
+- :mod:`engine.flow.gcra`: throttle and rate limit (GCRA), pure arithmetic.
+- :mod:`engine.flow.throttle`: the throttle (queueing) and rate-limit (skipping) gates.
 """

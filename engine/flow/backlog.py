@@ -84,7 +84,8 @@ def pop(tables: Tables, kind: str, gate: str, state: dict[str, Any], count: int
         tables.delete_value(key)
         tables.delete_value(keys.place_key(kind, gate, run_id))
         out.append((run_id, seq))
-    _count_out(state, len(out))
+    # Fewer than asked: the backlog is empty, whatever the count said.
+    _count_out(state, len(out) if len(out) == count else state["queued"])
     return out
 
 

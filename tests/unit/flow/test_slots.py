@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from engine.flow import slots
 from engine.flow.rank import rank
+from engine.store import keys
 from engine.store.memory import MemTables
 from engine.store.partition import PartitionStore
 from engine.store.view import BatchView
@@ -210,3 +211,14 @@ def test_never_more_than_limit_holders_grants_in_rank_order_duplicates_change_no
             range(len(ordered)))
     if not model.held and not model.queue:
         assert t.values == {}
+
+
+def test_a_count_that_disagrees_with_the_backlog_heals_on_the_next_grant() -> None:
+    t = MemTables()
+    slots.claim(t, GATE, 1, "A", 1, 0)
+    slots.claim(t, GATE, 1, "B", 1, 1)
+    t.values[keys.gate_key(slots.KIND, GATE)]["queued"] = 5  # as if entries were lost
+    assert slots.release(t, GATE, "A") == [("B", 1)]
+    # The next grant finds the backlog empty: the count resets and the idle gate goes.
+    assert slots.release(t, GATE, "B") == [] and t.values == {}
+    assert slots.queued(t, GATE) == 0
