@@ -52,8 +52,7 @@ def on_run_requested(tables: Tables, rec: RunRequested, at: Position | None,
                 return [_forwarded(rec, str(home))]
             return deduplicated(tables, rec, held["run_id"], event_id)
         tables.put_value(keys.dedupe_key(rec.dedupe_key),
-                         {"run_id": rec.run_id, "expires_ms": rec.ts + DEDUPE_WINDOW_MS,
-                          "home": home if forward else None},
+                         {"run_id": rec.run_id, "expires_ms": rec.ts + DEDUPE_WINDOW_MS},
                          expires_ms=rec.ts + DEDUPE_WINDOW_MS)
     if forward:
         if event_id:

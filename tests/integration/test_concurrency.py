@@ -51,7 +51,7 @@ def max_overlap(spans: list[tuple[int, int]]) -> int:
 
 def completed(stack: Stack, event_ids: list[str]) -> bool:
     runs = [stack.runs_for(e) for e in event_ids]
-    return all(r and r[0]["status"] == "Completed" for r in runs)
+    return all(r and r[0]["status"] == "completed" for r in runs)
 
 
 def test_at_most_limit_steps_execute_at_once_and_all_runs_complete(
