@@ -173,6 +173,15 @@ class FlowOptions:
             wired = option.wire(f"{where}: {name}")
             if wired is not None:
                 out[name] = wired
+        if any(c["scope"] == "env" for c in out.get("concurrency", ())) and (
+                len(out["concurrency"]) > 1
+                or any(name in out for name in ("throttle", "rate_limit", "singleton"))):
+            # An env gate is shared with other functions, so it lives on the key's own
+            # partition; this function's other gates live on the function's. Claiming
+            # across partitions (remote gates) is not built: refuse rather than be inexact.
+            raise ConfigError(f"{where}: concurrency with scope='env' cannot be "
+                              "combined with another concurrency limit, throttle, "
+                              "rate_limit or singleton (not supported yet)")
         return out or None
 
 

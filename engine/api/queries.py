@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 from engine.api.function_views import function_view
 from engine.api.views import RunFilter
 from engine.clock import now_ms
+from engine.flow import backlog, slots, throttle
 from engine.runstate import RunState
+from engine.store import keys
 from engine.store.partition import PartitionStore, state_hash, unpack
 
 if TYPE_CHECKING:
@@ -61,6 +63,8 @@ class Queries:
                 if store.closed:
                     continue
                 state = store.get_run(run_id)
+                if state is not None:
+                    _place_in_backlog(store, state)
             if state is not None:
                 return state
         return None
@@ -106,3 +110,21 @@ class Queries:
     def consumer_lag(self) -> dict[str, Any] | None:
         """The engine's consumer lag (:meth:`engine.runtime.lag.LagMeter.report`)."""
         return self.processor.lag.report()
+
+
+def _place_in_backlog(store: PartitionStore, state: RunState) -> None:
+    """A queued run's place ("12 ahead"), read from the gate it waits for, and (behind a
+    throttle) when the gate starts its next run. Under the store's lock: one committed
+    state."""
+    waiting: Any = state.get("waiting")
+    if not isinstance(waiting, dict):
+        return
+    kind = waiting.get("kind")
+    gate = str(waiting.get("gate"))
+    if kind == "slot":
+        waiting["ahead"] = slots.position(store, gate, state["run_id"])
+    elif kind == "throttle":
+        waiting["ahead"] = backlog.ahead(store, throttle.KIND, gate, state["run_id"])
+        stored = store.get_value(keys.gate_key(throttle.KIND, gate)) or {}
+        if isinstance(stored.get("timer_ms"), int):
+            waiting["due_ms"] = stored["timer_ms"]

@@ -115,7 +115,8 @@ def finish(tables: Tables, state: RunState, now: int) -> list[Emit]:
             run_id=parent["run_id"], step_id=parent["step_id"], child_run_id=state["run_id"],
             output=state["output"] if status == "completed" else None,
             error=None if status == "completed" else error, ts=now)))
-    if state.get("lifecycle_events", True):
+    if state.get("lifecycle_events", True) and status != "skipped":
+        # A skipped run (flow control) never started: like Inngest, no function.* event.
         data: dict[str, Any] = {"function_id": state["fn_id"], "run_id": state["run_id"],
                                 "status": status, "event": state["event"]}
         if status == "completed":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from engine.fold import admission, flow
 from engine.fold.core import (
     Emit,
     Limits,
@@ -29,10 +30,10 @@ def on_run_requested(tables: Tables, rec: RunRequested, at: Position | None,
     if tables.get_run(rec.run_id) is not None:
         return []  # the router re-delivered it; the run exists already
     event_id = str(rec.event.get("id", ""))
-    flow = rec.flow or {}
-    home = flow.get("home")
+    options = rec.flow or {}
+    home = options.get("home")
     forward = isinstance(home, str) and home != rec.partition_key
-    if flow.get("admitted"):
+    if options.get("admitted"):
         # Forwarded home by the partition that holds its dedupe key or cron tick: those
         # were checked there.
         return _begin(tables, rec, event_id, limits)
@@ -120,7 +121,12 @@ def _begin(tables: Tables, rec: RunRequested, event_id: str, limits: Limits) -> 
     elif isinstance(timeouts.get("finish_ms"), int):
         # Without a start timeout the run starts as it is handed to workers, now.
         arm_deadline(tables, state, FINISH_DEADLINE, rec.ts + timeouts["finish_ms"])
-    emits.extend(hand_over(tables, state, rec.ts))
+    if rec.flow:
+        emits.extend(admission.admit(
+            tables, state, rec.ts,
+            lambda t, run_id, now: flow.settle(t, run_id, now, hand_over)))
+    else:
+        emits.extend(hand_over(tables, state, rec.ts))
     tables.put_run(rec.run_id, state)
     return emits
 

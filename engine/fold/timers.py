@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import cast
 
+from engine.fold.admission import GATE_TIMER_RUN, on_gate_timer
 from engine.fold.cancel import cancel
 from engine.fold.core import (
     Emit,
@@ -33,6 +34,8 @@ FINISH_DEADLINE = "deadline:finish"
 
 def on_timer_fired(tables: Tables, rec: TimerFired, at: Position | None,
                    limits: Limits) -> list[Emit]:
+    if rec.run_id == GATE_TIMER_RUN:
+        return on_gate_timer(tables, rec)
     state = tables.get_run(rec.run_id)
     if state is None:
         raise NotApplicable(f"timer for unknown run {rec.run_id}")

@@ -31,15 +31,45 @@ class ConcurrencyOption:
 
 
 @dataclass(frozen=True, slots=True)
+class RateOption:
+    """A throttle (``burst`` >= 1) or a rate limit (``burst`` None)."""
+
+    limit: int
+    period_ms: int
+    key: CompiledExpression | None
+    burst: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SingletonOption:
+    key: CompiledExpression | None
+    mode: str  # "skip" or "cancel"
+
+
+@dataclass(frozen=True, slots=True)
 class FlowOptions:
-    """A function's flow-control options with their expressions compiled once."""
+    """A function's flow-control options with their expressions compiled once.
+
+    ``home``: the expression whose value places every run of the function (None: the
+    function id itself, one partition for all its runs) and its scope; see
+    :func:`home_rule`."""
 
     concurrency: tuple[ConcurrencyOption, ...] = ()
+    throttle: RateOption | None = None
+    rate_limit: RateOption | None = None
+    singleton: SingletonOption | None = None
     priority: CompiledExpression | None = None
+    home: tuple[str, CompiledExpression | None] = ("fn", None)
 
     @property
     def empty(self) -> bool:
-        return not self.concurrency and self.priority is None
+        return (not self.concurrency and self.throttle is None and self.rate_limit is None
+                and self.singleton is None and self.priority is None)
+
+    @property
+    def gated(self) -> bool:
+        """Whether any option keeps state (all but priority)."""
+        return bool(self.concurrency or self.throttle or self.rate_limit or self.singleton)
 
 
 NO_FLOW = FlowOptions()
@@ -66,6 +96,17 @@ def compile_flow(fn_id: str, flow: dict[str, Any] | None) -> FlowOptions:
             continue
         mode = "run" if item.get("mode") == "run" else "step"
         limits.append(ConcurrencyOption(max(1, limit), key, scope, mode))
+    throttle = _rate(fn_id, "throttle", flow.get("throttle"), throttle=True)
+    rate_limit = _rate(fn_id, "rate_limit", flow.get("rate_limit"), throttle=False)
+    singleton = None
+    if isinstance(flow.get("singleton"), dict):
+        try:
+            mode = flow["singleton"].get("mode")
+            if mode not in ("skip", "cancel"):
+                raise ValueError(f"mode {mode!r}")
+            singleton = SingletonOption(_compile(flow["singleton"].get("key")), str(mode))
+        except (ValueError, ExpressionError) as exc:
+            log.error("function %s: singleton skipped: %s", fn_id, exc)
     priority = None
     run = (flow.get("priority") or {}).get("run")
     if run:
@@ -73,7 +114,59 @@ def compile_flow(fn_id: str, flow: dict[str, Any] | None) -> FlowOptions:
             priority = _compile(run)
         except ExpressionError as exc:
             log.error("function %s: priority ignored: %s", fn_id, exc)
-    return FlowOptions(tuple(limits), priority)
+    limits_t = tuple(limits)
+    if any(o.scope == "env" for o in limits_t) and (
+            len(limits_t) > 1 or throttle or rate_limit or singleton):
+        # The SDK refuses this (ConfigError): an env gate is shared across functions, so
+        # it cannot live on this function's partition with the others.
+        log.error("function %s: an env-scoped concurrency limit cannot be combined with "
+                  "other flow-control options; only it is enforced", fn_id)
+        limits_t = tuple(o for o in limits_t if o.scope == "env")[:1]
+        throttle = rate_limit = singleton = None
+    options = FlowOptions(limits_t, throttle, rate_limit, singleton, priority)
+    return FlowOptions(limits_t, throttle, rate_limit, singleton, priority,
+                       home_rule(options))
+
+
+def _rate(fn_id: str, name: str, item: Any, *, throttle: bool) -> RateOption | None:
+    if not isinstance(item, dict):
+        return None
+    try:
+        limit, period_ms = int(item["limit"]), int(item["period_ms"])
+        if limit < 1 or period_ms < 1:
+            raise ValueError("limit and period must be >= 1")
+        burst = max(1, int(item.get("burst") or 1)) if throttle else None
+        return RateOption(limit, period_ms, _compile(item.get("key")), burst)
+    except (KeyError, TypeError, ValueError, ExpressionError) as exc:
+        log.error("function %s: %s %r skipped: %s", fn_id, name, item, exc)
+        return None
+
+
+def home_rule(options: FlowOptions) -> tuple[str, CompiledExpression | None]:
+    """Which partition a function's runs live on, so that every gate they use is on it
+    (docs/architecture.md, "Flow control"): a gate's holders and backlog are then one
+    processor's table, and a claim needs no lock and no message.
+
+    - an env-scoped concurrency key (the only option then): ``env/{value}``;
+    - every keyed option uses the same key expression and none is function-wide:
+      ``{fn}/{value}``, so keys spread over partitions;
+    - else (a function-wide option, or two different key expressions): the function id,
+      one partition for all the function's runs — exact, bounded by one partition.
+    """
+    keyed: list[tuple[str, CompiledExpression | None]] = [
+        (o.scope, o.key) for o in options.concurrency]
+    for rate in (options.throttle, options.rate_limit):
+        if rate is not None:
+            keyed.append(("fn", rate.key))
+    if options.singleton is not None:
+        keyed.append(("fn", options.singleton.key))
+    if not keyed:
+        return ("fn", None)
+    scope, first = keyed[0]
+    if first is not None and all(k is not None and k.source == first.source and s == scope
+                                 for s, k in keyed):
+        return (scope, first)
+    return ("fn", None)
 
 
 def _compile(source: Any) -> CompiledExpression | None:
@@ -104,37 +197,54 @@ def gate_key(fn_id: str, scope: str, value: str | None) -> str:
 
 def evaluate_flow(fn_id: str, options: FlowOptions, prepared: PreparedEvent
                   ) -> dict[str, Any] | None:
-    """The run's gates for one event: ``{"home": partition key, "concurrency": [{"gate",
-    "limit", "mode", "key"}], "priority": seconds}``; None without flow control."""
+    """The run's gates for one event; None without flow control::
+
+        {"home": partition key, "priority": seconds,
+         "concurrency": [{"gate", "limit", "mode", "key", "scope"}],
+         "throttle": {"gate", "limit", "period_ms", "burst", "key"},
+         "rate_limit": {"gate", "limit", "period_ms", "key"},
+         "singleton": {"gate", "mode", "key"}}
+
+    Each key expression is evaluated once per event (the same source gives the same
+    value)."""
     if options.empty:
         return None
-    gates = []
-    for option in options.concurrency:
-        value = None if option.key is None else key_value(fn_id, option.key, prepared)
-        gates.append({"gate": gate_key(fn_id, option.scope, value), "limit": option.limit,
-                      "mode": option.mode, "key": value, "scope": option.scope})
-    flow: dict[str, Any] = {"concurrency": gates, "home": home_of(fn_id, gates)}
+    values: dict[str, str] = {}
+
+    def value_of(expression: CompiledExpression | None) -> str | None:
+        if expression is None:
+            return None
+        if expression.source not in values:
+            values[expression.source] = key_value(fn_id, expression, prepared)
+        return values[expression.source]
+
+    flow: dict[str, Any] = {}
+    if options.gated:
+        scope, expression = options.home
+        flow["home"] = gate_key(fn_id, scope, value_of(expression))
+    if options.concurrency:
+        gates = []
+        for option in options.concurrency:
+            value = value_of(option.key)
+            gates.append({"gate": gate_key(fn_id, option.scope, value),
+                          "limit": option.limit, "mode": option.mode, "key": value,
+                          "scope": option.scope})
+        flow["concurrency"] = gates
+    for name in ("throttle", "rate_limit"):
+        rate: RateOption | None = getattr(options, name)
+        if rate is not None:
+            value = value_of(rate.key)
+            flow[name] = {"gate": gate_key(fn_id, "fn", value), "limit": rate.limit,
+                          "period_ms": rate.period_ms, "key": value}
+            if rate.burst is not None:
+                flow[name]["burst"] = rate.burst
+    if options.singleton is not None:
+        value = value_of(options.singleton.key)
+        flow["singleton"] = {"gate": gate_key(fn_id, "fn", value),
+                             "mode": options.singleton.mode, "key": value}
     if options.priority is not None:
         flow["priority"] = priority_s(fn_id, options.priority, prepared)
     return flow
-
-
-def home_of(fn_id: str, gates: list[dict[str, Any]]) -> str | None:
-    """The partition key the run lives on: where its gates are local. A function-wide
-    gate (no key) puts every run of the function on one partition, so each of its other
-    function-scoped gates is local there too; else the first gate's key."""
-    if not gates:
-        return None
-    for gate in gates:
-        if gate["gate"] == fn_id:
-            return fn_id
-    return str(gates[0]["gate"])
-
-
-def is_local(gate: dict[str, Any], home: str, fn_id: str) -> bool:
-    """Whether a gate's state is on the run's home partition: every run that can claim
-    it lives there."""
-    return gate["gate"] == home or (home == fn_id and gate.get("scope", "fn") == "fn")
 
 
 def priority_s(fn_id: str, expression: CompiledExpression, prepared: PreparedEvent) -> int:

@@ -38,7 +38,7 @@ def test_registration_carries_every_option() -> None:
         fn_id="summarize",
         trigger=sdk.TriggerEvent(event="ai/summary.requested"),
         concurrency=[sdk.Concurrency(limit=10, key="event.data.account_id"),
-                     sdk.Concurrency(limit=60, key='"openai"', scope="account", mode="run")],
+                     sdk.Concurrency(limit=60, mode="run")],
         throttle=sdk.Throttle(limit=1, period="5s", key="event.data.user_id", burst=2),
         rate_limit=sdk.RateLimit(limit=1, period=datetime.timedelta(hours=4),
                                  key="event.data.company_id"),
@@ -52,8 +52,7 @@ def test_registration_carries_every_option() -> None:
     assert reg.flow == {
         "concurrency": [
             {"limit": 10, "key": "event.data.account_id", "scope": "fn", "mode": "step"},
-            # One stepstream cluster is one account: "account" is "env".
-            {"limit": 60, "key": '"openai"', "scope": "env", "mode": "run"},
+            {"limit": 60, "key": None, "scope": "fn", "mode": "run"},
         ],
         "throttle": {"limit": 1, "period_ms": 5_000, "key": "event.data.user_id",
                      "burst": 2},
@@ -63,6 +62,12 @@ def test_registration_carries_every_option() -> None:
         "singleton": {"key": "event.data.user_id", "mode": "cancel"},
     }
     assert decode(encode(reg)) == reg
+
+
+def test_account_scope_is_env_scope() -> None:
+    # One stepstream cluster is one account: "account" is "env".
+    assert flow_of(concurrency=sdk.Concurrency(60, key='"openai"', scope="account")) == {
+        "concurrency": [{"limit": 60, "key": '"openai"', "scope": "env", "mode": "step"}]}
 
 
 def test_absent_options_are_omitted() -> None:
@@ -121,6 +126,10 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"concurrency": [sdk.Concurrency(1), sdk.Concurrency(2, mode="run")]},
      r"concurrency\[0\] and concurrency\[1\] have the same scope and key \('fn', None\)"),
     ({"concurrency": 5}, r"concurrency must be sdk\.Concurrency or a list of them, got int"),
+    ({"concurrency": [sdk.Concurrency(1, key='"ai"', scope="env"), sdk.Concurrency(3)]},
+     r"concurrency with scope='env' cannot be combined with another concurrency limit"),
+    ({"concurrency": sdk.Concurrency(1, key='"ai"', scope="env"),
+      "throttle": sdk.Throttle(1, "1s")}, r"concurrency with scope='env' cannot be combined"),
     ({"concurrency": [5]}, r"concurrency\[0\] must be sdk\.Concurrency, got int"),
     ({"throttle": sdk.Throttle(0, "1s")}, r"throttle\.limit must be an int >= 1"),
     ({"throttle": sdk.Throttle(1, "999ms")},
