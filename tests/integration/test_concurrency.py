@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 import sdk
+from tests.integration.flow_checks import executions as ledger_executions
+from tests.integration.flow_checks import max_overlap
 from tests.integration.harness import Stack, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -29,24 +31,7 @@ def stack(broker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
 
 
 def executions(tmp_path: Path, fn: str) -> list[tuple[str, str, str, int, int]]:
-    """(run, step, key, start, end) of every step execution of ``fn`` that ended."""
-    path = tmp_path / "ledger"
-    out = []
-    for line in path.read_text().splitlines() if path.exists() else ():
-        f, run, step, key, start, end = line.split()
-        if f == fn:
-            out.append((run, step, key, int(start), int(end)))
-    return out
-
-
-def max_overlap(spans: list[tuple[int, int]]) -> int:
-    """The most spans open at one instant (an end at t closes before a start at t)."""
-    points = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
-    most = now = 0
-    for _, delta in points:
-        now += delta
-        most = max(most, now)
-    return most
+    return ledger_executions(tmp_path / "ledger", fn)
 
 
 def completed(stack: Stack, event_ids: list[str]) -> bool:

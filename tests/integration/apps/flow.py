@@ -53,3 +53,88 @@ async def whole_run(ctx: sdk.Context) -> str:
     await ctx.step.run("before", work, "whole-run", ctx.run_id, "before", "-", 0.05)
     await ctx.step.sleep("nap", 500)
     return await ctx.step.run("after", work, "whole-run", ctx.run_id, "after", "-", 0.05)
+
+
+_GATE = os.environ.get("STEPSTREAM_TEST_GATE")
+
+
+def hold(name: str) -> None:
+    """Block the step until the test creates ``$STEPSTREAM_TEST_GATE/name``, so a run
+    stays executing for as long as a test needs (the app polls; the test awaits)."""
+    if _GATE is None:
+        return
+    while not os.path.exists(os.path.join(_GATE, name)):
+        time.sleep(0.02)
+
+
+@client.create_function(fn_id="throttled", trigger=sdk.TriggerEvent(event="flow/throttled"),
+                        throttle=sdk.Throttle(limit=5, period="1s", burst=1))
+async def throttled(ctx: sdk.Context) -> str:
+    return await ctx.step.run("work", work, "throttled", ctx.run_id, "work", "-", 0.01)
+
+
+@client.create_function(fn_id="rate-limited",
+                        trigger=sdk.TriggerEvent(event="flow/rate-limited"),
+                        rate_limit=sdk.RateLimit(limit=3, period="10s"))
+async def rate_limited(ctx: sdk.Context) -> str:
+    return await ctx.step.run("work", work, "rate-limited", ctx.run_id, "work", "-", 0.01)
+
+
+@client.create_function(fn_id="prioritized",
+                        trigger=sdk.TriggerEvent(event="flow/prioritized"),
+                        concurrency=sdk.Concurrency(limit=1),
+                        priority=sdk.Priority(run="event.data.p"))
+async def prioritized(ctx: sdk.Context) -> str:
+    if ctx.event.data.get("block"):
+        await ctx.step.run("hold", hold, "prioritized")
+    return await ctx.step.run("work", work, "prioritized", ctx.run_id, "work",
+                              ctx.event.data.get("p", 0), 0.01)
+
+
+@client.create_function(fn_id="single-skip", trigger=sdk.TriggerEvent(event="flow/single-skip"),
+                        singleton=sdk.Singleton(mode="skip"))
+async def single_skip(ctx: sdk.Context) -> str:
+    await ctx.step.run("hold", hold, "single-skip")
+    return await ctx.step.run("work", work, "single-skip", ctx.run_id, "work", "-", 0.01)
+
+
+@client.create_function(fn_id="single-cancel",
+                        trigger=sdk.TriggerEvent(event="flow/single-cancel"),
+                        singleton=sdk.Singleton(key="event.data.k", mode="cancel"))
+async def single_cancel(ctx: sdk.Context) -> str:
+    await ctx.step.run("hold", hold, "single-cancel")
+    return await ctx.step.run("work", work, "single-cancel", ctx.run_id, "work",
+                              ctx.event.data["k"], 0.01)
+
+
+@client.create_function(fn_id="two-limits", trigger=sdk.TriggerEvent(event="flow/two-limits"),
+                        concurrency=[sdk.Concurrency(limit=1, key="event.data.k"),
+                                     sdk.Concurrency(limit=2)])
+async def two_limits(ctx: sdk.Context) -> str:
+    return await ctx.step.run("work", work, "two-limits", ctx.run_id, "work",
+                              ctx.event.data["k"], 0.1)
+
+
+def _shared(fn_id: str) -> Any:
+    @client.create_function(fn_id=fn_id, trigger=sdk.TriggerEvent(event=f"flow/{fn_id}"),
+                            concurrency=sdk.Concurrency(limit=1, key='"shared"',
+                                                        scope="env"))
+    async def shared(ctx: sdk.Context) -> str:
+        return await ctx.step.run("work", work, "shared", ctx.run_id, "work", fn_id, 0.1)
+    return shared
+
+
+env_a, env_b = _shared("env-a"), _shared("env-b")
+
+
+@client.create_function(fn_id="slow-limited",
+                        trigger=sdk.TriggerEvent(event="flow/slow-limited"),
+                        concurrency=sdk.Concurrency(limit=2))
+async def slow_limited(ctx: sdk.Context) -> str:
+    await ctx.step.run("a", work, "slow-limited", ctx.run_id, "a", "-", 0.3)
+    return await ctx.step.run("b", work, "slow-limited", ctx.run_id, "b", "-", 0.3)
+
+
+@client.create_function(fn_id="ping", trigger=sdk.TriggerEvent(event="flow/ping"))
+async def ping(ctx: sdk.Context) -> str:
+    return "pong"
