@@ -27,7 +27,7 @@ from sdk._function import (
 from sdk._options import Cancel, Timeouts
 from sdk._producer import Producer
 from topics import records
-from topics.catalog import Catalog, partition_for
+from topics.catalog import Catalog, event_partition
 from topics.codec import encode
 from topics.ids import new_ulid
 from topics.settings import Settings
@@ -192,7 +192,8 @@ class Client:
         producer = self._get_producer()
         topic = Catalog(producer.settings).events
         n = producer.settings.partitions
-        return [producer.produce(topic, e.id, encode(e), partition_for(e.id, n)) for e in wire]
+        return [producer.produce(topic, e.id, encode(e), event_partition(e.name, n))
+                for e in wire]
 
     def send(self, events: Event | list[Event]) -> list[str]:
         """Send one event or a list; return their ids once the broker acknowledged all.

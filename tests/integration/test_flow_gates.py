@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import sdk
+from engine.api.views import run_view, waiting_text
 from tests.integration.flow_checks import executions, max_overlap, most_in_window
 from tests.integration.harness import Stack, wait_for
 
@@ -92,6 +93,11 @@ def test_priority_moves_a_run_ahead_of_runs_queued_before_it(
         runs = [run_of(stack, e) for e in [*ids, urgent]]
         return all(r and (r.get("waiting") or {}).get("kind") == "slot" for r in runs)
     wait_for(queued, 30, "six runs queued behind the blocker")
+    # Why each waits, as GET /v1/runs/{id} and `runs show` say it.
+    last = stack.run(run_of(stack, ids[-1])["run_id"])
+    assert waiting_text(run_view(last)["waiting"]) == "queued: concurrency limit 1, 5 ahead"
+    first = stack.run(run_of(stack, urgent)["run_id"])
+    assert first["waiting"]["ahead"] == 0
     (tmp_path / "prioritized").touch()
     wait_for(lambda: ended(stack, [blocker, *ids, urgent]), 60, "every run to end")
     order = [key for *_, key, _s, _e in sorted(
