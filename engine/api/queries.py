@@ -6,6 +6,7 @@ import heapq
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from engine.api.flow_state import Found, flow_state, read_gates
 from engine.api.function_views import function_view
 from engine.api.views import RunFilter
 from engine.clock import now_ms
@@ -103,6 +104,29 @@ class Queries:
         f = self.processor.registry.functions.get(fn_id)
         return None if f is None else function_view(f.definition, f.crons,
                                                     now_ms())
+
+    def function_detail(self, fn_id: str) -> dict[str, Any] | None:
+        """One function's view with ``flow_state``: its gates in every partition this
+        process owns (:mod:`engine.api.flow_state`); None if it is not registered."""
+        f = self.processor.registry.functions.get(fn_id)
+        if f is None:
+            return None
+        now = now_ms()
+        view = function_view(f.definition, f.crons, now)
+        found = Found()
+        read = 0
+        for store in self._stores():
+            # One store at a time under its lock: one committed state per partition,
+            # and a revoke (which closes the store) waits at most one bounded read.
+            with store.lock:
+                if store.closed:
+                    continue
+                read_gates(store, fn_id, f.definition.flow, now, found)
+                read += 1
+            if found.truncated:
+                break
+        view["flow_state"] = flow_state(found, read)
+        return view
 
     def applied(self) -> int:
         return self.processor.applied
