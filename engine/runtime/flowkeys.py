@@ -224,9 +224,15 @@ def evaluate_flow(fn_id: str, options: FlowOptions, prepared: PreparedEvent
         flow["home"] = gate_key(fn_id, scope, value_of(expression))
     if options.concurrency:
         gates = []
-        for option in options.concurrency:
+        for i, option in enumerate(options.concurrency):
             value = value_of(option.key)
-            gates.append({"gate": gate_key(fn_id, option.scope, value),
+            gate = gate_key(fn_id, option.scope, value)
+            if i and option.key is not None and option.scope == "fn" and any(
+                    g["gate"] == gate for g in gates):
+                # Two keyed limits whose different expressions gave the same value: two
+                # gates still (their runs all live on the function's partition then).
+                gate += "#2"
+            gates.append({"gate": gate,
                           "limit": option.limit, "mode": option.mode, "key": value,
                           "scope": option.scope})
         flow["concurrency"] = gates

@@ -77,3 +77,9 @@ def test_bad_options_are_skipped_not_fatal() -> None:
     assert flow is not None
     assert [g["limit"] for g in flow["concurrency"]] == [2]
     assert "throttle" not in flow and "singleton" not in flow
+
+
+def test_two_keyed_limits_that_give_the_same_value_are_two_gates() -> None:
+    flow = flow_for({"concurrency": [limit(1, "event.data.acct"), limit(3, '"a7"')]})
+    assert flow is not None and flow["home"] == "app-fn"
+    assert [g["gate"] for g in flow["concurrency"]] == ["app-fn/a7", "app-fn/a7#2"]
