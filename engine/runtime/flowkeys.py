@@ -223,7 +223,7 @@ def evaluate_flow(fn_id: str, options: FlowOptions, prepared: PreparedEvent
         scope, expression = options.home
         flow["home"] = gate_key(fn_id, scope, value_of(expression))
     if options.concurrency:
-        gates = []
+        gates: list[dict[str, Any]] = []
         for i, option in enumerate(options.concurrency):
             value = value_of(option.key)
             gate = gate_key(fn_id, option.scope, value)
