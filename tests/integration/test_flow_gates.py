@@ -12,6 +12,7 @@ import pytest
 
 import sdk
 from engine.api.views import run_view, waiting_text
+from engine.runtime.replay import replay
 from tests.integration.flow_checks import executions, max_overlap, most_in_window
 from tests.integration.harness import Stack, wait_for
 
@@ -155,3 +156,15 @@ def test_an_env_scoped_key_is_shared_by_two_functions(stack: Stack, tmp_path: Pa
     rows = executions(tmp_path / "ledger", "shared")
     assert {key for _, _, key, _, _ in rows} == {"env-a", "env-b"}
     assert max_overlap([(s, e) for *_, s, e in rows]) == 1
+
+
+def test_replay_rebuilds_the_gates_to_the_live_hash(stack: Stack, tmp_path: Path) -> None:
+    ids = [stack.send("flow/throttled", {"i": i}) for i in range(10)]
+    ids += [stack.send("flow/rate-limited", {"i": i}) for i in range(5)]
+    ids += [stack.send("flow/two-limits", {"k": k}) for k in "aabbc"]
+    runs = wait_for(lambda: ended(stack, ids), 90, "every run to end")
+    assert {r["status"] for r in runs} == {"completed", "skipped"}
+    assert stack.engine is not None
+    live = stack.engine.queries.state_hash()
+    # Throttle states (with their gate timers gone), rate-limit states, skipped runs.
+    assert replay(stack.settings, tmp_path / "replayed") == live
