@@ -88,6 +88,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--flow-keys", type=int, default=1000, help="distinct keys (1000)")
     p.add_argument("--flow-concurrency", type=int, default=100,
                    help="worker concurrency in the flow section (100)")
+    p.add_argument("--flow-drain", type=float, default=300.0, help="seconds to wait for a "
+                   "flow variant's last runs, a hot key's backlog included (300)")
     p.add_argument("--results", type=Path, default=RESULTS,
                    help=f"where to write the figures ({RESULTS.relative_to(ROOT)})")
     args = p.parse_args(argv)
@@ -210,7 +212,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         out["flow"] = _guard("flow", lambda: bench_flow(
             args.broker, rate=args.flow_rate, duration=args.flow_duration,
             partitions=args.partitions, concurrency=args.flow_concurrency,
-            keys=args.flow_keys, drain=args.drain))
+            keys=args.flow_keys, drain=args.flow_drain))
     return out
 
 
@@ -478,7 +480,8 @@ def main(argv: list[str] | None = None) -> int:
             "timers": args.timers, "timer_window_s": args.timer_window,
             "holding": args.holding, "holding_variants": args.holding_variant_list,
             "flow": {"rate": args.flow_rate, "duration_s": args.flow_duration,
-                     "keys": args.flow_keys, "concurrency": args.flow_concurrency}}
+                     "keys": args.flow_keys, "concurrency": args.flow_concurrency,
+                     "drain_s": args.flow_drain}}
     meta["broker"] = args.broker or "a fresh tansu dev broker per section (memory storage)"
     results = run_all(args)
     meta["elapsed_s"] = round(time.time() - started, 1)

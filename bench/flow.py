@@ -100,7 +100,7 @@ def measure_variant(system: System, *, rate: float, duration: float, drain: floa
 
 
 def bench_flow(broker: str | None, *, rate: float, duration: float, partitions: int,
-               concurrency: int, keys: int, drain: float = 30.0) -> dict[str, Any]:
+               concurrency: int, keys: int, drain: float = 300.0) -> dict[str, Any]:
     """Every variant at ``rate`` runs/s for ``duration`` s (``broker``: None for a fresh
     dev broker per variant), and each flow-control variant's overhead over ``plain``."""
     out: dict[str, Any] = {"rate": rate, "duration_s": duration, "keys": keys,
@@ -137,6 +137,9 @@ def print_variant(variant: str, r: dict[str, Any], base: dict[str, Any] | None,
           f"({r['completed']}/{r['runs']} completed), p50 {fmt(r['p50_ms'], ' ms')}, "
           f"p99 {fmt(r['p99_ms'], ' ms')}, max {fmt(r['max_ms'], ' ms')}; passes in flight "
           f"at once: {flight.get('overall')}{per_key}")
+    if r.get("overall_rate"):
+        last = r["completed"] / r["overall_rate"] - r["duration_s"]
+        print(f"      the last run completed {fmt(last, ' s')} after the last event was sent")
     hops = r.get("hops") or {}
     wait = hops.get("run requested -> task 1") or {}
     held = flight.get("pass_ms") or {}
@@ -144,10 +147,15 @@ def print_variant(variant: str, r: dict[str, Any], base: dict[str, Any] | None,
           f"p90 {fmt(wait.get('p90_ms'))} ms; a pass (task -> final report): mean "
           f"{fmt(held.get('mean'))}, p99 {fmt(held.get('p99'))} ms; CPU {_cpu(r)}; load "
           f"average before {r.get('loadavg_1m_before')}")
-    if variant == "hot" and held.get("mean"):
-        # Little's law: one key's runs/s cannot exceed its slots over how long each is held.
-        print(f"      one key's ceiling: {flow_app.LIMIT} slots / {fmt(held['mean'])} ms "
-              f"per pass = at most {fmt(flow_app.LIMIT * 1000 / held['mean'])} runs/s")
+    rate = r.get("sustained_rate")
+    if variant == "hot" and held.get("mean") and rate and flight.get("per_key_max") == \
+            flow_app.LIMIT:
+        # Little's law: with every slot busy, each run held one for LIMIT / rate seconds.
+        cycle = flow_app.LIMIT * 1000 / rate
+        print(f"      one key, {flow_app.LIMIT} slots busy: {fmt(cycle)} ms per run in a slot "
+              f"({flow_app.LIMIT} / {fmt(rate)} runs/s), of which {fmt(held['mean'])} ms task "
+              f"-> final report; the other {fmt(cycle - held['mean'])} ms: the report's way "
+              f"to the fold and the next task's dispatch")
     if "error" in r:
         print(f"      ({r['error']})")
     if variant != "plain" and base is not None and "p99_ms" in base:
