@@ -157,7 +157,10 @@ def print_variant(variant: str, r: dict[str, Any], base: dict[str, Any] | None,
               f"-> final report; the other {fmt(cycle - held['mean'])} ms: the report's way "
               f"to the fold and the next task's dispatch")
     if "error" in r:
-        print(f"      ({r['error']})")
+        print(f"      ({r['error']}; once the engine had caught up {r.get('catch_up')}: "
+              f"{r.get('late')})")
+        for run_id, status in list((r.get("unseen_runs") or {}).items())[:5]:
+            print(f"      unseen by the observer: run {run_id}: engine says {status}")
     if variant != "plain" and base is not None and "p99_ms" in base:
         o = overhead(base, r)
         print(f"      overhead vs no flow control: runs/s {_pct(o['runs_pct'])}, p50 "
