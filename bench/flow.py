@@ -148,9 +148,10 @@ def print_variant(variant: str, r: dict[str, Any], base: dict[str, Any] | None,
           f"{fmt(held.get('mean'))}, p99 {fmt(held.get('p99'))} ms; CPU {_cpu(r)}; load "
           f"average before {r.get('loadavg_1m_before')}")
     rate = r.get("sustained_rate")
-    if variant == "hot" and held.get("mean") and rate and flight.get("per_key_max") == \
-            flow_app.LIMIT:
-        # Little's law: with every slot busy, each run held one for LIMIT / rate seconds.
+    if (variant == "hot" and held.get("mean") and rate and rate < 0.98 * r["offered_rate"]
+            and flight.get("per_key_max") == flow_app.LIMIT):
+        # Little's law: with a growing backlog every slot is busy, so each run held one
+        # for LIMIT / rate seconds.
         cycle = flow_app.LIMIT * 1000 / rate
         print(f"      one key, {flow_app.LIMIT} slots busy: {fmt(cycle)} ms per run in a slot "
               f"({flow_app.LIMIT} / {fmt(rate)} runs/s), of which {fmt(held['mean'])} ms task "
