@@ -7,7 +7,9 @@
 4. timers: 10k runs sleeping until due times spread over one minute, how late each
    timer fired and the step after it began (:mod:`bench.timers`);
 5. holding: 100k runs parked on a sleep of a day, then 100k waiting for an event, the
-   engine's RSS and state on disk (:mod:`bench.holding`).
+   engine's RSS and state on disk (:mod:`bench.holding`);
+6. flow: 3-step runs at one offered rate without flow control, with a concurrency limit
+   of 10 over 1,000 keys and over one hot key; the overhead (:mod:`bench.flow`).
 
 Peers run in the same invocation on the same broker. Figures are printed as they come,
 then a summary table; all of them go to ``bench/results.json``. ``--quick`` is a short
@@ -45,7 +47,7 @@ FLOOR_BURST = 2500  # runs/s, for a burst of FLOOR_BURST_SIZE runs or more
 FLOOR_BURST_SIZE = 10_000
 FLOOR_DBOS_RATIO = 10.0  # stepstream's best sustained runs/s over DBOS's
 
-SECTIONS = ("fold", "burst", "latency", "timers", "holding")
+SECTIONS = ("fold", "burst", "latency", "timers", "holding", "flow")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -79,6 +81,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                "(100000; quick 10000)")
     p.add_argument("--holding-variants", default="sleep,wait",
                    help="holding variants, comma-separated (sleep,wait)")
+    p.add_argument("--flow-rate", type=float, default=300.0,
+                   help="offered runs/s of the flow section, every variant (300)")
+    p.add_argument("--flow-duration", type=float,
+                   help="seconds of sending per flow variant (60; quick 10)")
+    p.add_argument("--flow-keys", type=int, default=1000, help="distinct keys (1000)")
+    p.add_argument("--flow-concurrency", type=int, default=100,
+                   help="worker concurrency in the flow section (100)")
+    p.add_argument("--flow-drain", type=float, default=300.0, help="seconds to wait for a "
+                   "flow variant's last runs, a hot key's backlog included (300)")
     p.add_argument("--results", type=Path, default=RESULTS,
                    help=f"where to write the figures ({RESULTS.relative_to(ROOT)})")
     args = p.parse_args(argv)
@@ -95,6 +106,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.timer_window = args.timer_window or (10.0 if args.quick else 60.0)
     args.holding = args.holding or (10_000 if args.quick else 100_000)
     args.holding_variant_list = [v for v in args.holding_variants.split(",") if v.strip()]
+    args.flow_duration = args.flow_duration or (10.0 if args.quick else 60.0)
     args.only = set(args.only or SECTIONS)
     return args
 
@@ -192,6 +204,15 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"  ERROR: {r['error']}")
             else:
                 print_holding(r)
+    if "flow" in args.only:
+        from bench.flow import bench_flow
+
+        print(f"\n== 6. flow control: {args.flow_rate:g} runs/s for {args.flow_duration:g} s "
+              f"each (worker concurrency {args.flow_concurrency})", flush=True)
+        out["flow"] = _guard("flow", lambda: bench_flow(
+            args.broker, rate=args.flow_rate, duration=args.flow_duration,
+            partitions=args.partitions, concurrency=args.flow_concurrency,
+            keys=args.flow_keys, drain=args.flow_drain))
     return out
 
 
@@ -339,6 +360,11 @@ def summary_rows(results: dict[str, Any], args: argparse.Namespace) -> list[list
             rows.append([f"holding ({variant})", "error", "-", "-", "FAIL"])
         else:
             rows.extend(holding_bench.summary_rows(held))
+    if (flow := results.get("flow")) is not None:
+        from bench import flow as flow_bench
+
+        rows.extend([["flow", "error", "-", "-", "FAIL"]] if "error" in flow
+                    else flow_bench.summary_rows(flow))
     # Rows of the timer and holding modules have no DBOS column: none is measured there.
     return [r if len(r) == 6 else [*r[:3], "-", *r[3:]] for r in rows]
 
@@ -452,7 +478,10 @@ def main(argv: list[str] | None = None) -> int:
             "fold_runs": args.fold_runs, "burst": args.burst, "rates": args.rate_list,
             "duration_s": args.duration, "concurrency": args.concurrency_list,
             "timers": args.timers, "timer_window_s": args.timer_window,
-            "holding": args.holding, "holding_variants": args.holding_variant_list}
+            "holding": args.holding, "holding_variants": args.holding_variant_list,
+            "flow": {"rate": args.flow_rate, "duration_s": args.flow_duration,
+                     "keys": args.flow_keys, "concurrency": args.flow_concurrency,
+                     "drain_s": args.flow_drain}}
     meta["broker"] = args.broker or "a fresh tansu dev broker per section (memory storage)"
     results = run_all(args)
     meta["elapsed_s"] = round(time.time() - started, 1)

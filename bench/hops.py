@@ -10,6 +10,8 @@ outcomes; all clocks are this machine's.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Container
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -31,34 +33,56 @@ HOPS = (
 )
 
 
-def hop_breakdown(settings: Settings, runs: dict[str, int]) -> dict[str, Any]:
-    """``runs`` maps run id -> the event's send time (ms). Returns p50/p90 per hop (ms)."""
+@dataclass
+class Passes:
+    """What the log says of runs' passes: record CreateTimes (ms) of ``run.requested``
+    and of each task (by run and task seq), step start/end times within each pass, the
+    pass's final report (``more`` false), and each run's concurrency gate keys."""
+
+    requested: dict[str, int] = field(default_factory=dict)
+    tasks: dict[tuple[str, int], int] = field(default_factory=dict)
+    steps: dict[tuple[str, int], list[tuple[int, int]]] = field(
+        default_factory=lambda: defaultdict(list))
+    finals: dict[tuple[str, int], int] = field(default_factory=dict)
+    gates: dict[str, list[str]] = field(default_factory=dict)
+
+
+def read_passes(settings: Settings, runs: Container[str] | None = None) -> Passes:
+    """Read ``runs`` and ``tasks`` back from the start for the runs in ``runs`` (None:
+    every run on the prefix)."""
     catalog = Catalog(settings)
-    requested: dict[str, int] = {}
-    tasks: dict[tuple[str, int], int] = {}
-    # (run, seq) -> [(step started, step ended)], and the final report's time
-    steps: dict[tuple[str, int], list[tuple[int, int]]] = defaultdict(list)
-    finals: dict[tuple[str, int], int] = {}
+    out = Passes()
     for m in read_topics(settings, [catalog.runs, catalog.tasks]):
         body = msgpack.unpackb(m.value(), raw=False)
         run_id = body.get("run_id")
-        if run_id not in runs:
+        if runs is not None and run_id not in runs:
             continue
         created = m.timestamp()[1]
         kind = body.get("k")
         if kind == "run.requested":
-            requested.setdefault(run_id, created)
+            out.requested.setdefault(run_id, created)
+            flow = body.get("flow") or {}
+            out.gates.setdefault(run_id, [str(g.get("gate"))
+                                          for g in flow.get("concurrency") or ()])
         elif kind == "task":
-            tasks.setdefault((run_id, body["seq"]), created)
+            out.tasks.setdefault((run_id, body["seq"]), created)
         elif kind == "outcomes.reported":
             key = (run_id, body["task_seq"])
-            if key in finals:
+            if key in out.finals:
                 continue  # a duplicate after the pass ended
             for o in body.get("outcomes", ()):
                 if o.get("started_at") is not None and o.get("ended_at") is not None:
-                    steps[key].append((o["started_at"], o["ended_at"]))
+                    out.steps[key].append((o["started_at"], o["ended_at"]))
             if not body.get("more"):
-                finals[key] = created
+                out.finals[key] = created
+    return out
+
+
+def hop_breakdown(settings: Settings, runs: dict[str, int]) -> dict[str, Any]:
+    """``runs`` maps run id -> the event's send time (ms). Returns p50/p90 per hop (ms)."""
+    passes = read_passes(settings, runs)
+    requested, tasks, steps, finals = (passes.requested, passes.tasks, passes.steps,
+                                       passes.finals)
     hops: dict[str, list[float]] = defaultdict(list)
     for run_id, sent in runs.items():
         if run_id in requested:

@@ -72,6 +72,16 @@ def probe_run(port: int, run_id: str, timeout: float = 5.0) -> str:
         return f"error ({type(exc).__name__}: {exc})"
 
 
+def pipeline_event(tag: str, i: int, ts_ms: int) -> sdk.Event:
+    """The ``i``-th event of :mod:`bench.pipeline_app` sent under ``tag``."""
+    return sdk.Event(name=pipeline_app.EVENT, id=f"{tag}-{i:07d}", ts=ts_ms,
+                     data={"order_id": f"ord-{i:07d}", "total": 1999, "currency": "EUR"})
+
+
+# (tag, i, scheduled send time in ms) -> the event to send
+MakeEvent = Callable[[str, int, int], sdk.Event]
+
+
 @dataclass
 class System:
     """A running system under test: how to send to it and how completions are keyed."""
@@ -86,6 +96,7 @@ class System:
     api_port: int | None = None  # the engine's HTTP API, to ask about unseen runs
     # Called once its processes have stopped (their exit logs are complete).
     after_close: list[Callable[[], None]] = field(default_factory=list)
+    event: MakeEvent = pipeline_event  # the events it is sent
 
     def run_status(self, run_id: str) -> str:
         """What the engine says of a run the observer has not seen complete
@@ -122,17 +133,21 @@ class System:
             then()
 
 
-def start_ours(broker: str, partitions: int, work: Path, concurrency: int) -> System:
-    """The engine and a worker of :mod:`bench.pipeline_app` (:func:`start_stepstream`)."""
-    s = start_stepstream(broker, partitions, work, "bench.pipeline_app:client", concurrency,
-                         "runs", producer_stats_ms=bench_work.STATS_MS)
+def start_ours(broker: str, partitions: int, work: Path, concurrency: int, *,
+               app: str = "bench.pipeline_app:client",
+               key_for: Callable[[str, int], str] = pipeline_app.run_id,
+               event: MakeEvent = pipeline_event, what: str = "runs") -> System:
+    """The engine and a worker of ``app`` (:mod:`bench.pipeline_app` by default;
+    :func:`start_stepstream`); ``key_for`` and ``event`` as in :class:`System`."""
+    s = start_stepstream(broker, partitions, work, app, concurrency, what,
+                         producer_stats_ms=bench_work.STATS_MS)
     try:
         observer = Observer(s.settings, Catalog(s.settings).runs, completed_run_id)
     except BaseException:
         s.close()
         raise
-    return System("stepstream", s.settings, observer, pipeline_app.run_id, s.children,
-                  s.sender, s.api_port)
+    return System("stepstream", s.settings, observer, key_for, s.children, s.sender,
+                  s.api_port, event=event)
 
 
 def start_faust(broker: str, partitions: int, work: Path) -> System:
@@ -180,11 +195,6 @@ def start_dbos(broker: str, partitions: int, work: Path) -> System:
     return system
 
 
-def _event(tag: str, i: int, ts_ms: int) -> sdk.Event:
-    return sdk.Event(name=pipeline_app.EVENT, id=f"{tag}-{i:07d}", ts=ts_ms,
-                     data={"order_id": f"ord-{i:07d}", "total": 1999, "currency": "EUR"})
-
-
 def warm_up(system: System, timeout: float = 90.0, n: int = 50) -> float:
     """Send events until one completes (the worker has registered its function and
     every consumer has joined its group), then a small batch; returns seconds taken."""
@@ -198,7 +208,7 @@ def warm_up(system: System, timeout: float = 90.0, n: int = 50) -> float:
             raise TimeoutError(f"{system.name}: no warm-up run completed in {timeout:g}s")
         system.check_alive()
         ts = int(time.time() * 1000)
-        ev = _event(tag, i, ts)
+        ev = system.event(tag, i, ts)
         assert ev.id is not None
         key = system.key_for(ev.id, ts)
         system.sender.send(ev)
@@ -210,7 +220,7 @@ def warm_up(system: System, timeout: float = 90.0, n: int = 50) -> float:
                 break
             time.sleep(0.02)
     ts = int(time.time() * 1000)
-    batch = [_event(tag + "b", j, ts) for j in range(n)]
+    batch = [system.event(tag + "b", j, ts) for j in range(n)]
     system.sender.send(batch)
     keys = [system.key_for(e.id or "", ts) for e in batch]
     deadline = time.monotonic() + timeout
@@ -229,7 +239,7 @@ def burst(system: System, n: int, timeout: float) -> dict[str, Any]:
     mark = bench_work.before(system) if system.name == "stepstream" else None
     t0 = time.time()
     ts = int(t0 * 1000)
-    events = [_event("burst-" + uuid.uuid4().hex[:6], i, ts) for i in range(n)]
+    events = [system.event("burst-" + uuid.uuid4().hex[:6], i, ts) for i in range(n)]
     keys = {system.key_for(e.id or "", ts) for e in events}
     system.sender.send(events)
     t_acked = time.time()
@@ -255,17 +265,19 @@ def burst(system: System, n: int, timeout: float) -> dict[str, Any]:
         system.check_alive()
     elif mark is not None:
         out["work"] = bench_work.records_after(system, mark, n)
-        # Produce requests are logged when the processes stop (_measure stops them).
+        # Produce requests are logged when the processes stop (measure_system stops them).
         system.after_close.append(lambda: out["work"].update(bench_work.produce_requests(
             {c.name: c.log for c in system.children}, mark, n)))
     return out
 
 
-async def offer(client: sdk.Client, rate: float, n: int, tag: str
-                 ) -> tuple[dict[str, float], float, int, int]:
-    """Send ``n`` events at ``rate``/s on schedule; return the scheduled send times of
-    the acknowledged ones (by (id, ts)), the wall time the schedule started, the worst lag
-    of the sender behind the schedule (ms), and how many sends were not acknowledged."""
+async def offer(client: sdk.Client, rate: float, n: int, tag: str,
+                event: MakeEvent = pipeline_event
+                ) -> tuple[dict[str, float], float, int, int]:
+    """Send ``n`` events (made by ``event``) at ``rate``/s on schedule; return the
+    scheduled send times of the acknowledged ones (by (id, ts)), the wall time the
+    schedule started, the worst lag of the sender behind the schedule (ms), and how many
+    sends were not acknowledged."""
     start = time.time() + 0.05
     scheduled: dict[str, float] = {}
     # Every send is kept and awaited to its end: a send that failed (its events were not
@@ -280,7 +292,7 @@ async def offer(client: sdk.Client, rate: float, n: int, tag: str
             batch = []
             for i in range(sent, due):
                 at = start + i / rate
-                ev = _event(tag, i, int(at * 1000))
+                ev = event(tag, i, int(at * 1000))
                 scheduled[f"{ev.id}\x1f{ev.ts}"] = at
                 batch.append(ev)
             worst_lag = max(worst_lag, now - (start + sent / rate))
@@ -304,7 +316,8 @@ def offered_load(system: System, rate: float, duration: float, drain: float
     assert system.sender is not None
     n = max(1, int(rate * duration))
     tag = f"r{int(rate)}-" + uuid.uuid4().hex[:6]
-    scheduled, start, lag_ms, failed = asyncio.run(offer(system.sender, rate, n, tag))
+    scheduled, start, lag_ms, failed = asyncio.run(offer(system.sender, rate, n, tag,
+                                                            system.event))
     keys: dict[str, float] = {}
     for id_ts, at in scheduled.items():
         event_id, _, ts = id_ts.partition("\x1f")
@@ -422,21 +435,22 @@ def _on_both(broker: str, partitions: int, concurrency: int, peer: bool,
     with tempfile.TemporaryDirectory(prefix="stepstream-bench-runs-") as tmp:
         work = Path(tmp)
         (work / "ours").mkdir()
-        out["ours"] = _measure(lambda: start_ours(broker, partitions, work / "ours",
-                                                  concurrency), measure)
+        out["ours"] = measure_system(lambda: start_ours(broker, partitions, work / "ours",
+                                                         concurrency), measure)
         if peer:
             for key, start in (("peer", start_faust), ("dbos", start_dbos)):
                 (work / key).mkdir()
                 try:
-                    out[key] = _measure(functools.partial(start, broker, partitions,
-                                                          work / key), measure)
+                    out[key] = measure_system(functools.partial(start, broker, partitions,
+                                                                 work / key), measure)
                 except Exception as exc:
                     out[key] = {"unavailable": f"{type(exc).__name__}: {exc}"}
     return out
 
 
-def _measure(start: Callable[[], System], measure: Callable[[System], dict[str, Any]]
-             ) -> dict[str, Any]:
+def measure_system(start: Callable[[], System],
+                   measure: Callable[[System], dict[str, Any]]) -> dict[str, Any]:
+    """Start a system, warm it up, run ``measure`` on it with its CPU metered, stop it."""
     system = start()
     try:
         warm = warm_up(system)

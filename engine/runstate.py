@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import Any, Literal, NotRequired, TypedDict
 
 # The statuses a run ends in: no record changes it after that.
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
+# ``skipped``: flow control started no run for the event (a rate limit, a singleton in
+# skip mode); the run's state records why.
+TERMINAL = frozenset({"completed", "failed", "cancelled", "skipped"})
 
 
 class WaitingTask(TypedDict):
@@ -56,7 +58,30 @@ class WaitingInvoke(TypedDict):
     due_ms: int | None
 
 
-Waiting = WaitingTask | WaitingTimer | WaitingEvent | WaitingInvoke
+class WaitingSlot(TypedDict):
+    """Queued for a concurrency slot of gate ``gate`` (flow control) since ``since``."""
+
+    kind: Literal["slot"]
+    gate: str
+    limit: int
+    key: str | None
+    since: int
+
+
+class WaitingThrottle(TypedDict):
+    """Queued behind throttle gate ``gate`` (flow control) since ``since``: the gate's
+    timer starts it when GCRA allows."""
+
+    kind: Literal["throttle"]
+    gate: str
+    limit: int
+    period: str  # "1s", "5m": the throttle's period, for people
+    key: str | None
+    since: int
+
+
+Waiting = (WaitingTask | WaitingTimer | WaitingEvent | WaitingInvoke | WaitingSlot
+           | WaitingThrottle)
 
 
 class StepState(TypedDict):
@@ -117,12 +142,19 @@ class RunState(TypedDict):
     limits: NotRequired[dict[str, int]]
     state_bytes: NotRequired[int]
     worker_started: NotRequired[int]
+    # Flow control: the gates the router evaluated (RunRequested.flow), and the gates
+    # whose slot the run holds now.
+    flow: NotRequired[dict[str, Any] | None]
+    slots: NotRequired[list[str]]
+    # Set once an ended run has left every gate (its backlog places, its singleton).
+    gates_left: NotRequired[bool]
 
 
 def waiting_timer(waiting: Waiting | None) -> tuple[int, str] | None:
     """``(due_ms, timer_id)`` of the timer the run is paused on, if any (a task has
     none; a wait or an invoke without a timeout has none)."""
-    if waiting is None or waiting["kind"] == "task":
+    if (waiting is None or waiting["kind"] == "task" or waiting["kind"] == "slot"
+            or waiting["kind"] == "throttle"):
         return None
     timer_id, due = waiting["timer_id"], waiting["due_ms"]
     return (due, timer_id) if timer_id and due is not None else None

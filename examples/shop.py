@@ -40,6 +40,9 @@ def book_courier() -> str:
     fn_id="process-order",
     trigger=sdk.TriggerEvent(event="shop/order.*", expression="event.data.total > 0"),
     retries=3,
+    # One run per order executing at a time; different orders run in parallel.
+    # `stepstream functions show process-order` shows each order's running and queued.
+    concurrency=sdk.Concurrency(limit=1, key="string(event.data.order_id)"),
 )
 async def process_order(ctx: sdk.Context) -> dict:
     order = await ctx.step.run("validate", validate_order, ctx.event.data["order_id"])

@@ -26,6 +26,7 @@ from sdk._errors import (
     StepError,
 )
 from sdk._events import Event, TriggerCron, TriggerEvent
+from sdk._flow import Concurrency, Priority, RateLimit, Singleton, Throttle
 from sdk._function import Function, FunctionConfig
 from sdk._options import Cancel, Timeouts
 from sdk._step import Step
@@ -35,6 +36,7 @@ __all__ = [
     "BrokerUnreachableError",
     "Cancel",
     "Client",
+    "Concurrency",
     "ConfigError",
     "Context",
     "Event",
@@ -42,10 +44,14 @@ __all__ = [
     "Function",
     "FunctionConfig",
     "NonRetriableError",
+    "Priority",
+    "RateLimit",
     "RetryAfterError",
     "SendError",
+    "Singleton",
     "Step",
     "StepError",
+    "Throttle",
     "Timeouts",
     "TriggerCron",
     "TriggerEvent",

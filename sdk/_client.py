@@ -14,6 +14,7 @@ from sdk._config import load_settings
 from sdk._durations import wall_ms
 from sdk._errors import ConfigError, SendError
 from sdk._events import Event, TriggerEvent, as_list, to_record
+from sdk._flow import Concurrency, FlowOptions, Priority, RateLimit, Singleton, Throttle
 from sdk._function import (
     DEFAULT_RETRIES,
     Function,
@@ -26,7 +27,7 @@ from sdk._function import (
 from sdk._options import Cancel, Timeouts
 from sdk._producer import Producer
 from topics import records
-from topics.catalog import Catalog, partition_for
+from topics.catalog import Catalog, event_partition
 from topics.codec import encode
 from topics.ids import new_ulid
 from topics.settings import Settings
@@ -100,6 +101,11 @@ class Client:
         timeouts: Timeouts | None = None,
         idempotency: str | None = None,
         on_failure: Handler | None = None,
+        concurrency: Concurrency | list[Concurrency] | None = None,
+        throttle: Throttle | None = None,
+        rate_limit: RateLimit | None = None,
+        priority: Priority | None = None,
+        singleton: Singleton | None = None,
     ) -> Callable[[Handler], Function]:
         """Decorator declaring a durable function.
 
@@ -110,6 +116,11 @@ class Client:
         wait to start and take to finish (:class:`~sdk.Timeouts`), and
         ``idempotency`` is a CEL expression over ``event`` ("event.data.payment_id"):
         at most one run per value of it within 24 hours.
+
+        Flow control, as in Inngest: ``concurrency`` (:class:`~sdk.Concurrency`, or a
+        list of up to two), ``throttle`` (:class:`~sdk.Throttle`), ``rate_limit``
+        (:class:`~sdk.RateLimit`), ``priority`` (:class:`~sdk.Priority`) and
+        ``singleton`` (:class:`~sdk.Singleton`); the failure handler gets none of them.
 
         ``on_failure`` is an async handler run once a run of this function has failed
         for good. As in Inngest it is a function of its own in the same app,
@@ -124,7 +135,9 @@ class Client:
         """
         config = make_config(app_id=self.app_id, fn_id=fn_id, trigger=trigger,
                              retries=retries, name=name, cancel=cancel, timeouts=timeouts,
-                             idempotency=idempotency)
+                             idempotency=idempotency,
+                             flow=FlowOptions(concurrency, throttle, rate_limit, priority,
+                                              singleton))
         failure_config = None
         if on_failure is not None:
             _check_on_failure(on_failure, fn_id)
@@ -179,7 +192,8 @@ class Client:
         producer = self._get_producer()
         topic = Catalog(producer.settings).events
         n = producer.settings.partitions
-        return [producer.produce(topic, e.id, encode(e), partition_for(e.id, n)) for e in wire]
+        return [producer.produce(topic, e.id, encode(e), event_partition(e.name, n))
+                for e in wire]
 
     def send(self, events: Event | list[Event]) -> list[str]:
         """Send one event or a list; return their ids once the broker acknowledged all.

@@ -13,7 +13,7 @@ from sdk._durations import wall_ms
 from sdk._execution import ExecutionResult
 from sdk._producer import DeliveryError, Producer
 from topics import records
-from topics.catalog import Catalog, partition_for
+from topics.catalog import Catalog, event_partition, partition_for
 from topics.codec import encode
 from topics.settings import Settings
 
@@ -63,7 +63,7 @@ class Delivery:
         async def deliver(step_id: str, events: list[records.Event]) -> None:
             try:
                 await asyncio.gather(*(
-                    self._producer.send(topic, e.id, encode(e), partition_for(e.id, n))
+                    self._producer.send(topic, e.id, encode(e), event_partition(e.name, n))
                     for e in events
                 ))
             except DeliveryError as exc:

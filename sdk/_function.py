@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sdk._errors import ConfigError
 from sdk._events import TriggerCron, TriggerEvent
 from sdk._expressions import cel_problem
+from sdk._flow import FlowOptions
 from sdk._options import Cancel, Timeouts
 from topics import records
 from topics.cron import parse_cron
@@ -30,7 +31,8 @@ class FunctionConfig:
 
     ``id`` is the registered id, ``f"{app_id}-{fn_id}"``; ``retries`` counts the
     retries after the first attempt. ``cancel``, ``timeouts`` and ``idempotency`` are
-    as given to ``create_function`` (already checked).
+    as given to ``create_function`` (already checked); ``flow`` holds its flow-control
+    options (concurrency, throttle, rate_limit, priority, singleton).
     """
 
     id: str
@@ -42,6 +44,7 @@ class FunctionConfig:
     cancel: tuple[Cancel, ...] = ()
     timeouts: Timeouts | None = None
     idempotency: str | None = None
+    flow: FlowOptions | None = None
 
     def registration(self, ts: int) -> records.FunctionRegistered:
         """The record that publishes this function to the registry."""
@@ -56,6 +59,7 @@ class FunctionConfig:
             cancel=[c.wire(where) for c in self.cancel],
             timeouts=self.timeouts.wire(where) if self.timeouts is not None else None,
             idempotency=self.idempotency,
+            flow=self.flow.wire(where) if self.flow is not None else None,
         )
 
 
@@ -109,6 +113,7 @@ def make_config(
     cancel: Cancel | list[Cancel] | tuple[Cancel, ...] | None = None,
     timeouts: Timeouts | None = None,
     idempotency: str | None = None,
+    flow: FlowOptions | None = None,
 ) -> FunctionConfig:
     """Check the arguments of ``create_function``; raises :class:`ConfigError` naming
     the function and the problem."""
@@ -141,6 +146,8 @@ def make_config(
             raise ConfigError(f"{where}: idempotency {idempotency!r} {problem} "
                               "(write a CEL expression over event, e.g. "
                               "'event.data.payment_id')")
+    if flow is not None:
+        flow.wire(where)
     return FunctionConfig(
         id=f"{app_id}-{fn_id}",
         fn_id=fn_id,
@@ -151,6 +158,7 @@ def make_config(
         cancel=rules,
         timeouts=timeouts,
         idempotency=idempotency,
+        flow=flow,
     )
 
 

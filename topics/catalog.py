@@ -71,3 +71,12 @@ def partition_for(key: str | bytes, partitions: int) -> int:
     if isinstance(key, str):
         key = key.encode()
     return zlib.crc32(key) % partitions
+
+
+def event_partition(name: str, partitions: int) -> int:
+    """The ``events`` partition of an event: by its name, not its id (the record's key
+    stays the id). Every event of one name is then on one partition, in the order it was
+    stored, and the router requests runs in that order: runs that share a flow-control
+    key execute in the order their events were accepted (docs/architecture.md, "Flow
+    control"). The matcher's copy on ``waits`` is keyed by name too."""
+    return partition_for(name, partitions)

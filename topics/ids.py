@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -19,9 +20,24 @@ def _ulid(ms: int, entropy: bytes) -> str:
     return "".join([_PAIRS[(value >> s) & 1023] for s in _SHIFTS])
 
 
+_last = [-1, 0]  # the time and entropy of this process's latest new_ulid
+_last_lock = threading.Lock()
+
+
 def new_ulid(ms: int) -> str:
-    """A fresh ULID for time ``ms`` (random entropy): for ids nobody needs to re-derive."""
-    return _ulid(ms, os.urandom(10))
+    """A fresh ULID for time ``ms`` (random entropy): for ids nobody needs to re-derive.
+
+    Monotonic within the process (the ULID spec's monotonic mode): a second id in the
+    same millisecond, or with a clock that went back, is the previous one plus one, so
+    the ids one client gives its events sort in the order it created them — the engine
+    breaks ties between events sent in the same millisecond by id."""
+    with _last_lock:
+        if ms <= _last[0] and _last[1] < (1 << 80) - 1:
+            ms, entropy = _last[0], _last[1] + 1
+        else:
+            entropy = int.from_bytes(os.urandom(10), "big")
+        _last[0], _last[1] = ms, entropy
+    return _ulid(ms, entropy.to_bytes(10, "big"))
 
 
 def derived_ulid(ms: int, *parts: str) -> str:

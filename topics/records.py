@@ -59,6 +59,13 @@ class FunctionRegistered:
     timeouts: dict[str, JSON] | None = None
     # CEL over ``event``: at most one run per value of it per DEDUPE_WINDOW_MS.
     idempotency: str | None = None
+    # Flow control, each option present only when set (None: none set; older records
+    # have no such field and decode to None):
+    # {"concurrency": [{"limit", "key", "scope": "fn" | "env", "mode": "step" | "run"}],
+    #  "throttle": {"limit", "period_ms", "key", "burst"},
+    #  "rate_limit": {"limit", "period_ms", "key"}, "priority": {"run"},
+    #  "singleton": {"key", "mode": "skip" | "cancel"}}; keys and "run" are CEL.
+    flow: dict[str, JSON] | None = None
 
 
 @dataclass(slots=True)
@@ -97,6 +104,10 @@ class RunRequested:
     # False for runs triggered by stepstream's own function.* events, so that a
     # function listening to function.finished does not feed itself for ever.
     lifecycle_events: bool = True
+    # Flow control, evaluated by the router for this run (engine/runtime/flowkeys.py):
+    # {"home": partition key, "concurrency": [{"gate", "limit", "mode", "key", "scope"}],
+    #  "priority": seconds, "admitted": true once forwarded home past a dedupe key}.
+    flow: dict[str, JSON] | None = None
 
 
 # Events the engine itself sends (names start with INTERNAL_PREFIX).

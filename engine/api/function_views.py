@@ -24,7 +24,9 @@ def function_view(definition: FunctionRegistered, crons: list[CronSchedule],
     """The API's JSON for one function.
 
     ``next_cron`` is the next tick of its cron triggers after ``now_ms`` (RFC 3339,
-    null without cron); ``registered_at`` is when its app's worker last published it.
+    null without cron); ``registered_at`` is when its app's worker last published it;
+    ``flow`` its flow-control options as registered (``FunctionRegistered.flow``, null
+    without any).
     """
     ticks = [c.next_after(now_ms) for c in crons]
     return {
@@ -36,6 +38,7 @@ def function_view(definition: FunctionRegistered, crons: list[CronSchedule],
         "cancel": definition.cancel,
         "timeouts": definition.timeouts,
         "idempotency": definition.idempotency,
+        "flow": definition.flow,
         "registered_at": rfc3339(definition.ts),
         "next_cron": rfc3339(min(ticks)) if ticks else None,
     }
@@ -84,4 +87,90 @@ def function_text(view: dict[str, Any]) -> Group:
     timeouts = view.get("timeouts")
     if isinstance(timeouts, dict) and any(v is not None for v in timeouts.values()):
         head.append(f"\ntimeouts {json.dumps(timeouts, sort_keys=True)}")
-    return Group(head)
+    for line in flow_lines(view.get("flow")):
+        head.append(f"\n{line}")
+    parts: list[Any] = [head]
+    state = view.get("flow_state")
+    if isinstance(state, dict):
+        parts.append(flow_state_text(state, bool(view.get("flow"))))
+    return Group(*parts)
+
+
+def _period(ms: Any) -> str:
+    """A period in the largest unit that divides it: ``10s``, ``1m``, ``7d``."""
+    if not isinstance(ms, int) or ms <= 0:
+        return str(ms)
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def _per_key(option: dict[str, Any]) -> str:
+    return f" per key {option['key']}" if option.get("key") else ""
+
+
+def flow_lines(flow: Any) -> list[str]:
+    """A function's registered flow control (``FunctionRegistered.flow``), one option a
+    line: ``concurrency 1 per key event.data.k``, ``throttle 10 per 1m, burst 1``, ..."""
+    if not isinstance(flow, dict):
+        return []
+    lines = []
+    for c in flow.get("concurrency") or []:
+        if isinstance(c, dict):
+            extra = "".join(f", {name} {c[name]}" for name, default in
+                            (("scope", "fn"), ("mode", "step"))
+                            if c.get(name) not in (None, default))
+            lines.append(f"concurrency {c.get('limit')}{_per_key(c)}{extra}")
+    t = flow.get("throttle")
+    if isinstance(t, dict):
+        lines.append(f"throttle {t.get('limit')} per {_period(t.get('period_ms'))}, "
+                     f"burst {t.get('burst', 1)}{_per_key(t)}")
+    r = flow.get("rate_limit")
+    if isinstance(r, dict):
+        lines.append(f"rate limit {r.get('limit')} per {_period(r.get('period_ms'))}"
+                     f"{_per_key(r)}")
+    p = flow.get("priority")
+    if isinstance(p, dict) and p.get("run"):
+        lines.append(f"priority {p['run']}")
+    single = flow.get("singleton")
+    if isinstance(single, dict):
+        lines.append(f"singleton {single.get('mode')}{_per_key(single)}")
+    return lines
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def flow_state_text(state: dict[str, Any], configured: bool = True) -> Group:
+    """The API's ``flow_state`` as a table, one row per gate and key: who holds it
+    (running), who waits (queued), and the limit, next start or active run."""
+    table = Table(show_edge=False)
+    for col in ("gate", "key", "running", "queued", "limit", "next start / active run"):
+        table.add_column(col, overflow="fold",
+                         justify="right" if col in ("running", "queued", "limit") else "left")
+
+    def key(entry: dict[str, Any]) -> str:
+        return "(all runs)" if entry.get("key") is None else str(entry["key"])
+
+    for e in state.get("concurrency") or []:
+        gate = "concurrency" + (" (env)" if e.get("scope") == "env" else "")
+        table.add_row(gate, key(e), _cell(e.get("running")), _cell(e.get("queued")),
+                      _cell(e.get("limit")), "")
+    for e in state.get("throttle") or []:
+        table.add_row("throttle", key(e), "", _cell(e.get("queued")), "",
+                      e.get("next_start") or "now")
+    for e in state.get("rate_limit") or []:
+        table.add_row("rate limit", key(e), "", "", "", e.get("next_start") or "now")
+    for e in state.get("singleton") or []:
+        table.add_row("singleton", key(e), "1", "", "",
+                      f"run {e.get('run_id')} {_cell(e.get('status'))}".rstrip())
+    notes = Text()
+    if state.get("truncated"):
+        notes.append("\n(more gates than shown: the first ones read only)")
+    if not table.row_count:
+        if not configured:
+            return Group(notes) if notes else Group()
+        return Group(Text("\nno run holds or waits for a flow-control gate"), notes)
+    return Group(Text(""), table, notes) if notes else Group(Text(""), table)

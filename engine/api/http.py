@@ -69,6 +69,9 @@ class RunQueries(Protocol):
     def function(self, fn_id: str) -> dict[str, Any] | None:
         """One registered function (:func:`engine.api.function_views.function_view`)."""
         ...
+    def function_detail(self, fn_id: str) -> dict[str, Any] | None:
+        """:meth:`function` with its ``flow_state`` (:mod:`engine.api.flow_state`)."""
+        ...
 
 
 class Ingest(Protocol):
@@ -365,9 +368,10 @@ def _no_function(fn_id: str) -> web.Response:
 
 
 async def get_function(request: web.Request) -> web.Response:
-    """``GET /v1/functions/{fn_id}``: one registered function; 404 if there is none."""
+    """``GET /v1/functions/{fn_id}``: one registered function, its config and its
+    flow-control state (who holds and who waits, per gate and key); 404 if there is none."""
     fn_id = request.match_info["fn_id"]
-    view = await _query(request, "function", fn_id)
+    view = await _query(request, "function_detail", fn_id)
     if view is None:
         return _no_function(fn_id)
     return _json({"data": view})

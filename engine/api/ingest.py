@@ -35,7 +35,7 @@ from engine.api.event_body import (
 )
 from engine.children import die_with_parent
 from engine.clock import now_ms
-from topics.catalog import Catalog, partition_for
+from topics.catalog import Catalog, event_partition, partition_for
 from topics.codec import PayloadError, check_payload, encode
 from topics.ids import new_ulid
 from topics.records import CancelRequested, Event, Record
@@ -137,9 +137,14 @@ def prepare_batch(raw: Sequence[Any], settings: Settings, *, now: int,
     return out
 
 
+# An event ready to produce: its id (the record's key), its encoded record, its name
+# (which picks its partition: topics.catalog.event_partition).
+Stored = tuple[str, bytes, str]
+
+
 def prepare_body(body: bytes, settings: Settings, now: int,
-                 seed: str | None = None) -> list[tuple[str, bytes]]:
-    """Decode a ``POST /e/{key}`` body and prepare its events: ``(id, encoded)`` pairs.
+                 seed: str | None = None) -> list[Stored]:
+    """Decode a ``POST /e/{key}`` body and prepare its events: ``(id, encoded, name)``.
     ``seed`` is the raw ``x-inngest-event-id-seed`` header. Pure, and its result is
     small to pickle, so it can run in a worker process. Raises :class:`IngestError`."""
     try:
@@ -156,7 +161,7 @@ def prepare_body(body: bytes, settings: Settings, now: int,
         raise IngestError(f"{len(events)} events in one request, over the limit of "
                           f"{MAX_EVENTS_PER_REQUEST}; send them in several requests", 413)
     batch = prepare_batch(events, settings, now=now, seed=parse_seed(seed))
-    return [(event.id, value) for event, value in batch]
+    return [(event.id, value, event.name) for event, value in batch]
 
 
 def _init_worker() -> None:
@@ -228,7 +233,7 @@ class EventIngest:
     async def send(self, raw: Sequence[Any]) -> list[str]:
         """Validate and store a batch of raw JSON events; return their ids once every one
         is acknowledged by the broker. Raises :class:`IngestError`."""
-        return await self._store([(e.id, v) for e, v in self.prepare(raw)])
+        return await self._store([(e.id, v, e.name) for e, v in self.prepare(raw)])
 
     async def send_body(self, body: bytes, seed: str | None = None) -> list[str]:
         """Store the events of a ``POST /e/{key}`` body (one event object or a list of
@@ -258,7 +263,7 @@ class EventIngest:
                               ) from None
         return await self._store(batch)
 
-    async def _store(self, batch: list[tuple[str, bytes]]) -> list[str]:
+    async def _store(self, batch: list[Stored]) -> list[str]:
         if not batch:
             return []
         # Producing thousands of records is milliseconds of work per thousand, and a
@@ -271,7 +276,7 @@ class EventIngest:
 
     def send_sync(self, raw: Sequence[Any]) -> list[str]:
         """Blocking :meth:`send`, for scripts and the CLI."""
-        batch = [(e.id, v) for e, v in self.prepare(raw)]
+        batch = [(e.id, v, e.name) for e, v in self.prepare(raw)]
         if not batch:
             return []
         futures = self._produce(batch)
@@ -326,29 +331,30 @@ class EventIngest:
                               f"{fut.exception() if fut.done() else 'no acknowledgement'}",
                               503)
 
-    def _results(self, batch: list[tuple[str, bytes]],
+    def _results(self, batch: list[Stored],
                  futures: list[concurrent.futures.Future[None]]) -> list[str]:
-        for (event_id, _), fut in zip(batch, futures, strict=True):
+        for (event_id, *_), fut in zip(batch, futures, strict=True):
             if not fut.done():
                 raise IngestError(f"event {event_id}: no acknowledgement from the broker "
                                   f"in time", 503)
             exc = fut.exception()
             if exc is not None:
                 raise IngestError(f"event {event_id} was not stored: {exc}", 503)
-        return [event_id for event_id, _ in batch]
+        return [event_id for event_id, *_ in batch]
 
-    def _produce(self, batch: list[tuple[str, bytes]]) -> list[concurrent.futures.Future[None]]:
+    def _produce(self, batch: list[Stored]) -> list[concurrent.futures.Future[None]]:
         producer = self._ensure_producer()
         futures: list[concurrent.futures.Future[None]] = []
-        for event_id, value in batch:
+        for event_id, value, name in batch:
             fut: concurrent.futures.Future[None] = concurrent.futures.Future()
             futures.append(fut)
-            self._produce_one(producer, event_id.encode(), value, fut)
+            self._produce_one(producer, event_id.encode(), value, fut,
+                              partition=event_partition(name, self.settings.partitions))
         return futures
 
     def _produce_one(self, producer: Producer, key: bytes, value: bytes,
-                     fut: concurrent.futures.Future[None], *, topic: str | None = None
-                     ) -> None:
+                     fut: concurrent.futures.Future[None], *, topic: str | None = None,
+                     partition: int | None = None) -> None:
         def delivered(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
                 fut.set_exception(KafkaException(err))
@@ -359,7 +365,8 @@ class EventIngest:
         while True:
             try:
                 producer.produce(topic or self.topic, value=value, key=key,
-                                 partition=partition_for(key, self.settings.partitions),
+                                 partition=(partition_for(key, self.settings.partitions)
+                                            if partition is None else partition),
                                  on_delivery=delivered)
                 return
             except BufferError:

@@ -6,10 +6,13 @@ import heapq
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from engine.api.flow_state import Found, flow_state, read_gates
 from engine.api.function_views import function_view
 from engine.api.views import RunFilter
 from engine.clock import now_ms
+from engine.flow import backlog, slots, throttle
 from engine.runstate import RunState
+from engine.store import keys
 from engine.store.partition import PartitionStore, state_hash, unpack
 
 if TYPE_CHECKING:
@@ -61,6 +64,8 @@ class Queries:
                 if store.closed:
                     continue
                 state = store.get_run(run_id)
+                if state is not None:
+                    _place_in_backlog(store, state)
             if state is not None:
                 return state
         return None
@@ -100,9 +105,50 @@ class Queries:
         return None if f is None else function_view(f.definition, f.crons,
                                                     now_ms())
 
+    def function_detail(self, fn_id: str) -> dict[str, Any] | None:
+        """One function's view with ``flow_state``: its gates in every partition this
+        process owns (:mod:`engine.api.flow_state`); None if it is not registered."""
+        f = self.processor.registry.functions.get(fn_id)
+        if f is None:
+            return None
+        now = now_ms()
+        view = function_view(f.definition, f.crons, now)
+        found = Found()
+        read = 0
+        for store in self._stores():
+            # One store at a time under its lock: one committed state per partition,
+            # and a revoke (which closes the store) waits at most one bounded read.
+            with store.lock:
+                if store.closed:
+                    continue
+                read_gates(store, fn_id, f.definition.flow, now, found)
+                read += 1
+            if found.truncated:
+                break
+        view["flow_state"] = flow_state(found, read)
+        return view
+
     def applied(self) -> int:
         return self.processor.applied
 
     def consumer_lag(self) -> dict[str, Any] | None:
         """The engine's consumer lag (:meth:`engine.runtime.lag.LagMeter.report`)."""
         return self.processor.lag.report()
+
+
+def _place_in_backlog(store: PartitionStore, state: RunState) -> None:
+    """A queued run's place ("12 ahead"), read from the gate it waits for, and (behind a
+    throttle) when the gate starts its next run. Under the store's lock: one committed
+    state."""
+    waiting: Any = state.get("waiting")
+    if not isinstance(waiting, dict):
+        return
+    kind = waiting.get("kind")
+    gate = str(waiting.get("gate"))
+    if kind == "slot":
+        waiting["ahead"] = slots.position(store, gate, state["run_id"])
+    elif kind == "throttle":
+        waiting["ahead"] = backlog.ahead(store, throttle.KIND, gate, state["run_id"])
+        stored = store.get_value(keys.gate_key(throttle.KIND, gate)) or {}
+        if isinstance(stored.get("timer_ms"), int):
+            waiting["due_ms"] = stored["timer_ms"]

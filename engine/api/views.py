@@ -22,7 +22,7 @@ from engine.runstate import TERMINAL
 
 # Internal run statuses (engine/runstate.py), in lifecycle order; the filter values of
 # ``GET /v1/runs?status=`` and ``stepstream runs list --status``.
-RUN_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+RUN_STATUSES = ("queued", "running", "completed", "failed", "cancelled", "skipped")
 # Longest reason accepted by ``POST /v1/runs/{id}/cancel`` (and ``runs cancel --reason``).
 MAX_CANCEL_REASON_CHARS = 1000
 # Latest time accepted as a filter: 9999-12-31T23:59:59.999Z.
@@ -35,9 +35,10 @@ STATUS = {
     "completed": "Completed",
     "failed": "Failed",
     "cancelled": "Cancelled",
+    "skipped": "Skipped",
 }
 _STATUS_STYLE = {"Queued": "cyan", "Running": "yellow", "Completed": "green", "Failed": "red",
-                 "Cancelled": "magenta"}
+                 "Cancelled": "magenta", "Skipped": "dim"}
 
 
 def rfc3339(ms: int | None) -> str | None:
@@ -139,7 +140,7 @@ def run_status(state: dict[str, Any]) -> str | None:
     waiting = state.get("waiting")
     begun = (state.get("worker_started") is not None or bool(state.get("steps"))
              or (state.get("attempt") or 0) > 0 or (state.get("task_seq") or 0) > 1
-             or (isinstance(waiting, dict) and waiting.get("kind") != "task"))
+             or (isinstance(waiting, dict) and waiting.get("kind") not in ("task", "slot", "throttle")))
     return "running" if begun else "queued"
 
 
@@ -350,6 +351,21 @@ def waiting_text(waiting: Any) -> str:
     of_step = f" (step {step})" if step else ""
     if kind == "task":
         return f"waiting for a worker (task {waiting.get('seq')})"
+    if kind == "slot":
+        key = waiting.get("key")
+        of_key = f" of key {key}" if key is not None else ""
+        ahead = waiting.get("ahead")
+        n_ahead = f", {ahead} ahead" if isinstance(ahead, int) else ""
+        return f"queued: concurrency limit {waiting.get('limit')}{of_key}{n_ahead}"
+    if kind == "throttle":
+        key = waiting.get("key")
+        of_key = f" of key {key}" if key is not None else ""
+        ahead = waiting.get("ahead")
+        n_ahead = f", {ahead} ahead" if isinstance(ahead, int) else ""
+        period = waiting.get("period")
+        per = f" per {period}" if period else ""
+        nxt = f"; next start at {due}" if due else ""
+        return f"throttled: {waiting.get('limit')}{per}{of_key}{n_ahead}{nxt}"
     if kind == "timer":
         reason = waiting.get("reason")
         if reason == "sleep":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import urllib.error
 import urllib.parse
@@ -19,8 +20,11 @@ def add_parser(sub: Any) -> None:
                                  metavar="list|show|remove")
     lst = fns_sub.add_parser("list", help="every registered function")
     lst.add_argument("--api", type=api_url, help=f"API base URL ({DEFAULT_API})")
-    show = fns_sub.add_parser("show", help="one function's definition")
+    show = fns_sub.add_parser("show", help="one function's definition, and per flow-control "
+                                           "key its running and queued runs")
     show.add_argument("fn_id", metavar="FN_ID", help="function id, app_id-fn_id")
+    show.add_argument("--json", action="store_true",
+                      help="print the API's JSON (GET /v1/functions/FN_ID) instead")
     show.add_argument("--api", type=api_url, help=f"API base URL ({DEFAULT_API})")
     rm = fns_sub.add_parser("remove", help="remove a function: its cron stops and no new "
                                            "event starts it; runs in flight go on")
@@ -56,7 +60,11 @@ def cmd_functions(args: argparse.Namespace, base: str) -> int:
         return 0
     path = "/v1/functions/" + urllib.parse.quote(args.fn_id, safe="")
     if args.functions_command == "show":
-        console.print(function_text(_call(base, path)["data"]))
+        view = _call(base, path)["data"]
+        if args.json:
+            print(json.dumps(view, indent=2, sort_keys=True))
+        else:
+            console.print(function_text(view))
         return 0
     _call(base, path, method="DELETE")
     print(f"function {args.fn_id} removed: its cron stops and no new event starts it; "

@@ -21,8 +21,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from engine.fold import flow
 from engine.fold.cancel import on_run_cancel
 from engine.fold.core import Emit, Limits, NotApplicable, Position, RunState, Tables
+from engine.fold.endings import hand_over
 from engine.fold.invokes import on_invoke_finished
 from engine.fold.matcher import WaitTables, on_event, on_wait_cleared, on_wait_registered
 from engine.fold.outcomes import backoff_ms, on_outcomes_reported
@@ -85,7 +87,12 @@ def apply(tables: Tables, record: Record, at: Position | None = None,
     # Dedupe keys past their window go first, at this record's time: what expires
     # depends only on the records, never on how they were batched.
     tables.expire(record.ts)
-    return handler(tables, record, at, limits)
+    emits = handler(tables, record, at, limits)
+    run_id = getattr(record, "run_id", None)
+    if run_id is not None:
+        # Slots the run no longer needs go back, to the runs queued for them.
+        emits.extend(flow.settle(tables, run_id, record.ts, hand_over))
+    return emits
 
 
 def apply_waits(tables: WaitTables, record: Record, appended_ms: int | None = None

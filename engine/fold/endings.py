@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from engine.fold import flow
 from engine.fold.core import (
     Emit,
     RunState,
@@ -65,7 +66,10 @@ def settle(tables: Tables, state: RunState, now: int, *, output: Any = None,
 
 def hand_over(tables: Tables, state: RunState, now: int) -> list[Emit]:
     """Dispatch the run's next task, or fail the run if that task would be larger than
-    a worker accepts (it would be dropped there, and the run would hang)."""
+    a worker accepts (it would be dropped there, and the run would hang). A run with
+    concurrency gates first claims its slots; without one it queues (flow.py)."""
+    if state.get("flow") and not flow.acquire(tables, state, now):
+        return []
     limit = run_limit(state, "task_bytes")
     emit, bound = build_task(state, now, limit)
     if bound <= limit:
@@ -111,7 +115,8 @@ def finish(tables: Tables, state: RunState, now: int) -> list[Emit]:
             run_id=parent["run_id"], step_id=parent["step_id"], child_run_id=state["run_id"],
             output=state["output"] if status == "completed" else None,
             error=None if status == "completed" else error, ts=now)))
-    if state.get("lifecycle_events", True):
+    if state.get("lifecycle_events", True) and status != "skipped":
+        # A skipped run (flow control) never started: like Inngest, no function.* event.
         data: dict[str, Any] = {"function_id": state["fn_id"], "run_id": state["run_id"],
                                 "status": status, "event": state["event"]}
         if status == "completed":

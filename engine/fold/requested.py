@@ -3,6 +3,9 @@ seen already. Pure, like every module of :mod:`engine.fold`."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from engine.fold import admission, flow
 from engine.fold.core import (
     Emit,
     Limits,
@@ -27,6 +30,13 @@ def on_run_requested(tables: Tables, rec: RunRequested, at: Position | None,
     if tables.get_run(rec.run_id) is not None:
         return []  # the router re-delivered it; the run exists already
     event_id = str(rec.event.get("id", ""))
+    options = rec.flow or {}
+    home = options.get("home")
+    forward = isinstance(home, str) and home != rec.partition_key
+    if options.get("admitted"):
+        # Forwarded home by the partition that holds its dedupe key or cron tick: those
+        # were checked there.
+        return _begin(tables, rec, event_id, limits)
     if rec.cron is not None:
         key = keys.cron_key(rec.fn_id, str(rec.cron.get("cron")))
         tick = int(rec.cron.get("tick_ms") or 0)
@@ -37,10 +47,30 @@ def on_run_requested(tables: Tables, rec: RunRequested, at: Position | None,
     if rec.dedupe_key:
         held = tables.get_value(keys.dedupe_key(rec.dedupe_key))
         if held is not None and held["expires_ms"] > rec.ts:
+            if forward and held["run_id"] == rec.run_id:
+                # A copy of a request forwarded before: forward it again (home ignores
+                # a run it has).
+                return [_forwarded(rec, str(home))]
             return deduplicated(tables, rec, held["run_id"], event_id)
         tables.put_value(keys.dedupe_key(rec.dedupe_key),
                          {"run_id": rec.run_id, "expires_ms": rec.ts + DEDUPE_WINDOW_MS},
                          expires_ms=rec.ts + DEDUPE_WINDOW_MS)
+    if forward:
+        if event_id:
+            tables.index_event(event_id, rec.run_id)
+        return [_forwarded(rec, str(home))]
+    return _begin(tables, rec, event_id, limits)
+
+
+def _forwarded(rec: RunRequested, home: str) -> Emit:
+    """The request, sent on to the run's home partition (flow control) once this
+    partition admitted it."""
+    return Emit("runs", home, replace(rec, partition_key=home,
+                                      flow={**(rec.flow or {}), "admitted": True}))
+
+
+def _begin(tables: Tables, rec: RunRequested, event_id: str, limits: Limits) -> list[Emit]:
+    """Create the run's state and hand it to its first task."""
     state: RunState = {
         "run_id": rec.run_id,
         "fn_id": rec.fn_id,
@@ -78,6 +108,10 @@ def on_run_requested(tables: Tables, rec: RunRequested, at: Position | None,
         "state_bytes": value_size(rec.event) + (
             value_size(rec.events) if rec.events != [rec.event] else 0),
     }
+    if rec.flow:
+        # Only with flow control: a run without it keeps the state it always had.
+        state["flow"] = rec.flow
+        state["slots"] = []
     if event_id:
         tables.index_event(event_id, rec.run_id)
     emits = register_cancel_waits(state, rec.ts)
@@ -87,7 +121,12 @@ def on_run_requested(tables: Tables, rec: RunRequested, at: Position | None,
     elif isinstance(timeouts.get("finish_ms"), int):
         # Without a start timeout the run starts as it is handed to workers, now.
         arm_deadline(tables, state, FINISH_DEADLINE, rec.ts + timeouts["finish_ms"])
-    emits.extend(hand_over(tables, state, rec.ts))
+    if rec.flow:
+        emits.extend(admission.admit(
+            tables, state, rec.ts,
+            lambda t, run_id, now: flow.settle(t, run_id, now, hand_over)))
+    else:
+        emits.extend(hand_over(tables, state, rec.ts))
     tables.put_run(rec.run_id, state)
     return emits
 

@@ -4,6 +4,9 @@ Pure, like every module of :mod:`engine.fold`."""
 
 from __future__ import annotations
 
+from typing import cast
+
+from engine.fold.admission import GATE_TIMER_RUN, on_gate_timer
 from engine.fold.cancel import cancel
 from engine.fold.core import (
     Emit,
@@ -31,6 +34,8 @@ FINISH_DEADLINE = "deadline:finish"
 
 def on_timer_fired(tables: Tables, rec: TimerFired, at: Position | None,
                    limits: Limits) -> list[Emit]:
+    if rec.run_id == GATE_TIMER_RUN:
+        return on_gate_timer(tables, rec)
     state = tables.get_run(rec.run_id)
     if state is None:
         raise NotApplicable(f"timer for unknown run {rec.run_id}")
@@ -62,7 +67,7 @@ def on_timer_fired(tables: Tables, rec: TimerFired, at: Position | None,
         tables.put_run(rec.run_id, state)
         return emits
     tables.delete_timer(due, rec.run_id, rec.timer_id)
-    note(state, rec.ts, "timer.fired", waiting.get("step_id"),
+    note(state, rec.ts, "timer.fired", cast("str | None", waiting.get("step_id")),
          detail={"timer_id": rec.timer_id, "due_ms": due, "late_ms": rec.ts - due})
     for step in state["steps"].values():
         until = step["until_ms"]

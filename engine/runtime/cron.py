@@ -18,6 +18,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from engine.expressions import PreparedEvent
+from engine.runtime.flowkeys import evaluate_flow
 from engine.runtime.recovery import StateCorrupt, is_corruption, reason_of
 from engine.runtime.router import Registry, request_for
 from engine.store.partition import PartitionStore
@@ -104,4 +106,5 @@ class CronService:
         return request_for(fn, event, run_id=derived_ulid(tick, "cron", fn_id, expr),
                            dedupe_key=dedupe_key_for(fn_id, "cron", expr, str(tick)), now_ms=now,
                            backoff_base_ms=self.backoff_base_ms,
-                           cron={"cron": expr, "tick_ms": tick}, partition_key=pkey)
+                           cron={"cron": expr, "tick_ms": tick}, partition_key=pkey,
+                           flow=evaluate_flow(fn_id, fn.flow, PreparedEvent(event)))

@@ -24,6 +24,7 @@ applied, and consumers of emitted records dedupe by deterministic ids and sequen
 from __future__ import annotations
 
 import gc
+import heapq
 import logging
 import threading
 import time
@@ -327,6 +328,7 @@ class Processor:
         out: list[tuple[str, int, str | bytes | None, bytes]] = []
         by_partition: dict[tuple[str, int], list[Message]] = defaultdict(list)
         commits: dict[tuple[str, int], int] = {}
+        events: dict[int, list[Message]] = defaultdict(list)
         for m in batch:
             err = m.error()
             if err is not None:
@@ -336,10 +338,16 @@ class Processor:
             topic, p, offset = m.topic(), m.partition(), m.offset()
             assert topic is not None and p is not None and offset is not None
             if topic == self.catalog.events:
-                out.extend(self._route(m, now))
+                events[p].append(m)
                 commits[(topic, p)] = offset + 1
             else:
                 by_partition[(topic, p)].append(m)
+        # Events of different partitions arrive interleaved by fetch, not by when they
+        # were sent: route them in send order (the producer's timestamp, then the id,
+        # which one client makes monotonic), so runs that share a flow-control key are
+        # requested — and queued — in that order. Each partition's own order is kept.
+        for m in heapq.merge(*events.values(), key=_send_order):
+            out.extend(self._route(m, now))
 
         views = []
         for (topic, p), msgs in by_partition.items():
@@ -509,3 +517,8 @@ class Processor:
         if self.unflushed and (left := self.producer.flush(FIRED_FLUSH_S)):
             log.warning("%d timer/cron record(s) not delivered yet; still queued", left)
         self.unflushed = False
+
+
+def _send_order(m: Message) -> tuple[int, bytes]:
+    _kind, ts = m.timestamp()
+    return (ts if ts > 0 else 0, m.key() or b"")

@@ -22,6 +22,7 @@ from engine.expressions import (
 )
 from engine.fold import Emit
 from engine.fold.core import event_body
+from engine.runtime.flowkeys import NO_FLOW, FlowOptions, compile_flow, evaluate_flow
 from topics.cron import CronSchedule, parse_cron
 from topics.ids import dedupe_key_for, run_id_for
 from topics.records import (
@@ -44,6 +45,7 @@ class RegisteredFunction:
     matchers: list[TriggerMatcher]
     crons: list[CronSchedule]
     idempotency: CompiledExpression | None
+    flow: FlowOptions = NO_FLOW
 
 
 class Registry:
@@ -83,7 +85,8 @@ class Registry:
                 idempotency = CompiledExpression(rec.idempotency)
             except ExpressionError as exc:
                 log.error("function %s: idempotency key ignored: %s", rec.fn_id, exc)
-        self.functions[rec.fn_id] = RegisteredFunction(rec, matchers, crons, idempotency)
+        flow = compile_flow(rec.fn_id, getattr(rec, "flow", None))
+        self.functions[rec.fn_id] = RegisteredFunction(rec, matchers, crons, idempotency, flow)
         self.version += 1
         self._engine_listeners.clear()
 
@@ -127,7 +130,8 @@ def route(event: Event, registry: Registry, *, now_ms: int, backoff_base_ms: int
         out.append(request_for(fn, body, run_id=run_id_for(fn_id, event.id, event.ts),
                                dedupe_key=_dedupe_key(fn, prepared, event.id),
                                now_ms=now_ms, backoff_base_ms=backoff_base_ms,
-                               lifecycle_events=event.name not in LIFECYCLE_EVENTS))
+                               lifecycle_events=event.name not in LIFECYCLE_EVENTS,
+                               flow=evaluate_flow(fn_id, fn.flow, prepared)))
     return out
 
 
@@ -150,17 +154,25 @@ def request_for(fn: RegisteredFunction, event: dict[str, Any], *, run_id: str,
                 dedupe_key: str, now_ms: int, backoff_base_ms: int,
                 parent: dict[str, Any] | None = None, cron: dict[str, Any] | None = None,
                 partition_key: str | None = None,
-                lifecycle_events: bool = True) -> RunRequested:
+                lifecycle_events: bool = True,
+                flow: dict[str, Any] | None = None) -> RunRequested:
     """The RunRequested for one run of ``fn``; everything the run's fold needs from the
-    function's definition is copied in, so replay never consults the registry."""
+    function's definition is copied in, so replay never consults the registry.
+
+    Where it goes: runs sharing a dedupe key share a partition, where the key is held;
+    with flow control the run lives where its gates are (``flow["home"]``). With both an
+    idempotency key and gates, the request goes to the dedupe key's partition first,
+    which forwards it home once the key is held (engine/fold/requested.py)."""
     d = fn.definition
+    home = flow.get("home") if flow else None
+    if partition_key is None:
+        partition_key = home if home and fn.idempotency is None else dedupe_key
     return RunRequested(
         run_id=run_id, fn_id=d.fn_id, app_id=d.app_id,
-        # Runs sharing a dedupe key share a partition, where the key is held.
-        partition_key=partition_key or dedupe_key,
+        partition_key=partition_key,
         event=event, events=[event], retries=d.retries, backoff_base_ms=backoff_base_ms,
         ts=now_ms, dedupe_key=dedupe_key, parent=parent, cancel=list(d.cancel or []),
-        timeouts=d.timeouts, cron=cron, lifecycle_events=lifecycle_events,
+        timeouts=d.timeouts, cron=cron, lifecycle_events=lifecycle_events, flow=flow,
     )
 
 
@@ -179,5 +191,6 @@ def route_invoke(rec: InvokeRequested, registry: Registry, *, now_ms: int,
     event = {"name": FUNCTION_INVOKED, "data": rec.data, "id": rec.event_id, "ts": rec.ts}
     req = request_for(fn, event, run_id=run_id_for(rec.fn_id, rec.event_id, rec.ts),
                       dedupe_key=dedupe_key_for(rec.fn_id, "event", rec.event_id), now_ms=now_ms,
-                      backoff_base_ms=backoff_base_ms, parent=dict(parent))
+                      backoff_base_ms=backoff_base_ms, parent=dict(parent),
+                      flow=evaluate_flow(rec.fn_id, fn.flow, PreparedEvent(event)))
     return [Emit("runs", req.partition_key, req)]

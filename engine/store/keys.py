@@ -22,8 +22,13 @@ DEDUPE = b"i/"  # the bytes predate the name: a dedupe key's holder, not "meta"
 CRON = b"c/"
 EXPIRY = b"x/"
 OFFSET_KEY = b"m/offset"
+# Flow control (engine/flow): a gate's state, its backlog in rank order, and where each
+# queued run sits in that backlog (so a run is found without scanning the backlog).
+GATE = b"g/"
+PLACE = b"p/"
+BACKLOG = b"q/"
 # What the state hash covers (every table but the offset), in key order.
-STATE_PREFIXES = (CRON, EVENT, DEDUPE, RUN, TIMER, EXPIRY)
+STATE_PREFIXES = (CRON, EVENT, GATE, DEDUPE, PLACE, BACKLOG, RUN, TIMER, EXPIRY)
 
 # --- waits partitions (the matcher) -----------------------------------------------
 INDEXED = b"w/"
@@ -31,6 +36,9 @@ UNINDEXED = b"a/"
 FIELDS = b"f/"
 
 _TIME_BYTES = 8
+# Backlog ranks are signed (a priority can put a run before the epoch); offset by 2**63
+# they sort as unsigned big-endian bytes.
+_RANK_OFFSET = 1 << 63
 # Run ids are ASCII, so this sorts after every run key: a newest-first scan starts here.
 RUNS_END = RUN + b"\xff"
 
@@ -148,3 +156,52 @@ def parse_field_key(key: bytes, name: str) -> str:
     """The field of a :func:`field_key` of event ``name``."""
     field: str = msgpack.unpackb(key[len(fields_of(name)):], raw=False)
     return field
+
+
+# --- flow-control gates (runs partitions) ------------------------------------------
+# A gate is named by its kind (``concurrency``, ``throttle``, ...) and its key (the
+# partition key: ``{fn_id}``, ``{fn_id}/{key value}`` or ``env/{key value}``). Key values
+# are user strings that may hold "/", so backlog and place keys carry the gate key
+# self-delimited (msgpack): gate ``f/a`` never scans into gate ``f/a/b``'s entries.
+
+
+def gate_key(kind: str, gate: str) -> bytes:
+    """A gate's state: ``g/{kind}/{gate key}`` (an exact key; never prefix-scanned per gate)."""
+    return GATE + f"{kind}/{gate}".encode()
+
+
+def parse_gate_key(key: bytes) -> tuple[str, str]:
+    """``(kind, gate key)`` of a :func:`gate_key`."""
+    kind, _, gate = key[len(GATE):].decode().partition("/")
+    return kind, gate
+
+
+def backlog_prefix(kind: str, gate: str) -> bytes:
+    """Where a gate's backlog begins: its entries follow in (rank, seq) order."""
+    return BACKLOG + kind.encode() + b"/" + _pk(gate)
+
+
+def backlog_key(kind: str, gate: str, rank: int, seq: int, run_id: str) -> bytes:
+    """A queued run: ``q/{kind}/{gate}{rank + 2**63, 8 bytes BE}{seq, 8 bytes BE}{run_id}``."""
+    return backlog_prefix(kind, gate) + _rank_seq(rank, seq) + run_id.encode()
+
+
+def parse_backlog_key(key: bytes, prefix: bytes) -> tuple[int, int, str]:
+    """``(rank, seq, run_id)`` of a backlog key under ``prefix`` (its gate's
+    :func:`backlog_prefix`)."""
+    start = len(prefix)
+    rank = int.from_bytes(key[start:start + 8], "big") - _RANK_OFFSET
+    seq = int.from_bytes(key[start + 8:start + 16], "big")
+    return rank, seq, key[start + 16:].decode()
+
+
+def place_key(kind: str, gate: str, run_id: str) -> bytes:
+    """Where a queued run sits in a gate's backlog (its rank and seq): lets a claim, a
+    release or a position find the run without scanning the backlog."""
+    return PLACE + kind.encode() + b"/" + _pk(gate) + run_id.encode()
+
+
+def _rank_seq(rank: int, seq: int) -> bytes:
+    if not -_RANK_OFFSET <= rank < _RANK_OFFSET or not 0 <= seq < 1 << 64:
+        raise ValueError(f"backlog rank {rank} or seq {seq} out of range")
+    return (rank + _RANK_OFFSET).to_bytes(8, "big") + seq.to_bytes(8, "big")

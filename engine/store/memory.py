@@ -44,6 +44,14 @@ class MemTables:
         if expires_ms is not None:
             self.expiries.add((expires_ms, key))
 
+    def scan_values(self, prefix: bytes, limit: int | None = None
+                    ) -> list[tuple[bytes, Any]]:
+        found = sorted(k for k in self.values if k.startswith(prefix))[:limit]
+        return [(k, copy.deepcopy(self.values[k])) for k in found]
+
+    def delete_value(self, key: bytes) -> None:
+        self.values.pop(key, None)
+
     def expire(self, now_ms: int) -> list[bytes]:
         gone = sorted(x for x in self.expiries if x[0] < now_ms)
         for x in gone:

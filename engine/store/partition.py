@@ -131,6 +131,21 @@ class PartitionStore:
         for run_id in run_ids:
             self.cache.pop(run_id, None)
 
+    # Committed values, read as :class:`engine.flow.backlog.Reader` reads them: the API
+    # asks a gate for its counts and a run for its place without a batch view.
+    def get_value(self, key: bytes) -> Any:
+        raw = self.db.get(key)
+        return None if raw is None else unpack(raw)
+
+    def scan_values(self, prefix: bytes, limit: int | None = None
+                    ) -> list[tuple[bytes, Any]]:
+        out: list[tuple[bytes, Any]] = []
+        for key, raw in self.iterate(prefix):
+            if limit is not None and len(out) >= limit:
+                break
+            out.append((key, unpack(raw)))
+        return out
+
     def runs_for_event(self, event_id: str) -> list[str]:
         prefix = keys.event_runs_prefix(event_id)
         return [k[len(prefix):].decode() for k in self._keys(prefix)]
@@ -178,6 +193,19 @@ class PartitionStore:
             it.next()
         it.status()
         return out
+
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) under ``prefix`` in order, read as the caller goes: a
+        caller that wants the first few of a long range (a backlog's head) reads those."""
+        it = self.db.iter()
+        it.seek(prefix)
+        while it.valid():
+            key = it.key()
+            if not key.startswith(prefix):
+                return
+            yield key, it.value()
+            it.next()
+        it.status()
 
     def next_expiry(self) -> int | None:
         """The earliest expiry time in the expiry index, if any (cached)."""

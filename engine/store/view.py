@@ -89,6 +89,35 @@ class BatchView:
             merged[k] = self.puts[k]
         return sorted(merged.items())
 
+    def scan_values(self, prefix: bytes, limit: int | None = None
+                    ) -> list[tuple[bytes, Any]]:
+        """The first ``limit`` (all if None) keys under ``prefix`` and their values, in
+        key order, this batch's changes included; reads no more of the store than that."""
+        if limit is None:
+            return [(k, unpack(v)) for k, v in self.scan_raw(prefix)]
+        out: list[tuple[bytes, Any]] = []
+        keys = self.put_keys
+        i = bisect.bisect_left(keys, prefix)
+
+        def put_at(i: int) -> bytes | None:
+            return keys[i] if i < len(keys) and keys[i].startswith(prefix) else None
+
+        for key, raw in self.store.iterate(prefix):
+            while len(out) < limit and (put := put_at(i)) is not None and put <= key:
+                out.append((put, unpack(self.puts[put])))
+                i += 1
+            if len(out) >= limit:
+                return out
+            if key not in self.deletes and key not in self.puts:
+                out.append((key, unpack(raw)))
+        while len(out) < limit and (put := put_at(i)) is not None:
+            out.append((put, unpack(self.puts[put])))
+            i += 1
+        return out
+
+    def delete_value(self, key: bytes) -> None:
+        self.delete_raw(key)
+
     def get_value(self, key: bytes) -> Any:
         raw = self.get_raw(key)
         return None if raw is None else unpack(raw)

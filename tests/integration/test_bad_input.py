@@ -11,7 +11,7 @@ import pytest
 
 import sdk
 from tests.integration.harness import Stack
-from topics.catalog import partition_for
+from topics.catalog import event_partition, partition_for
 
 pytestmark = pytest.mark.kafka
 
@@ -33,7 +33,7 @@ def test_undecodable_records_go_to_dlq_and_partitions_go_on(stack: Stack) -> Non
 
     # Junk first, on the partitions the good records below will use.
     good_id = "bad-event-1"
-    p = partition_for(good_id, stack.settings.partitions)
+    p = event_partition("bad/echo", stack.settings.partitions)
     stack.produce_raw(cat.events, b"\xc1 not msgpack", partition=p)
     stack.produce_raw(cat.functions, msgpack.packb({"k": "function.registered", "v": 1}))
     stack.produce_raw(cat.tasks, msgpack.packb({"k": "task", "v": 7}), partition=0)

@@ -47,7 +47,7 @@ def test_a_malformed_seed_is_ignored(value: str | None) -> None:
 
 
 def _ids(body: object, seed: str | None) -> list[str]:
-    return [i for i, _ in prepare_body(json.dumps(body).encode(), Settings(), 1000, seed)]
+    return [i for i, *_ in prepare_body(json.dumps(body).encode(), Settings(), 1000, seed)]
 
 
 def test_a_seed_gives_the_same_ids_to_the_same_request() -> None:

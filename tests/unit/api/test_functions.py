@@ -28,7 +28,7 @@ def test_function_view_and_its_text() -> None:
         "id": "cat-report", "app_id": "cat", "name": "report", "retries": 2,
         "triggers": REPORT.triggers, "cancel": [], "timeouts": None,
         "idempotency": "event.data.id", "registered_at": "2024-05-01T12:00:00.000Z",
-        "next_cron": "2024-05-02T09:00:00.000Z"}
+        "next_cron": "2024-05-02T09:00:00.000Z", "flow": None}
     assert function_view(REPORT, [], T0)["next_cron"] is None
     console = Console(width=200, record=True, color_system=None)
     console.print(functions_table([view]))
@@ -49,6 +49,10 @@ class Queries:
 
     def function(self, fn_id: str) -> dict[str, Any] | None:
         return self.registry.get(fn_id)
+
+    def function_detail(self, fn_id: str) -> dict[str, Any] | None:
+        view = self.registry.get(fn_id)
+        return None if view is None else {**view, "flow_state": {"concurrency": []}}
 
 
 class Ingest:
@@ -79,7 +83,9 @@ def test_get_functions_and_one_function() -> None:
         r = await c.get("/v1/functions")
         assert r.status == 200 and [f["id"] for f in (await r.json())["data"]] == ["cat-report"]
         r = await c.get("/v1/functions/cat-report")
-        assert r.status == 200 and (await r.json())["data"]["retries"] == 2
+        data = (await r.json())["data"]
+        assert r.status == 200 and data["retries"] == 2
+        assert data["flow_state"] == {"concurrency": []}  # the detail, with gate state
         r = await c.get("/v1/functions/cat-nope")
         body = await r.json()
         assert r.status == 404 and body["status"] == 404

@@ -63,8 +63,8 @@ class FakeIngest:
 
     async def send_body(self, body: bytes, seed: str | None = None) -> list[str]:
         batch = prepare_body(body, self.settings, now_ms(), seed)
-        self.sent.extend(decode(value) for _, value in batch)
-        return [event_id for event_id, _ in batch]
+        self.sent.extend(decode(value) for _, value, _ in batch)
+        return [event_id for event_id, *_ in batch]
 
     async def request_cancel(self, run_id: str, partition_key: str,
                              reason: str | None) -> None:

@@ -18,6 +18,7 @@ from engine.api.views import (
     parse_status,
     parse_time_ms,
     rfc3339,
+    run_status,
     run_view,
     runs_table,
     timeline_text,
@@ -340,6 +341,23 @@ def test_waiting_text_kinds() -> None:
     assert waiting_text(None) == "" and waiting_text({}) == ""
     assert waiting_text({"kind": "later"}) == "waiting: kind=later"
     assert cancelled_text(None) == "cancelled"
+    assert waiting_text({"kind": "slot", "limit": 5, "key": "acct-7", "ahead": 12}) == (
+        "queued: concurrency limit 5 of key acct-7, 12 ahead")
+    assert waiting_text({"kind": "slot", "limit": 3, "key": None}) == (
+        "queued: concurrency limit 3")
+    assert waiting_text({"kind": "throttle", "limit": 10, "period": "1m", "key": "a",
+                         "ahead": 3, "due_ms": T0}) == (
+        "throttled: 10 per 1m of key a, 3 ahead; next start at 2024-05-01T12:00:00.000Z")
+
+
+def test_a_skipped_run_reads_skipped() -> None:
+    s = state(status="skipped", ended_at=T0,
+              error={"name": "RateLimited", "message": "rate limit of 3 per 10s reached",
+                     "stack": ""})
+    view = run_view(s)
+    assert view["status"] == "Skipped" and view["waiting"] is None
+    assert run_status(s) == "skipped"
+    assert parse_status("skipped") == "skipped"
 
 
 def test_terminal_run_shows_no_wait() -> None:

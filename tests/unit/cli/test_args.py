@@ -76,6 +76,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (["runs", "cancel", "R1", "--reason", "x" * 1001], "over the limit of 1000"),
     (["runs", "cancel", "R1", "R2"], "unrecognized arguments"),
     (["runs", "stop", "R1"], "invalid choice"),
+    (["functions", "show"], "required"),
+    (["functions", "show", "a-f", "b-g", "--json"], "unrecognized arguments"),
+    (["functions", "show", "a-f", "--json=yes"], "ignored explicit argument"),
 ])
 def test_bad_arguments(argv: list[str], fragment: str,
                        capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,7 @@ import sdk
 from sdk._producer import DeliveryError
 from sdk._worker import Worker
 from topics import records
-from topics.catalog import Catalog, partition_for
+from topics.catalog import Catalog, event_partition, partition_for
 from topics.codec import decode, encode
 from topics.settings import Settings
 
@@ -104,7 +104,7 @@ def test_events_are_delivered_before_the_report_on_the_right_partitions() -> Non
     asyncio.run(main())
     (ev_topic, ev_key, ev_part, event), (topic, key, part, report) = producer.sent
     assert ev_topic == CATALOG.events and isinstance(event, records.Event)
-    assert ev_key == event.id and ev_part == partition_for(event.id, 4)
+    assert ev_key == event.id and ev_part == event_partition(event.name, 4)
     assert (topic, key, part) == (CATALOG.runs, "pk-run-1", partition_for("pk-run-1", 4))
     assert isinstance(report, records.OutcomesReported)
     assert (report.run_id, report.task_seq, report.worker) == ("run-1", 1, worker.worker_id)

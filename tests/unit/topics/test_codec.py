@@ -32,6 +32,13 @@ SAMPLES = [
     Event(name="a/b", data={"x": [1, 2.5, None]}, id="E", ts=1),
     FunctionRegistered(fn_id="app-f", app_id="app", name="f",
                        triggers=[{"event": "a/*", "expression": None}], retries=4, ts=1),
+    FunctionRegistered(fn_id="app-g", app_id="app", name="g", triggers=[{"cron": "@daily"}],
+                       retries=0, ts=2, flow={
+                           "concurrency": [{"limit": 2, "key": "event.data.a", "scope": "fn",
+                                            "mode": "step"}],
+                           "throttle": {"limit": 1, "period_ms": 1000, "key": None,
+                                        "burst": 1},
+                           "singleton": {"key": None, "mode": "skip"}}),
     RunRequested(run_id="R", fn_id="f", app_id="a", partition_key="R", event={}, events=[],
                  retries=4, backoff_base_ms=1000, ts=1),
     OutcomesReported(run_id="R", task_seq=3, worker="w", ts=2, outcomes=[
@@ -49,6 +56,14 @@ SAMPLES = [
 @pytest.mark.parametrize("record", SAMPLES, ids=lambda r: r.KIND)
 def test_round_trip(record: object) -> None:
     assert decode(encode(record)) == record  # type: ignore[arg-type]
+
+
+def test_a_registration_written_before_flow_control_decodes_without_it() -> None:
+    body = {"k": "function.registered", "v": 1, "fn_id": "app-f", "app_id": "app",
+            "name": "f", "triggers": [{"event": "e", "expression": None}], "retries": 4,
+            "ts": 1, "cancel": [], "timeouts": None, "idempotency": None}
+    record = decode(msgpack.packb(body))
+    assert isinstance(record, FunctionRegistered) and record.flow is None
 
 
 @given(json_values)

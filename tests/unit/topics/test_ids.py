@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from topics.ids import _CROCKFORD, _ulid, derived_ulid
+from topics import ids
+from topics.ids import _CROCKFORD, _ulid, derived_ulid, new_ulid, ulid_ms
 
 
 def reference_ulid(ms: int, entropy: bytes) -> str:
@@ -30,3 +32,15 @@ def test_pinned_ids() -> None:
 @given(st.integers(0, (1 << 64) - 1), st.binary(min_size=0, max_size=12))
 def test_same_as_the_reference(ms: int, entropy: bytes) -> None:
     assert _ulid(ms, entropy) == reference_ulid(ms, entropy)
+
+
+def test_new_ulids_of_one_process_sort_in_creation_order(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    monkeypatch.setattr(ids, "_last", [-1, 0])  # as in a fresh process
+    same_ms = [new_ulid(5_000) for _ in range(1000)]
+    assert same_ms == sorted(same_ms) and len(set(same_ms)) == 1000
+    # A clock that goes back still gives a later id (the previous time, plus one).
+    back = new_ulid(4_000)
+    assert back > same_ms[-1] and ulid_ms(back) == 5_000
+    later = new_ulid(6_000)
+    assert later > back and ulid_ms(later) == 6_000
