@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.console import Console
+
+from engine.api.views import run_view, timeline_text
 from engine.fold import Limits, apply
 from engine.fold.batching import BATCH_TIMER, DEBOUNCE_TIMER, GATE_TIMER_RUN
 from tests.unit.fold.builders import of
@@ -45,6 +48,9 @@ def test_a_full_batch_starts_one_run_with_every_event_in_order() -> None:
     assert {("E1", "R1"), ("E2", "R1"), ("E3", "R1")} <= t.index
     assert set(t.runs) == {"R1"}
     assert list(t.timers) == []  # the batch's timer went with it
+    # The API and `runs show` list the batch's events.
+    assert run_view(t.runs["R1"])["event_ids"] == ["E1", "E2", "E3"]
+    assert "events (3) E1, E2, E3" in render(timeline_text(t.runs["R1"]))
     # The next event opens a new batch.
     apply(t, request(4, 1003, **batch()))
     assert "R4" not in t.runs
@@ -121,3 +127,9 @@ def test_an_older_event_is_ignored_and_collect_hands_over_the_window() -> None:
     [task] = of(fire(t, DEBOUNCE_TIMER + "app-fn", 2200), Task)
     assert task.event["id"] == "E3"
     assert [e["id"] for e in t.runs["R1"]["events"]] == ["E1", "E3"]
+
+
+def render(renderable: Any) -> str:
+    console = Console(width=200, record=True)
+    console.print(renderable)
+    return console.export_text()
