@@ -7,10 +7,10 @@ import json
 import os
 import signal
 import time
-from dataclasses import replace
 import urllib.error
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
