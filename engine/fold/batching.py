@@ -47,7 +47,7 @@ def add_to_batch(tables: Tables, rec: RunRequested, event_id: str, limits: Limit
     open_batch = tables.get_value(key)
     if open_batch is not None and open_batch["bytes"] + size > cap:
         # This event would take the batch over what one run can carry: close it first.
-        emits += _close(tables, gate, open_batch, limits, begin)
+        emits += _close(tables, gate, open_batch, rec.ts, limits, begin)
         open_batch = None
     if open_batch is None:
         due = rec.ts + int(batch["timeout_ms"])
@@ -58,7 +58,7 @@ def add_to_batch(tables: Tables, rec: RunRequested, event_id: str, limits: Limit
     open_batch["bytes"] += size
     _hold_for(tables, rec, event_id, str(open_batch["run_id"]))
     if len(open_batch["events"]) >= int(batch["max_size"]) or open_batch["bytes"] >= cap:
-        return emits + _close(tables, gate, open_batch, limits, begin)
+        return emits + _close(tables, gate, open_batch, rec.ts, limits, begin)
     tables.put_value(key, open_batch)
     return emits
 
@@ -104,7 +104,7 @@ def on_timer(tables: Tables, timer_id: str, due_ms: int, now: int, limits: Limit
         open_batch = tables.get_value(keys.gate_key("batch", gate))
         if open_batch is None or open_batch["due_ms"] != due_ms:
             return []
-        return _close(tables, gate, open_batch, limits, begin)
+        return _close(tables, gate, open_batch, now, limits, begin)
     gate = timer_id[len(DEBOUNCE_TIMER):]
     key = keys.gate_key("debounce", gate)
     held = tables.get_value(key)
@@ -113,17 +113,36 @@ def on_timer(tables: Tables, timer_id: str, due_ms: int, now: int, limits: Limit
     tables.delete_value(key)
     request = RunRequested(**held["request"])
     events = held["events"] or [held["event"]]
-    return begin(tables, replace(request, event=held["event"], events=events),
-                 "", limits)
+    # The run is requested now, when the quiet period ended (its timeouts count from
+    # here, and so does its place in any backlog).
+    emits = begin(tables, replace(request, event=held["event"], events=events, ts=now),
+                  "", limits)
+    _opened(tables, request.run_id, "debounce.opened", int(held["first_ms"]),
+            {"gate": gate, "last_event_id": held["event"].get("id")})
+    return emits
 
 
-def _close(tables: Tables, gate: str, open_batch: dict[str, Any], limits: Limits,
-           begin: Begin) -> list[Emit]:
+def _close(tables: Tables, gate: str, open_batch: dict[str, Any], now: int,
+           limits: Limits, begin: Begin) -> list[Emit]:
     tables.delete_value(keys.gate_key("batch", gate))
     tables.delete_timer(int(open_batch["due_ms"]), GATE_TIMER_RUN, BATCH_TIMER + gate)
     request = RunRequested(**open_batch["request"])
     events = open_batch["events"]
-    return begin(tables, replace(request, event=events[0], events=events), "", limits)
+    # Requested now, when the batch closed: its timeouts count from here.
+    emits = begin(tables, replace(request, event=events[0], events=events, ts=now), "",
+                  limits)
+    _opened(tables, request.run_id, "batch.opened", int(open_batch["opened_ms"]),
+            {"gate": gate, "events": len(events)})
+    return emits
+
+
+def _opened(tables: Tables, run_id: str, kind: str, at: int, detail: dict[str, Any]
+            ) -> None:
+    """Put when the batch or debounce opened at the head of the run's timeline."""
+    state = tables.get_run(run_id)
+    if state is not None and state["timeline"][0]["type"] != kind:
+        state["timeline"].insert(0, {"at": at, "type": kind, "detail": detail})
+        tables.put_run(run_id, state)
 
 
 def _hold_for(tables: Tables, rec: RunRequested, event_id: str, run_id: str) -> None:
