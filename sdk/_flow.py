@@ -254,13 +254,15 @@ class FlowOptions:
                 out[wire_key] = wired
         if any(c["scope"] == "env" for c in out.get("concurrency", ())) and (
                 len(out["concurrency"]) > 1
-                or any(name in out for name in ("throttle", "rate_limit", "singleton"))):
+                or any(name in out for name in ("throttle", "rate_limit", "singleton",
+                                                "batch", "debounce"))):
             # An env gate is shared with other functions, so it lives on the key's own
             # partition; this function's other gates live on the function's. Claiming
             # across partitions (remote gates) is not built: refuse rather than be inexact.
             raise ConfigError(f"{where}: concurrency with scope='env' cannot be "
                               "combined with another concurrency limit, throttle, "
-                              "rate_limit or singleton (not supported yet)")
+                              "rate_limit, singleton, batch_events or debounce (not "
+                              "supported yet)")
         return out or None
 
 

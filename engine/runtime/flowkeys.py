@@ -133,15 +133,16 @@ def compile_flow(fn_id: str, flow: dict[str, Any] | None) -> FlowOptions:
         except ExpressionError as exc:
             log.error("function %s: priority ignored: %s", fn_id, exc)
     limits_t = tuple(limits)
+    batch, debounce = _batch(fn_id, flow.get("batch")), _debounce(fn_id, flow.get("debounce"))
     if any(o.scope == "env" for o in limits_t) and (
-            len(limits_t) > 1 or throttle or rate_limit or singleton):
+            len(limits_t) > 1 or throttle or rate_limit or singleton or batch or debounce):
         # The SDK refuses this (ConfigError): an env gate is shared across functions, so
         # it cannot live on this function's partition with the others.
         log.error("function %s: an env-scoped concurrency limit cannot be combined with "
                   "other flow-control options; only it is enforced", fn_id)
         limits_t = tuple(o for o in limits_t if o.scope == "env")[:1]
         throttle = rate_limit = singleton = None
-    batch, debounce = _batch(fn_id, flow.get("batch")), _debounce(fn_id, flow.get("debounce"))
+        batch = debounce = None
     options = FlowOptions(limits_t, throttle, rate_limit, singleton, priority,
                           batch=batch, debounce=debounce)
     return FlowOptions(limits_t, throttle, rate_limit, singleton, priority,

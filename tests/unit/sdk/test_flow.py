@@ -130,6 +130,8 @@ BAD: list[tuple[dict[str, Any], str]] = [
      r"concurrency with scope='env' cannot be combined with another concurrency limit"),
     ({"concurrency": sdk.Concurrency(1, key='"ai"', scope="env"),
       "throttle": sdk.Throttle(1, "1s")}, r"concurrency with scope='env' cannot be combined"),
+    ({"concurrency": sdk.Concurrency(1, key='"ai"', scope="env"),
+      "debounce": sdk.Debounce("1s")}, r"concurrency with scope='env' cannot be combined"),
     ({"concurrency": [5]}, r"concurrency\[0\] must be sdk\.Concurrency, got int"),
     ({"throttle": sdk.Throttle(0, "1s")}, r"throttle\.limit must be an int >= 1"),
     ({"throttle": sdk.Throttle(1, "999ms")},
