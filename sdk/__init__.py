@@ -26,19 +26,21 @@ from sdk._errors import (
     StepError,
 )
 from sdk._events import Event, TriggerCron, TriggerEvent
-from sdk._flow import Concurrency, Priority, RateLimit, Singleton, Throttle
+from sdk._flow import Batch, Concurrency, Debounce, Priority, RateLimit, Singleton, Throttle
 from sdk._function import Function, FunctionConfig
 from sdk._options import Cancel, Timeouts
 from sdk._step import Step
 from sdk._worker import Worker
 
 __all__ = [
+    "Batch",
     "BrokerUnreachableError",
     "Cancel",
     "Client",
     "Concurrency",
     "ConfigError",
     "Context",
+    "Debounce",
     "Event",
     "EventError",
     "Function",

@@ -14,7 +14,16 @@ from sdk._config import load_settings
 from sdk._durations import wall_ms
 from sdk._errors import ConfigError, SendError
 from sdk._events import Event, TriggerEvent, as_list, to_record
-from sdk._flow import Concurrency, FlowOptions, Priority, RateLimit, Singleton, Throttle
+from sdk._flow import (
+    Batch,
+    Concurrency,
+    Debounce,
+    FlowOptions,
+    Priority,
+    RateLimit,
+    Singleton,
+    Throttle,
+)
 from sdk._function import (
     DEFAULT_RETRIES,
     Function,
@@ -106,6 +115,8 @@ class Client:
         rate_limit: RateLimit | None = None,
         priority: Priority | None = None,
         singleton: Singleton | None = None,
+        batch_events: Batch | None = None,
+        debounce: Debounce | None = None,
     ) -> Callable[[Handler], Function]:
         """Decorator declaring a durable function.
 
@@ -120,7 +131,12 @@ class Client:
         Flow control, as in Inngest: ``concurrency`` (:class:`~sdk.Concurrency`, or a
         list of up to two), ``throttle`` (:class:`~sdk.Throttle`), ``rate_limit``
         (:class:`~sdk.RateLimit`), ``priority`` (:class:`~sdk.Priority`) and
-        ``singleton`` (:class:`~sdk.Singleton`); the failure handler gets none of them.
+        ``singleton`` (:class:`~sdk.Singleton`), ``batch_events`` (:class:`~sdk.Batch`:
+        one run per batch of events, in ``ctx.events``) and ``debounce``
+        (:class:`~sdk.Debounce`: one run per burst of events). As in Inngest, batching
+        cannot be combined with ``idempotency``, ``rate_limit``, ``cancel``,
+        ``priority``, ``debounce`` or ``singleton``. The failure handler gets none of
+        them.
 
         ``on_failure`` is an async handler run once a run of this function has failed
         for good. As in Inngest it is a function of its own in the same app,
@@ -137,7 +153,7 @@ class Client:
                              retries=retries, name=name, cancel=cancel, timeouts=timeouts,
                              idempotency=idempotency,
                              flow=FlowOptions(concurrency, throttle, rate_limit, priority,
-                                              singleton))
+                                              singleton, batch_events, debounce))
         failure_config = None
         if on_failure is not None:
             _check_on_failure(on_failure, fn_id)

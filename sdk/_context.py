@@ -16,10 +16,12 @@ from sdk._step import Step
 class Context:
     """The argument of every function.
 
-    ``event`` is the triggering event, ``events`` all of them (more than one for
-    batches), ``attempt`` counts the function's retries (0 first), ``step`` is the step
-    API and ``logger`` a logger that stays quiet while memoized steps are replayed, so
-    each line is logged once per run rather than once per execution. ``cron_tick`` is
+    ``event`` is the triggering event, ``events`` all of them: a batch
+    (``batch_events``, in accepted order, ``event`` its first) or a debounce's burst
+    (``collect=True``, ``event`` its last); else ``[event]``. ``attempt`` counts the
+    function's retries (0 first), ``step`` is the step API and ``logger`` a logger that
+    stays quiet while memoized steps are replayed, so each line is logged once per run
+    rather than once per execution. ``cron_tick`` is
     the scheduled moment (UTC) of a run started by a :class:`~sdk.TriggerCron`,
     and None for other runs.
     """

@@ -1,6 +1,8 @@
-"""Flow-control options: concurrency, throttle, rate limit, priority and singleton.
+"""Flow-control options: concurrency, throttle, rate limit, priority, singleton,
+batching and debounce.
 
-Names, fields and limits follow Inngest's Python SDK 0.5. The options only describe;
+Names, fields and limits follow Inngest's Python SDK 0.5 (batching and debounce: its
+``Batch`` and ``Debounce``, with the bounds and combinations Inngest's server checks). The options only describe;
 the engine enforces them (see "Flow control" in docs/architecture.md). Every check runs
 in :meth:`FlowOptions.wire`, which ``create_function`` calls, so that each
 :class:`~sdk.ConfigError` names the function and the field.
@@ -9,6 +11,7 @@ in :meth:`FlowOptions.wire`, which ``create_function`` calls, so that each
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -26,6 +29,14 @@ _SECOND_MS = 1000
 THROTTLE_MAX_PERIOD_MS = 7 * 86_400_000
 RATE_LIMIT_MAX_PERIOD_MS = 86_400_000
 MAX_CONCURRENCY_LIMITS = 2
+# A batch holds 2 to 100 events (a "batch" of one is not one; 100 is the open-source
+# server's cap, Inngest Cloud's depends on the plan) and waits 1 s to 60 s; a debounce
+# period is 1 s to 7 days. Inngest does not bound a debounce timeout; the same 7 days
+# keeps a run from being deferred longer than a period could defer it.
+BATCH_MIN_SIZE = 2
+BATCH_MAX_SIZE = 100
+BATCH_MAX_TIMEOUT_MS = 60_000
+DEBOUNCE_MAX_PERIOD_MS = 7 * 86_400_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +152,69 @@ class Singleton:
 
 
 @dataclass(frozen=True, slots=True)
+class Batch:
+    """Runs take their events in batches: a batch opens on the first matching event and
+    starts one run when it holds ``max_size`` events (2 to 100), when ``timeout`` (1 s
+    to 60 s: ms int, timedelta or "5s") has passed since its first event, or when its
+    events' data reaches 10 MiB. ``ctx.events`` holds the batch in accepted order and
+    ``ctx.event`` is its first event.
+
+    ``key`` is CEL over ``event``: one batch per value. ``if_exp`` is CEL over
+    ``event``: an event for which it is false (or not a boolean) runs alone, at once.
+    """
+
+    max_size: int
+    timeout: Duration
+    key: str | None = None
+    if_exp: str | None = None
+
+    def wire(self, what: str) -> dict[str, Any]:
+        """``{"max_size", "timeout_ms", "key", "if_exp"}``; ``what`` names it in errors
+        ("function 'f': batch_events")."""
+        size = self.max_size
+        if isinstance(size, bool) or not isinstance(size, int) or not (
+                BATCH_MIN_SIZE <= size <= BATCH_MAX_SIZE):
+            raise ConfigError(f"{what}.max_size must be an int from {BATCH_MIN_SIZE} to "
+                              f"{BATCH_MAX_SIZE}, got {size!r}")
+        return {"max_size": size,
+                "timeout_ms": _period_ms(self.timeout, f"{what}.timeout",
+                                         BATCH_MAX_TIMEOUT_MS, "60s"),
+                "key": _key(self.key, f"{what}.key"),
+                "if_exp": _key(self.if_exp, f"{what}.if_exp")}
+
+
+@dataclass(frozen=True, slots=True)
+class Debounce:
+    """A burst of events starts one run: each matching event restarts the wait, and the
+    run starts ``period`` (1 s to 7 days) after the last one, with that event.
+    ``timeout`` (1 s to 7 days) bounds the whole delay from the burst's first event: the
+    run then starts with the latest event and a new debounce begins. ``key`` is CEL over
+    ``event``: one debounce per value.
+
+    ``collect=True`` (stepstream's addition, asked in inngest/inngest#3695) gives the
+    run every event of the burst in ``ctx.events``, in accepted order; ``ctx.event`` is
+    still the last one. Without it, ``ctx.events`` is ``[ctx.event]``.
+    """
+
+    period: Duration
+    key: str | None = None
+    timeout: Duration | None = None
+    collect: bool = False
+
+    def wire(self, what: str) -> dict[str, Any]:
+        """``{"period_ms", "key", "timeout_ms", "collect"}``."""
+        if not isinstance(self.collect, bool):
+            raise ConfigError(f"{what}.collect must be True or False, "
+                              f"got {self.collect!r}")
+        return {"period_ms": _period_ms(self.period, f"{what}.period",
+                                        DEBOUNCE_MAX_PERIOD_MS, "7d"),
+                "key": _key(self.key, f"{what}.key"),
+                "timeout_ms": None if self.timeout is None else _period_ms(
+                    self.timeout, f"{what}.timeout", DEBOUNCE_MAX_PERIOD_MS, "7d"),
+                "collect": self.collect}
+
+
+@dataclass(frozen=True, slots=True)
 class FlowOptions:
     """The flow-control arguments of one ``create_function`` call, as given."""
 
@@ -149,6 +223,8 @@ class FlowOptions:
     rate_limit: Any = None
     priority: Any = None
     singleton: Any = None
+    batch_events: Any = None
+    debounce: Any = None
 
     def __post_init__(self) -> None:
         # A tuple, as the frozen FunctionConfig holding this one must stay hashable.
@@ -162,8 +238,11 @@ class FlowOptions:
         limits = _concurrency(self.concurrency, where)
         if limits:
             out["concurrency"] = limits
-        for name, cls in (("throttle", Throttle), ("rate_limit", RateLimit),
-                          ("priority", Priority), ("singleton", Singleton)):
+        # (argument, key in the record, class); batch_events is Inngest's argument name.
+        for name, wire_key, cls in (
+                ("throttle", "throttle", Throttle), ("rate_limit", "rate_limit", RateLimit),
+                ("priority", "priority", Priority), ("singleton", "singleton", Singleton),
+                ("batch_events", "batch", Batch), ("debounce", "debounce", Debounce)):
             option = getattr(self, name)
             if option is None:
                 continue
@@ -172,17 +251,42 @@ class FlowOptions:
                                   f"got {type(option).__name__}")
             wired = option.wire(f"{where}: {name}")
             if wired is not None:
-                out[name] = wired
+                out[wire_key] = wired
         if any(c["scope"] == "env" for c in out.get("concurrency", ())) and (
                 len(out["concurrency"]) > 1
-                or any(name in out for name in ("throttle", "rate_limit", "singleton"))):
+                or any(name in out for name in ("throttle", "rate_limit", "singleton",
+                                                "batch", "debounce"))):
             # An env gate is shared with other functions, so it lives on the key's own
             # partition; this function's other gates live on the function's. Claiming
             # across partitions (remote gates) is not built: refuse rather than be inexact.
             raise ConfigError(f"{where}: concurrency with scope='env' cannot be "
                               "combined with another concurrency limit, throttle, "
-                              "rate_limit or singleton (not supported yet)")
+                              "rate_limit, singleton, batch_events or debounce (not "
+                              "supported yet)")
         return out or None
+
+
+# What Inngest refuses together with batching: one run serves many events, so options
+# that decide per event whether or when a run starts (idempotency, rate_limit, singleton,
+# debounce), cancel one run by a matching event, or order runs by an event's data
+# (priority) have no single event to apply to. Concurrency and throttle count runs, and
+# combine.
+_NOT_WITH_BATCHING = ("idempotency", "rate_limit", "cancel", "priority", "debounce",
+                      "singleton")
+
+
+def check_combinations(where: str, flow: dict[str, Any] | None, *,
+                       idempotency: str | None, cancel: Sequence[object]) -> None:
+    """Refuse what Inngest refuses with ``batch_events``, naming the function and every
+    option in the way. ``flow`` is ``FunctionRegistered.flow`` as wired."""
+    if not flow or "batch" not in flow:
+        return
+    given = {"idempotency": idempotency is not None, "cancel": bool(cancel)}
+    clash = [name for name in _NOT_WITH_BATCHING if given.get(name, name in flow)]
+    if clash:
+        raise ConfigError(f"{where}: batch_events cannot be combined with "
+                          f"{', '.join(clash)} (as in Inngest: one batch run serves many "
+                          "events; batching combines with concurrency and throttle)")
 
 
 def _concurrency(value: object, where: str) -> list[dict[str, Any]]:

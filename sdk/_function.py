@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sdk._errors import ConfigError
 from sdk._events import TriggerCron, TriggerEvent
 from sdk._expressions import cel_problem
-from sdk._flow import FlowOptions
+from sdk._flow import FlowOptions, check_combinations
 from sdk._options import Cancel, Timeouts
 from topics import records
 from topics.cron import parse_cron
@@ -32,7 +32,8 @@ class FunctionConfig:
     ``id`` is the registered id, ``f"{app_id}-{fn_id}"``; ``retries`` counts the
     retries after the first attempt. ``cancel``, ``timeouts`` and ``idempotency`` are
     as given to ``create_function`` (already checked); ``flow`` holds its flow-control
-    options (concurrency, throttle, rate_limit, priority, singleton).
+    options (concurrency, throttle, rate_limit, priority, singleton, batch_events,
+    debounce).
     """
 
     id: str
@@ -147,7 +148,7 @@ def make_config(
                               "(write a CEL expression over event, e.g. "
                               "'event.data.payment_id')")
     if flow is not None:
-        flow.wire(where)
+        check_combinations(where, flow.wire(where), idempotency=idempotency, cancel=rules)
     return FunctionConfig(
         id=f"{app_id}-{fn_id}",
         fn_id=fn_id,

@@ -64,7 +64,10 @@ class FunctionRegistered:
     # {"concurrency": [{"limit", "key", "scope": "fn" | "env", "mode": "step" | "run"}],
     #  "throttle": {"limit", "period_ms", "key", "burst"},
     #  "rate_limit": {"limit", "period_ms", "key"}, "priority": {"run"},
-    #  "singleton": {"key", "mode": "skip" | "cancel"}}; keys and "run" are CEL.
+    #  "singleton": {"key", "mode": "skip" | "cancel"},
+    #  "batch": {"max_size", "timeout_ms", "key", "if_exp"},
+    #  "debounce": {"period_ms", "key", "timeout_ms" | None, "collect": bool}};
+    # keys, "run" and "if_exp" are CEL.
     flow: dict[str, JSON] | None = None
 
 

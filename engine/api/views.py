@@ -247,6 +247,10 @@ def run_view(state: dict[str, Any]) -> dict[str, Any]:
         "run_id": state.get("run_id"),
         "function_id": state.get("fn_id"),
         "event_id": event.get("id"),
+        # Every event the run was started with, in order: a batch's (or a collecting
+        # debounce's) whole list; for a run of one event, that one.
+        "event_ids": [e.get("id") for e in (state.get("events") or [event])
+                      if isinstance(e, dict)],
         "status": api_status(status),
         "output": state.get("output"),
         "started_at": None if status == "queued" else rfc3339(state.get("started_at")),
@@ -428,6 +432,11 @@ def timeline_text(run: dict[str, Any]) -> Group:
     head.append(status, style=_STATUS_STYLE.get(status, ""))
     head.append(f"\nfunction {view.get('function_id')} (app {view.get('app_id')})")
     head.append(f"\nevent {view.get('event_name') or ''} {view.get('event_id')}")
+    event_ids = view.get("event_ids") or []
+    if len(event_ids) > 1:
+        shown = ", ".join(str(i) for i in event_ids[:20])
+        more = f" and {len(event_ids) - 20} more" if len(event_ids) > 20 else ""
+        head.append(f"\nevents ({len(event_ids)}) {shown}{more}")
     head.append(f"\nstarted {view.get('started_at') or '-'}  ended {view.get('ended_at') or '-'}")
     if view.get("output") is not None:
         head.append(f"\noutput {_short(view.get('output'), 200)}")

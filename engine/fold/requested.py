@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from engine.fold import admission, flow
+from engine.fold import admission, batching, flow
 from engine.fold.core import (
     Emit,
     Limits,
@@ -36,7 +36,7 @@ def on_run_requested(tables: Tables, rec: RunRequested, at: Position | None,
     if options.get("admitted"):
         # Forwarded home by the partition that holds its dedupe key or cron tick: those
         # were checked there.
-        return _begin(tables, rec, event_id, limits)
+        return _start(tables, rec, event_id, limits)
     if rec.cron is not None:
         key = keys.cron_key(rec.fn_id, str(rec.cron.get("cron")))
         tick = int(rec.cron.get("tick_ms") or 0)
@@ -59,6 +59,24 @@ def on_run_requested(tables: Tables, rec: RunRequested, at: Position | None,
         if event_id:
             tables.index_event(event_id, rec.run_id)
         return [_forwarded(rec, str(home))]
+    return _start(tables, rec, event_id, limits)
+
+
+def _start(tables: Tables, rec: RunRequested, event_id: str, limits: Limits) -> list[Emit]:
+    """Begin the run, or put its event in a batch or a debounce that begins one later."""
+    options = rec.flow or {}
+    if options.get("batch"):
+        return batching.add_to_batch(tables, rec, event_id, limits, begin_run)
+    if options.get("debounce"):
+        return batching.debounce(tables, rec, event_id)
+    return _begin(tables, rec, event_id, limits)
+
+
+def begin_run(tables: Tables, rec: RunRequested, event_id: str, limits: Limits
+              ) -> list[Emit]:
+    """Begin a run a batch or a debounce closed (its events are indexed already)."""
+    if tables.get_run(rec.run_id) is not None:
+        return []
     return _begin(tables, rec, event_id, limits)
 
 

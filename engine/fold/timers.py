@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import cast
 
+from engine.fold import batching
 from engine.fold.admission import GATE_TIMER_RUN, on_gate_timer
 from engine.fold.cancel import cancel
 from engine.fold.core import (
@@ -35,6 +36,14 @@ FINISH_DEADLINE = "deadline:finish"
 def on_timer_fired(tables: Tables, rec: TimerFired, at: Position | None,
                    limits: Limits) -> list[Emit]:
     if rec.run_id == GATE_TIMER_RUN:
+        if rec.timer_id.startswith((batching.BATCH_TIMER, batching.DEBOUNCE_TIMER)):
+            if rec.ts < rec.due_ms:
+                return []  # never early
+            tables.delete_timer(rec.due_ms, GATE_TIMER_RUN, rec.timer_id)
+            # Imported here: requested.py imports this module (deadlines).
+            from engine.fold.requested import begin_run
+            return batching.on_timer(tables, rec.timer_id, rec.due_ms, rec.ts, limits,
+                                     begin_run)
         return on_gate_timer(tables, rec)
     state = tables.get_run(rec.run_id)
     if state is None:

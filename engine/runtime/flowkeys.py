@@ -47,6 +47,22 @@ class SingletonOption:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchOption:
+    max_size: int
+    timeout_ms: int
+    key: CompiledExpression | None
+    if_exp: CompiledExpression | None
+
+
+@dataclass(frozen=True, slots=True)
+class DebounceOption:
+    period_ms: int
+    key: CompiledExpression | None
+    timeout_ms: int | None
+    collect: bool
+
+
+@dataclass(frozen=True, slots=True)
 class FlowOptions:
     """A function's flow-control options with their expressions compiled once.
 
@@ -60,16 +76,18 @@ class FlowOptions:
     singleton: SingletonOption | None = None
     priority: CompiledExpression | None = None
     home: tuple[str, CompiledExpression | None] = ("fn", None)
+    batch: BatchOption | None = None
+    debounce: DebounceOption | None = None
 
     @property
     def empty(self) -> bool:
-        return (not self.concurrency and self.throttle is None and self.rate_limit is None
-                and self.singleton is None and self.priority is None)
+        return not self.gated and self.priority is None
 
     @property
     def gated(self) -> bool:
         """Whether any option keeps state (all but priority)."""
-        return bool(self.concurrency or self.throttle or self.rate_limit or self.singleton)
+        return bool(self.concurrency or self.throttle or self.rate_limit or self.singleton
+                    or self.batch or self.debounce)
 
 
 NO_FLOW = FlowOptions()
@@ -115,17 +133,50 @@ def compile_flow(fn_id: str, flow: dict[str, Any] | None) -> FlowOptions:
         except ExpressionError as exc:
             log.error("function %s: priority ignored: %s", fn_id, exc)
     limits_t = tuple(limits)
+    batch, debounce = _batch(fn_id, flow.get("batch")), _debounce(fn_id, flow.get("debounce"))
     if any(o.scope == "env" for o in limits_t) and (
-            len(limits_t) > 1 or throttle or rate_limit or singleton):
+            len(limits_t) > 1 or throttle or rate_limit or singleton or batch or debounce):
         # The SDK refuses this (ConfigError): an env gate is shared across functions, so
         # it cannot live on this function's partition with the others.
         log.error("function %s: an env-scoped concurrency limit cannot be combined with "
                   "other flow-control options; only it is enforced", fn_id)
         limits_t = tuple(o for o in limits_t if o.scope == "env")[:1]
         throttle = rate_limit = singleton = None
-    options = FlowOptions(limits_t, throttle, rate_limit, singleton, priority)
+        batch = debounce = None
+    options = FlowOptions(limits_t, throttle, rate_limit, singleton, priority,
+                          batch=batch, debounce=debounce)
     return FlowOptions(limits_t, throttle, rate_limit, singleton, priority,
-                       home_rule(options))
+                       home_rule(options), batch, debounce)
+
+
+def _batch(fn_id: str, item: Any) -> BatchOption | None:
+    if not isinstance(item, dict):
+        return None
+    try:
+        max_size, timeout_ms = int(item["max_size"]), int(item["timeout_ms"])
+        if max_size < 1 or timeout_ms < 1:
+            raise ValueError("max_size and timeout must be >= 1")
+        return BatchOption(max_size, timeout_ms, _compile(item.get("key")),
+                           _compile(item.get("if_exp")))
+    except (KeyError, TypeError, ValueError, ExpressionError) as exc:
+        log.error("function %s: batch_events %r skipped: %s", fn_id, item, exc)
+        return None
+
+
+def _debounce(fn_id: str, item: Any) -> DebounceOption | None:
+    if not isinstance(item, dict):
+        return None
+    try:
+        period_ms = int(item["period_ms"])
+        timeout = item.get("timeout_ms")
+        if period_ms < 1 or (timeout is not None and int(timeout) < 1):
+            raise ValueError("period and timeout must be >= 1")
+        return DebounceOption(period_ms, _compile(item.get("key")),
+                              None if timeout is None else int(timeout),
+                              bool(item.get("collect")))
+    except (KeyError, TypeError, ValueError, ExpressionError) as exc:
+        log.error("function %s: debounce %r skipped: %s", fn_id, item, exc)
+        return None
 
 
 def _rate(fn_id: str, name: str, item: Any, *, throttle: bool) -> RateOption | None:
@@ -160,6 +211,9 @@ def home_rule(options: FlowOptions) -> tuple[str, CompiledExpression | None]:
             keyed.append(("fn", rate.key))
     if options.singleton is not None:
         keyed.append(("fn", options.singleton.key))
+    for gathered in (options.batch, options.debounce):
+        if gathered is not None:
+            keyed.append(("fn", gathered.key))
     if not keyed:
         return ("fn", None)
     scope, first = keyed[0]
@@ -248,9 +302,34 @@ def evaluate_flow(fn_id: str, options: FlowOptions, prepared: PreparedEvent
         value = value_of(options.singleton.key)
         flow["singleton"] = {"gate": gate_key(fn_id, "fn", value),
                              "mode": options.singleton.mode, "key": value}
+    if options.batch is not None and _holds(fn_id, options.batch.if_exp, prepared):
+        # An event for which if_exp is false (or not a boolean) runs alone, at once.
+        value = value_of(options.batch.key)
+        flow["batch"] = {"gate": gate_key(fn_id, "fn", value),
+                         "max_size": options.batch.max_size,
+                         "timeout_ms": options.batch.timeout_ms, "key": value}
+    if options.debounce is not None:
+        value = value_of(options.debounce.key)
+        flow["debounce"] = {"gate": gate_key(fn_id, "fn", value),
+                            "period_ms": options.debounce.period_ms,
+                            "timeout_ms": options.debounce.timeout_ms,
+                            "collect": options.debounce.collect, "key": value}
     if options.priority is not None:
         flow["priority"] = priority_s(fn_id, options.priority, prepared)
     return flow
+
+
+def _holds(fn_id: str, expression: CompiledExpression | None, prepared: PreparedEvent
+           ) -> bool:
+    if expression is None:
+        return True
+    try:
+        value = expression.evaluate({"event": prepared.cel()}, converted=True)
+    except Exception as exc:  # a CEL evaluation error: the event is not batched
+        log.warning("function %s: batch if_exp %r did not evaluate (%s)", fn_id,
+                    expression.source, exc)
+        return False
+    return to_json(value) is True
 
 
 def priority_s(fn_id: str, expression: CompiledExpression, prepared: PreparedEvent) -> int:

@@ -130,6 +130,8 @@ BAD: list[tuple[dict[str, Any], str]] = [
      r"concurrency with scope='env' cannot be combined with another concurrency limit"),
     ({"concurrency": sdk.Concurrency(1, key='"ai"', scope="env"),
       "throttle": sdk.Throttle(1, "1s")}, r"concurrency with scope='env' cannot be combined"),
+    ({"concurrency": sdk.Concurrency(1, key='"ai"', scope="env"),
+      "debounce": sdk.Debounce("1s")}, r"concurrency with scope='env' cannot be combined"),
     ({"concurrency": [5]}, r"concurrency\[0\] must be sdk\.Concurrency, got int"),
     ({"throttle": sdk.Throttle(0, "1s")}, r"throttle\.limit must be an int >= 1"),
     ({"throttle": sdk.Throttle(1, "999ms")},
@@ -172,8 +174,8 @@ def test_bad_options_are_refused_when_the_function_is_declared(
 
 
 def test_flow_control_combines_with_idempotency_and_cancel() -> None:
-    # Inngest refuses flow-control combinations only with batching and debounce (not
-    # built); idempotency, cancel rules, a singleton and a concurrency limit coexist.
+    # Inngest refuses these combinations only with batching (test_batch_debounce.py);
+    # idempotency, cancel rules, a singleton and a concurrency limit coexist.
     flow = flow_of(idempotency="event.data.id", cancel=[sdk.Cancel(event="stop")],
                    rate_limit=sdk.RateLimit(5, "1m"),
                    singleton=sdk.Singleton(mode="cancel"), concurrency=sdk.Concurrency(2))
