@@ -1,0 +1,72 @@
+"""The processor folds a runs/waits partition only up to a missing offset and reads it
+again from there (a broker once made a later batch readable before an earlier one, and
+three runs never began); a gap that stays, or lies below the log's start, is passed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from engine.runtime import processor
+from engine.runtime.processor import Processor
+
+
+class Msg:
+    def __init__(self, offset: int) -> None:
+        self._offset = offset
+
+    def offset(self) -> int:
+        return self._offset
+
+
+class Consumer:
+    def __init__(self, low: int = 0) -> None:
+        self.low = low
+        self.seeks: list[tuple[str, int, int]] = []
+
+    def seek(self, tp: Any) -> None:
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
+
+    def get_watermark_offsets(self, tp: Any, timeout: float, cached: bool) -> tuple[int, int]:
+        return self.low, 10_000
+
+
+def bare(consumer: Consumer) -> Processor:
+    p = Processor.__new__(Processor)  # only what the gap check reads
+    p.consumer = consumer  # type: ignore[assignment]
+    p.gaps = {}
+    return p
+
+
+def offsets(msgs: list[Any]) -> list[int]:
+    return [m.offset() for m in msgs]
+
+
+def test_contiguous_records_are_all_folded() -> None:
+    p = bare(Consumer())
+    msgs = [Msg(o) for o in (3, 4, 5, 6)]  # 3 was applied before: the fold skips it
+    assert offsets(p._up_to_a_gap("runs", 1, msgs, 4)) == [3, 4, 5, 6]
+    assert p.consumer.seeks == []  # type: ignore[attr-defined]
+
+
+def test_records_past_a_missing_offset_wait_and_the_partition_is_read_again() -> None:
+    p = bare(Consumer())
+    msgs = [Msg(o) for o in (10, 11, 15, 16)]
+    assert offsets(p._up_to_a_gap("runs", 1, msgs, 10)) == [10, 11]
+    assert p.consumer.seeks == [("runs", 1, 12)]  # type: ignore[attr-defined]
+    assert offsets(p._up_to_a_gap("runs", 1, [Msg(15)], 12)) == []
+    # The missing records arrive: all is folded, the gap is forgotten.
+    assert offsets(p._up_to_a_gap("runs", 1, [Msg(o) for o in (12, 13, 14, 15)], 12)) == [
+        12, 13, 14, 15]
+    assert p.gaps == {}
+
+
+def test_a_gap_below_the_log_start_or_that_stays_is_passed(monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    p = bare(Consumer(low=50))  # retention removed everything before 50
+    assert offsets(p._up_to_a_gap("waits", 0, [Msg(50), Msg(51)], 0)) == [50, 51]
+    p = bare(Consumer())
+    assert p._up_to_a_gap("runs", 2, [Msg(9)], 5) == []
+    monkeypatch.setattr(processor, "GAP_WAIT_S", -1.0)  # waited long enough
+    assert offsets(p._up_to_a_gap("runs", 2, [Msg(9)], 5)) == [9]
