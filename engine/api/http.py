@@ -220,6 +220,17 @@ async def get_run(request: web.Request) -> web.Response:
     return _json({"data": run_view(state)})
 
 
+async def run_trigger(request: web.Request) -> web.Response:
+    """``GET /v1/runs/{run_id}/trigger`` (Inngest's shape): the events that started the
+    run, in order — one, or every event of a batch."""
+    run_id = request.match_info["run_id"]
+    state = await _query(request, "get_run", run_id)
+    if state is None:
+        return error(404, f"run {run_id} not found")
+    events = state.get("events") or [state.get("event") or {}]
+    return _json({"data": events})
+
+
 async def event_runs(request: web.Request) -> web.Response:
     """``GET /v1/events/{event_id}/runs``."""
     states = await _query(request, "runs_for_event", request.match_info["event_id"])
@@ -424,6 +435,9 @@ def make_app(queries: RunQueries, ingest: Ingest, *, dev: bool, event_keys: froz
     app.router.add_get("/v1/runs/{run_id}", get_run)
     app.router.add_get("/v1/runs", list_runs)
     app.router.add_post("/v1/runs/{run_id}/cancel", cancel_run)
+    # Inngest's REST API cancels with DELETE; the same handler and answers.
+    app.router.add_delete("/v1/runs/{run_id}", cancel_run)
+    app.router.add_get("/v1/runs/{run_id}/trigger", run_trigger)
     app.router.add_get("/v1/state/hash", state_hash)
     app.router.add_get("/v1/functions", functions)
     app.router.add_get("/v1/functions/{fn_id}", get_function)

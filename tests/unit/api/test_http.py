@@ -517,3 +517,26 @@ def test_too_many_events_in_one_request_is_413() -> None:
         assert r.status == 413 and "over the limit of 5000" in got["error"], got
         assert ing.sent == []
     run(t)
+
+
+def test_delete_cancels_a_run_as_in_inngest() -> None:
+    async def t(c: TestClient[Any, Any], ing: FakeIngest) -> None:
+        r = await c.delete("/v1/runs/R9")
+        assert r.status == 202
+        assert await r.json() == {"run_id": "R9", "status": "cancelling"}
+        r = await c.delete("/v1/runs/C1")
+        assert r.status == 409
+        r = await c.delete("/v1/runs/NOPE")
+        assert r.status == 404
+        assert ing.cancels == [("R9", "fn/acct-7", None)]
+    run(t, runs=CANCELLABLE)
+
+
+def test_a_runs_trigger_is_its_events() -> None:
+    async def t(c: TestClient[Any, Any], ing: FakeIngest) -> None:
+        r = await c.get("/v1/runs/R2/trigger")
+        data = (await r.json())["data"]
+        assert r.status == 200 and [e["id"] for e in data] == ["E1"]
+        r = await c.get("/v1/runs/NOPE/trigger")
+        assert r.status == 404
+    run(t)
