@@ -47,6 +47,8 @@ def book_courier() -> str:
 async def process_order(ctx: sdk.Context) -> dict:
     order = await ctx.step.run("validate", validate_order, ctx.event.data["order_id"])
     charge = await ctx.step.run("charge", charge_card, order)
+    # Shown by `stepstream dev` (not while the function replays past this point).
+    ctx.logger.info("order %s charged: %s", order["order_id"], charge["id"])
     await ctx.step.sleep("cool-off", datetime.timedelta(seconds=2))
     await ctx.step.send_event("notify", sdk.Event(name="shop/order.charged",
                                                   data={"id": charge["id"]}))

@@ -36,11 +36,12 @@ class Context:
 
 
 class ReplayQuietLogger(logging.LoggerAdapter[logging.Logger]):
-    """Drops records while ``replaying()`` is true; tags the rest with the run id."""
+    """Drops records while ``replaying()`` is true; tags the rest with the run id and
+    function id (``%(run_id)s``, ``%(fn_id)s`` in a log format)."""
 
     def __init__(self, logger: logging.Logger, run_id: str,
-                 replaying: Callable[[], bool]) -> None:
-        super().__init__(logger, {"run_id": run_id})
+                 replaying: Callable[[], bool], fn_id: str = "") -> None:
+        super().__init__(logger, {"run_id": run_id, "fn_id": fn_id})
         self._replaying = replaying
 
     def isEnabledFor(self, level: int) -> bool:

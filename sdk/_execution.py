@@ -26,6 +26,7 @@ from topics import records
 from topics.settings import Settings
 
 function_logger = logging.getLogger("stepstream.function")
+worker_log = logging.getLogger("stepstream.worker")
 
 
 @dataclass(slots=True)
@@ -117,7 +118,8 @@ async def execute(
         run_id=task.run_id,
         attempt=task.attempt,
         step=Step(state),
-        logger=ReplayQuietLogger(base_logger, task.run_id, lambda: state.replaying),
+        logger=ReplayQuietLogger(base_logger, task.run_id, lambda: state.replaying,
+                                 function.id),
         cron_tick=_utc(task.cron_tick_ms),
     )
     # The body runs in its own task with a fresh line of control, so its context
@@ -156,8 +158,10 @@ async def execute(
         return ExecutionResult(found, {k: v for k, v in state.sends.items() if k in reported})
     if error is not None:
         if not isinstance(error, NonRetriableError | StepError):
-            base_logger.warning("run %s: function %s raised %s: %s", task.run_id, function.id,
-                                type(error).__name__, error)
+            # INFO on the worker's logger, not the function's: the engine decides whether
+            # this retries, and `stepstream dev` prints one line saying so.
+            worker_log.info("run %s: function %s raised %s: %s", task.run_id, function.id,
+                            type(error).__name__, error)
         return ExecutionResult([_outcomes.function_failed(error, now_ms=now_ms())])
     return ExecutionResult([_outcomes.function_completed(function.id, output, settings)])
 

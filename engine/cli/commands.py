@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--state-dir", type=Path, default=Path(".stepstream/state"),
                      help="engine state directory (.stepstream/state)")
     dev.add_argument("--concurrency", type=positive, help="worker concurrency")
+    dev.add_argument("--quiet", action="store_true",
+                     help="no line per failed, retried or cancelled run, no function logs")
 
     eng = sub.add_parser("engine", help="run the engine and API against configured brokers")
     eng.add_argument("--port", type=port, default=8288, help="HTTP API port (8288)")
@@ -155,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     wrk = sub.add_parser("worker", help="run the functions of module:client")
     wrk.add_argument("app", type=app_ref, metavar="module:client")
     wrk.add_argument("--concurrency", type=positive, help="concurrent runs")
+    wrk.add_argument("--quiet", action="store_true",
+                     help="no function logs below WARNING (ctx.logger.info is shown otherwise)")
 
     snd = sub.add_parser("send", help="send one event")
     snd.add_argument("name", help="event name, e.g. shop/order.created")
@@ -214,7 +218,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     return run_dev(DevOptions(app=args.app, host=args.host, port=args.port,
                               broker_port=args.broker_port, state_dir=args.state_dir,
-                              concurrency=args.concurrency))
+                              concurrency=args.concurrency, quiet=args.quiet))
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
@@ -268,12 +272,35 @@ def _where(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{at}"
 
 
+class _FunctionLogFormat(logging.Formatter):
+    """``ctx.logger`` lines, tagged with the run (records from elsewhere lack the tags)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fn_id, run_id = getattr(record, "fn_id", ""), getattr(record, "run_id", "")
+        at = self.formatTime(record, "%H:%M:%S")
+        where = f"{fn_id}  {run_id}  " if run_id else ""
+        return f"{at}  {'log':<11} {where}{record.levelname.lower()}: {record.getMessage()}"
+
+
+def show_function_logs() -> None:
+    """Print the functions' ``ctx.logger`` output from INFO up, whatever ``-v`` says:
+    it is the user's own logging, the first thing they look for."""
+    fn_logger = logging.getLogger("stepstream.function")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_FunctionLogFormat())
+    fn_logger.addHandler(handler)
+    fn_logger.setLevel(min(fn_logger.getEffectiveLevel(), logging.INFO))
+    fn_logger.propagate = False
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     """``stepstream worker module:client``: duck-typed, so the engine never imports sdk."""
     client = load_app(args.app)
     factory = getattr(client, "worker", None)
     if not callable(factory):
         raise CliError(f"{args.app} has no worker() method: is it a stepstream Client?", 2)
+    if not args.quiet:
+        show_function_logs()
     worker = factory(concurrency=args.concurrency) if args.concurrency else factory()
     try:
         worker.run()

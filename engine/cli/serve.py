@@ -42,6 +42,7 @@ from engine.cli.devsession import (
     remove_if_ours,
     write_file,
 )
+from engine.cli.devterminal import DevTerminal
 from engine.cli.provision import ProvisionError, ensure_topics
 from topics.settings import DEV_API_FILE, DEV_BROKER_FILE, Settings, SettingsError
 
@@ -61,6 +62,8 @@ class DevOptions:
     broker_port: int | None = None
     state_dir: Path = Path(".stepstream/state")
     concurrency: int | None = None
+    # No line per failed, retried or cancelled run, and no function logs below WARNING.
+    quiet: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +173,8 @@ def run_dev(opts: DevOptions) -> int:
                 worker_cmd = [sys.executable, "-m", "engine", "worker", opts.app]
                 if opts.concurrency:
                     worker_cmd += ["--concurrency", str(opts.concurrency)]
+                if opts.quiet:
+                    worker_cmd.append("--quiet")
 
             def banner(urls: list[str], worker_pid: int | None) -> None:
                 api = urls[0] if urls else f"http://{opts.host}:{opts.port}"
@@ -189,6 +194,10 @@ def run_dev(opts: DevOptions) -> int:
                 say(f"  curl -X POST {api}/e/dev -d {shlex.quote(body)}")
                 say(f"  stepstream send {name} {shlex.quote(json.dumps(data))}")
                 say("then: stepstream runs list | stepstream runs show RUN_ID")
+                if not opts.quiet:
+                    say("failed, retried and cancelled runs and ctx.logger output show "
+                        "below (--quiet silences them)")
+                    stack.callback(DevTerminal(settings, say).start().stop)
                 say("Ctrl-C stops everything.")
 
             return _run(stack, settings, opts.state_dir, host=opts.host, port=opts.port,

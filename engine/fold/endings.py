@@ -123,6 +123,8 @@ def finish(tables: Tables, state: RunState, now: int) -> list[Emit]:
             data["output"] = state["output"]
         else:
             data["error"] = error
+        if status == "cancelled":
+            data["cancelled_by"] = state["cancelled_by"]
         emits.append(lifecycle_event(FUNCTION_FINISHED, data, state["run_id"], now))
         if status == "failed":
             emits.append(lifecycle_event(FUNCTION_FAILED_EVENT, data, state["run_id"], now))

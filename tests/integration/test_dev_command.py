@@ -214,3 +214,36 @@ def test_bad_http_requests_get_a_4xx_with_a_message(dev: Dev, body: Any, status:
     got, answer = call(port, "/e/key", body)
     assert got == status and fragment in answer["error"]
     assert call(port, "/v1/runs/NOPE")[0] == 404
+
+
+def test_the_terminal_shows_failed_and_cancelled_runs_and_function_logs(dev: Dev) -> None:
+    # Order 0 does not exist: validate raises NonRetriableError, so the run fails.
+    _, sent = call(dev.port, "/e/k", {"name": "shop/order.created",
+                                      "data": {"order_id": 0, "total": 1}})
+    [bad] = wait_for(lambda: [r for r in runs_of(dev.port, sent["ids"][0])
+                              if r["status"] == "Failed"], 60, "the run of order 0 to fail")
+    # Order 12 sleeps 2 s in cool-off, after charging (which logs a line); cancel it there.
+    _, sent = call(dev.port, "/e/k", {"name": "shop/order.created",
+                                      "data": {"order_id": 12, "total": 1}})
+
+    def sleeping() -> dict[str, Any] | None:
+        runs = runs_of(dev.port, sent["ids"][0])
+        return next((r for r in runs if "cool-off" in json.dumps(r.get("waiting"))), None)
+    run = wait_for(sleeping, 60, "order 12 to sleep in cool-off")
+    status, _ = call(dev.port, f"/v1/runs/{run['run_id']}/cancel", {"reason": "test"})
+    assert status in (200, 202)
+
+    def lines() -> dict[str, str] | None:
+        text = dev.log.read_text()
+        want = {"failed": bad["run_id"], "cancelled": run["run_id"], "log": run["run_id"]}
+        found = {kind: next((ln for ln in text.splitlines()
+                             if f"  {kind} " in ln and rid in ln), "")
+                 for kind, rid in want.items()}
+        return found if all(found.values()) else None
+    found = wait_for(lines, 30, "the dev terminal's lines")
+    assert "shop-process-order" in found["failed"] and "does not exist" in found["failed"]
+    assert "through the API: test" in found["cancelled"]
+    assert "order 12 charged: ch_12" in found["log"]
+    # The validate step's own line says it is not retried; no traceback is printed.
+    assert "step 'validate' failed, not retriable" in dev.log.read_text()
+    assert "Traceback" not in dev.log.read_text()

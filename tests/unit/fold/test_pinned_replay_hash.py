@@ -30,8 +30,9 @@ TASK_BYTES = 256 * 1024
 STATE_HASH = "3b716c971f85c1e8fbcb3f332c3e6ceb3f678ddf0c2637f7c1fe6a8d652459ba"
 # Issue 9 changed the emits, not the state: every task carries ``runs_at``, and a run
 # cancelled while a task was out emits ``task.cancelled`` (3 in this history). With both
-# taken out, the hash before issue 9 (c0d6d403...) still holds.
-EMITS_HASH = "22d7424ff632041eb9165db4c58aff144c7f11df5239476d1f2e0f1b2bc1d4da"
+# taken out, the hash before issue 9 (c0d6d403...) still holds. Issue 12 added
+# ``cancelled_by`` to the data of a cancelled run's function.* events (22d7424f... before).
+EMITS_HASH = "cb5472e369483a8e488e63604e35652c0b11df4911bc5197f8d55dd72e2dce54"
 
 
 @dataclass
