@@ -32,6 +32,7 @@ class Catalog:
         self.functions = p + "functions"
         self.dlq = p + "dlq"
         self.waits = p + "waits"
+        self.cancellations = p + "cancellations"
         self.partitions = n
         delete = {"cleanup.policy": "delete", "max.message.bytes": max_bytes}
         self.specs: list[TopicSpec] = [
@@ -52,6 +53,8 @@ class Catalog:
                       "event name", "waits for events, and the events they wait for"),
             TopicSpec(self.dlq, n, {**delete, "retention.ms": str(14 * 86_400_000)},
                       "original key", "records that could not be decoded or applied"),
+            TopicSpec(self.cancellations, 1, {"cleanup.policy": "compact"},
+                      "cancellation id", "bulk cancellations (POST /v1/cancellations)"),
         ]
 
     def spec(self, name: str) -> TopicSpec:

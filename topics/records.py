@@ -382,6 +382,25 @@ class DeadLetter:
     extra: dict[str, JSON] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class CancellationCreated:
+    """A bulk cancellation (``POST /v1/cancellations``): its filter, and how many runs it
+    matched and asked to cancel (one ``run.cancel`` each, on the runs' partitions).
+    Topic ``cancellations`` (compacted, key = its id), read by ``GET /v1/cancellations``.
+    Times are epoch ms: ``started_after`` inclusive, ``started_before`` exclusive."""
+
+    KIND: ClassVar[str] = "cancellation.created"
+    VERSION: ClassVar[int] = 1
+    id: str
+    app_id: str | None
+    function_id: str | None
+    started_after: int | None
+    started_before: int
+    if_exp: str | None
+    matched: int
+    ts: int
+
+
 # What a dead letter keeps of a record that does not fit whole: enough to see what it
 # was; a truncated record cannot be re-driven anyway.
 DEAD_LETTER_PREFIX_BYTES = 64 * 1024
@@ -422,11 +441,12 @@ def bounded_dead_letter(*, source_topic: str, partition: int, offset: int,
 Record = (
     Event | FunctionRegistered | RunRequested | OutcomesReported | TimerFired | Task
     | DeadLetter | RunStarted | CancelRequested | InvokeFinished | InvokeRequested
-    | WaitRegistered | WaitCleared | WaitResolved | TaskCancelled
+    | WaitRegistered | WaitCleared | WaitResolved | TaskCancelled | CancellationCreated
 )
 RECORD_TYPES: dict[str, type] = {
     t.KIND: t
     for t in (Event, FunctionRegistered, RunRequested, OutcomesReported, TimerFired, Task,
               DeadLetter, RunStarted, CancelRequested, InvokeFinished, InvokeRequested,
-              WaitRegistered, WaitCleared, WaitResolved, TaskCancelled)
+              WaitRegistered, WaitCleared, WaitResolved, TaskCancelled,
+              CancellationCreated)
 }

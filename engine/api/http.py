@@ -6,6 +6,7 @@
 * ``GET /v1/runs?function=&status=&since=&until=&limit=&cursor=`` — runs, newest first,
   filtered, paged by run id
 * ``POST /v1/runs/{run_id}/cancel`` — cancel a run (body ``{"reason": "..."}`` optional)
+* ``POST /v1/cancellations``, ``GET /v1/cancellations`` — bulk cancel, Inngest's shape
 * ``GET /v1/functions``, ``GET /v1/functions/{id}`` — registered functions
 * ``DELETE /v1/functions/{id}`` — remove a function from the registry
 * ``GET /v1/state/hash`` — a hash over every run state this engine holds
@@ -33,6 +34,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from engine.api import cancellations
 from engine.api.event_body import SEED_HEADER, BodyError, invalid_unicode_at, load_json
 from engine.api.ingest import IngestError
 from engine.api.views import (
@@ -42,7 +44,9 @@ from engine.api.views import (
     parse_time_ms,
     run_view,
 )
+from engine.clock import now_ms
 from engine.runstate import TERMINAL, RunState
+from topics.records import CancellationCreated
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +93,14 @@ class Ingest(Protocol):
 
     async def remove_function(self, fn_id: str) -> None:
         """Store a tombstone for the function on the ``functions`` topic."""
+        ...
+
+    async def record_cancellation(self, rec: CancellationCreated) -> None:
+        """Keep a bulk cancellation on the ``cancellations`` topic."""
+        ...
+
+    def cancellations(self) -> list[CancellationCreated]:
+        """The bulk cancellations kept, oldest first (blocking)."""
         ...
 
 
@@ -404,6 +416,34 @@ async def remove_function(request: web.Request) -> web.Response:
     return _json({"data": {"id": fn_id, "status": "removed"}})
 
 
+async def post_cancellation(request: web.Request) -> web.Response:
+    """``POST /v1/cancellations``: bulk cancel (:mod:`engine.api.cancellations`)."""
+    body = await _read_body(request, cancellations.MAX_BODY_BYTES)
+    if isinstance(body, web.Response):
+        return body
+    try:
+        flt, condition = cancellations.parse_request(load_json(body), now_ms())
+    except (BodyError, ValueError) as exc:
+        return error(400, str(exc))
+
+    async def page(limit: int, cursor: str | None, runs: RunFilter) -> list[RunState]:
+        return list(await _query(request, "list_runs", limit, cursor, runs))
+    try:
+        return _json(await cancellations.create(page, request.app[INGEST], flt, condition))
+    except IngestError as exc:
+        return error(exc.status, exc.message)
+
+
+async def list_cancellations(request: web.Request) -> web.Response:
+    """``GET /v1/cancellations?limit=N``: the bulk cancellations, newest first."""
+    try:
+        limit = cancellations.parse_limit(request.query)
+    except ValueError as exc:
+        return error(400, str(exc))
+    recs = await asyncio.to_thread(request.app[INGEST].cancellations)
+    return _json({"data": [cancellations.view(r) for r in reversed(recs[-limit:])]})
+
+
 async def health(request: web.Request) -> web.Response:
     """``GET /health``: ``{"status": "ok", "consumer_lag": {...} | null}`` (README, API).
     An engine that falls behind says so here, rather than look like it lost runs."""
@@ -438,6 +478,8 @@ def make_app(queries: RunQueries, ingest: Ingest, *, dev: bool, event_keys: froz
     # Inngest's REST API cancels with DELETE; the same handler and answers.
     app.router.add_delete("/v1/runs/{run_id}", cancel_run)
     app.router.add_get("/v1/runs/{run_id}/trigger", run_trigger)
+    app.router.add_post("/v1/cancellations", post_cancellation)
+    app.router.add_get("/v1/cancellations", list_cancellations)
     app.router.add_get("/v1/state/hash", state_hash)
     app.router.add_get("/v1/functions", functions)
     app.router.add_get("/v1/functions/{fn_id}", get_function)

@@ -24,6 +24,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from engine.api.cancellations import read_all as read_cancellations
 from engine.api.event_body import (
     MAX_EVENTS_PER_REQUEST,
     BodyError,
@@ -38,7 +39,7 @@ from engine.clock import now_ms
 from topics.catalog import Catalog, event_partition, partition_for
 from topics.codec import PayloadError, check_payload, encode
 from topics.ids import new_ulid
-from topics.records import CancelRequested, Event, Record
+from topics.records import CancellationCreated, CancelRequested, Event, Record
 from topics.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -283,13 +284,16 @@ class EventIngest:
         concurrent.futures.wait(futures, timeout=self.delivery_timeout + 5)
         return self._results(batch, futures)
 
-    async def send_record(self, topic: str, key: str, record: Record) -> None:
+    async def send_record(self, topic: str, key: str, record: Record,
+                          partition: int | None = None) -> None:
         """Produce one engine record (not a user event) to ``topic`` on the partition of
-        ``key`` (:func:`topics.catalog.partition_for`), and return once the broker has
-        acknowledged it. Raises :class:`IngestError` (503) if it was not stored."""
+        ``key`` (:func:`topics.catalog.partition_for`) unless ``partition`` is given, and
+        return once the broker has acknowledged it. Raises :class:`IngestError` (503) if
+        it was not stored."""
         value = encode(record)
         fut: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._produce_one(self._ensure_producer(), key.encode(), value, fut, topic=topic)
+        self._produce_one(self._ensure_producer(), key.encode(), value, fut, topic=topic,
+                          partition=partition)
         await asyncio.wait([asyncio.wrap_future(fut)], timeout=self.delivery_timeout + 5)
         what = f"{record.KIND} for {getattr(record, 'run_id', key)}"
         if not fut.done():
@@ -307,6 +311,15 @@ class EventIngest:
                                  ts=now_ms())
         await self.send_record(self.catalog.runs, partition_key, record)
         return record
+
+    async def record_cancellation(self, rec: CancellationCreated) -> None:
+        """Keep a bulk cancellation on the compacted ``cancellations`` topic (one
+        partition: one order), once the broker has stored it."""
+        await self.send_record(self.catalog.cancellations, rec.id, rec, partition=0)
+
+    def cancellations(self) -> list[CancellationCreated]:
+        """The cancellations kept, oldest first (blocking, bounded in time)."""
+        return read_cancellations(self.settings, self.catalog.cancellations)
 
     async def remove_function(self, fn_id: str) -> None:
         """Remove a function from the registry: a tombstone (key = function id, no value)

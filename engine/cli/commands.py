@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from engine.cli.brokers import DEFAULT_API
-from engine.cli.client import CliError, api_call, api_get, api_url
+from engine.cli.cancel import add_arguments as add_cancel_arguments
+from engine.cli.cancel import run as cancel_runs
+from engine.cli.client import CliError, api_get, api_url
 from topics.settings import SettingsError
 
 _APP_REF = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
@@ -185,9 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--cursor", "--before", dest="cursor", metavar="RUN_ID",
                      help="only runs older than this run id (the next page's cursor)")
     lst.add_argument("--api", type=api_url, help=f"API base URL ({DEFAULT_API})")
-    cancel = runs_sub.add_parser("cancel", help="cancel a queued or running run")
-    cancel.add_argument("run_id")
-    cancel.add_argument("--reason", type=cancel_reason, help="why (kept with the run)")
+    cancel = runs_sub.add_parser("cancel", help="cancel a queued or running run, or every "
+                                                "one a filter matches")
+    add_cancel_arguments(cancel, time_ms=time_ms, reason=cancel_reason)
     cancel.add_argument("--api", type=api_url, help=f"API base URL ({DEFAULT_API})")
 
     from engine.cli.functions import add_parser as add_functions_parser
@@ -400,10 +402,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     base = _api_base(args)
     if args.runs_command == "cancel":
-        path = "/v1/runs/" + urllib.parse.quote(args.run_id, safe="") + "/cancel"
-        body = api_call(base, path, {"reason": args.reason} if args.reason else {})
-        print(f"run {body.get('run_id', args.run_id)}: {body.get('status', 'cancelling')}")
-        return 0
+        return cancel_runs(args, base)
     # Piped output has no terminal width; rich would assume 80 columns and squeeze the
     # tables, so give it room (a terminal's own width is used as is).
     console = Console() if sys.stdout.isatty() else Console(width=200)

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +24,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 import sdk
 from engine.app import Engine
+from engine.cli.devbroker import free_port
 from engine.cli.provision import ensure_topics
 from topics.catalog import Catalog
 from topics.codec import decode
@@ -197,3 +200,46 @@ def app_stack(broker: str, tmp: Path, make_client: Callable[[Settings], Any],
         stack.close()
         if client is not None:
             client.close()
+
+
+class Api:
+    """A spawned engine process with its HTTP API, on the stack's topics."""
+
+    def __init__(self, stack: Stack, tmp: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        stack.spawn("engine", "--port", str(self.port), "--state-dir", str(tmp / "engine"),
+                    "--no-create-topics", log="engine")
+        wait_for(self._healthy, 60, "the engine's API")
+
+    def _healthy(self) -> bool:
+        try:
+            return self.get("/health")[0] == 200
+        except OSError:
+            return False
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """The status and JSON answer of one request (a 4xx/5xx is returned, not raised)."""
+        req = urllib.request.Request(self.base + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {API_KEY}"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def get(self, path: str) -> tuple[int, Any]:
+        return self.call("GET", path)
+
+    def post(self, path: str, body: Any) -> tuple[int, Any]:
+        return self.call("POST", path, body)
+
+    def function_ids(self) -> set[str]:
+        return {f["id"] for f in self.get("/v1/functions")[1]["data"]}
+
+    def runs(self, **query: str) -> list[dict[str, Any]]:
+        status, body = self.get("/v1/runs?" + urllib.parse.urlencode(
+            {"limit": "1000", **query}))
+        assert status == 200, body
+        return list(body["data"])

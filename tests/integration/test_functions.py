@@ -4,13 +4,8 @@ longer defines (their cron stops), a run no worker has begun is Queued, and
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,52 +13,13 @@ import pytest
 import sdk
 from engine import cli
 from engine.api.views import parse_rfc3339
-from engine.cli.devbroker import free_port
-from tests.integration.harness import API_KEY, Stack, wait_for
+from tests.integration.harness import API_KEY, Api, Stack, wait_for
 from topics.cron import parse_cron
 
 pytestmark = pytest.mark.kafka
 
 EVERY_SECOND = "* * * * * *"
 DAILY = "0 9 * * *"
-
-
-class Api:
-    """A spawned engine process with its HTTP API, on the stack's topics."""
-
-    def __init__(self, stack: Stack, tmp: Path) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        stack.spawn("engine", "--port", str(self.port), "--state-dir", str(tmp / "engine"),
-                    "--no-create-topics", log="engine")
-        wait_for(self._healthy, 60, "the engine's API")
-
-    def _healthy(self) -> bool:
-        try:
-            return self.get("/health")[0] == 200
-        except OSError:
-            return False
-
-    def call(self, method: str, path: str) -> tuple[int, Any]:
-        req = urllib.request.Request(self.base + path, method=method,
-                                     headers={"Authorization": f"Bearer {API_KEY}"})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
-    def get(self, path: str) -> tuple[int, Any]:
-        return self.call("GET", path)
-
-    def function_ids(self) -> set[str]:
-        return {f["id"] for f in self.get("/v1/functions")[1]["data"]}
-
-    def runs(self, **query: str) -> list[dict[str, Any]]:
-        status, body = self.get("/v1/runs?" + urllib.parse.urlencode(
-            {"limit": "1000", **query}))
-        assert status == 200, body
-        return list(body["data"])
 
 
 @pytest.fixture(scope="module")
