@@ -193,8 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--api", type=api_url, help=f"API base URL ({DEFAULT_API})")
 
     from engine.cli.functions import add_parser as add_functions_parser
+    from engine.cli.topics import add_parser as add_topics_parser
 
     add_functions_parser(sub)
+    add_topics_parser(sub)
 
     rep = sub.add_parser("replay", help="rebuild every state table from the topics")
     rep.add_argument("--state-dir", type=Path,
@@ -430,6 +432,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_topics(args: argparse.Namespace) -> int:
+    """``stepstream topics check|create``."""
+    from engine.cli.topics import cmd_topics as run
+
+    return run(args, _settings())
+
+
 def cmd_functions(args: argparse.Namespace) -> int:
     """``stepstream functions list|show|remove``."""
     from engine.cli.functions import cmd_functions as run
@@ -452,7 +461,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"dev": cmd_dev, "engine": cmd_engine, "worker": cmd_worker, "send": cmd_send,
-            "runs": cmd_runs, "functions": cmd_functions, "replay": cmd_replay}
+            "runs": cmd_runs, "functions": cmd_functions, "replay": cmd_replay,
+            "topics": cmd_topics}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,8 +6,17 @@ import logging
 import time
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ClusterMetadata,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
+from engine.cli.topiccheck import FoundTopic
 from topics.catalog import Catalog, TopicSpec
 from topics.settings import Settings
 
@@ -127,3 +136,48 @@ def _wait_listed(admin: AdminClient, specs: list[TopicSpec], ours: set[str],
             )
         time.sleep(delay)
         delay = min(delay * 2, 0.5)
+
+
+def describe(settings: Settings, names: list[str], timeout: float = 15
+             ) -> dict[str, FoundTopic]:
+    """The partition count, replication factor and reported configs of each of ``names``
+    that exists (absent ones are left out)."""
+    admin = _admin(settings)
+    topics = _metadata(admin, timeout).topics
+    present = [n for n in names if n in topics and topics[n].error is None]
+    configs: dict[str, dict[str, str]] = {n: {} for n in present}
+    if present:
+        futures = admin.describe_configs(
+            [ConfigResource(ResourceType.TOPIC, n) for n in present],
+            request_timeout=timeout)
+        for resource, fut in futures.items():
+            try:
+                entries = fut.result(timeout=timeout)
+            except (KafkaException, TimeoutError) as exc:
+                raise ProvisionError(f"cannot read the configs of topic "
+                                     f"{resource.name!r}: {exc}") from None
+            configs[resource.name] = {k: e.value for k, e in entries.items()
+                                      if e.value is not None}
+    return {n: FoundTopic(partitions=len(topics[n].partitions),
+                          replication=min((len(p.replicas)
+                                           for p in topics[n].partitions.values()), default=0),
+                          configs=configs[n])
+            for n in present}
+
+
+def set_configs(settings: Settings, changes: dict[str, dict[str, str]],
+                timeout: float = 15) -> None:
+    """Set ``{topic: {config: value}}`` on the broker (incremental: other configs stay)."""
+    if not changes:
+        return
+    admin = _admin(settings)
+    resources = [ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+        ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+        for name, value in configs.items()]) for topic, configs in changes.items()]
+    for resource, fut in admin.incremental_alter_configs(
+            resources, request_timeout=timeout).items():
+        try:
+            fut.result(timeout=timeout)
+        except (KafkaException, TimeoutError) as exc:
+            raise ProvisionError(f"cannot set configs on topic {resource.name!r}: {exc}"
+                                 ) from None

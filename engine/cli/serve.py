@@ -256,6 +256,15 @@ def _run(stack: contextlib.ExitStack, settings: Settings, state_dir: Path, *, ho
         raise CliError(str(exc)) from None
     if created:
         say(f"created topics: {', '.join(created)}")
+    if not dev:
+        # The dev broker is memory-only by design; a cluster's topics are checked for
+        # durability and configs, as `stepstream topics check` does, and reported.
+        from engine.cli.topics import finding_lines, findings
+        try:
+            for line in finding_lines(findings(settings)):
+                say(("warning: " if not line.startswith(" ") else "") + line)
+        except ProvisionError as exc:
+            say(f"warning: the topics could not be checked: {exc}")
     from engine.app import Engine
 
     engine = Engine(settings, state_dir)
