@@ -43,34 +43,6 @@ def load_json(body: bytes) -> Any:
         raise BodyError(f"body is not valid JSON: {exc}") from None
 
 
-def invalid_unicode_at(value: Any, path: str = "") -> str | None:
-    """The path of the first string (or map key) in ``value`` that is not valid Unicode
-    (a lone surrogate such as ``"\\ud800"``, which JSON escapes can spell but UTF-8
-    cannot encode), or None if there is none. Iterative: ``value`` may be deep."""
-    stack: list[tuple[Any, str]] = [(value, path)]
-    while stack:
-        node, where = stack.pop()
-        if isinstance(node, str):
-            if not _encodable(node):
-                return where or "(value)"
-        elif isinstance(node, dict):
-            for k, v in node.items():
-                if isinstance(k, str) and not _encodable(k):
-                    return f"{where} key {k!r}"
-                stack.append((v, f"{where}.{k}"))
-        elif isinstance(node, list | tuple):
-            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(node))
-    return None
-
-
-def _encodable(s: str) -> bool:
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 class Seed(NamedTuple):
     """A parsed ``x-inngest-event-id-seed``: milliseconds and 10 bytes of entropy."""
 

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from engine.api import cancellations
-from engine.api.event_body import SEED_HEADER, BodyError, invalid_unicode_at, load_json
+from engine.api.event_body import SEED_HEADER, BodyError, load_json
 from engine.api.ingest import IngestError
 from engine.api.views import (
     MAX_CANCEL_REASON_CHARS,
@@ -45,6 +45,7 @@ from engine.api.views import (
     run_view,
 )
 from engine.clock import now_ms
+from engine.events import invalid_unicode_at
 from engine.runstate import TERMINAL, RunState
 from topics.records import CancellationCreated
 

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures.process import BrokenProcessPool
+from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -29,87 +30,24 @@ from engine.api.event_body import (
     MAX_EVENTS_PER_REQUEST,
     BodyError,
     Seed,
-    invalid_unicode_at,
     load_json,
     parse_seed,
     seeded_event_id,
 )
 from engine.children import die_with_parent
 from engine.clock import now_ms
+from engine.events import IngestError, prepare_event
 from topics.catalog import Catalog, event_partition, partition_for
-from topics.codec import PayloadError, check_payload, encode
-from topics.ids import new_ulid
+from topics.codec import encode
 from topics.records import CancellationCreated, CancelRequested, Event, Record
 from topics.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Fields Inngest's SDKs put on an event that stepstream does not keep ("v" is a schema
-# version string, "user" is user metadata); accepted and dropped so those senders work.
-_IGNORED_FIELDS = frozenset({"v", "user"})
-_KNOWN_FIELDS = frozenset({"name", "data", "id", "ts"})
-# 9999-12-31T23:59:59.999Z: a later 'ts' is no date at all, and times derived from it
-# (timeouts, ULIDs with 48 bits of milliseconds) would overflow downstream.
-MAX_TS_MS = 253_402_300_799_999
 # Bodies up to this size are decoded on the event loop (well under a millisecond of
 # work); larger ones in the ingest's worker process, so one big request cannot stall
 # every other request (the C JSON decoder holds the GIL for the whole body).
 INLINE_BODY_BYTES = 64 * 1024
-
-
-class IngestError(Exception):
-    """A batch that was refused (``status`` 400 bad input, 413 too large) or could not be
-    stored (503); ``message`` is fit to show the sender."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
-
-def validate_event(raw: Any, settings: Settings, *, now: int, index: int = 0,
-                   seed: Seed | None = None) -> Event:
-    """Turn one raw JSON event into an :class:`Event`, filling ``id``/``ts``/``data``
-    defaults (a missing id is derived from ``seed`` if given, see
-    :func:`engine.api.event_body.seeded_event_id`); raises :class:`IngestError` (400, or 413
-    when it is too large)."""
-    where = f"event {index}"
-    if not isinstance(raw, dict):
-        raise IngestError(f"{where}: must be a JSON object, got {_json_type(raw)}")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name:
-        raise IngestError(f"{where}: 'name' is required and must be a non-empty string")
-    where = f"event {index} ({name!r})"
-    unknown = raw.keys() - _KNOWN_FIELDS - _IGNORED_FIELDS
-    if unknown:
-        raise IngestError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-    data = raw.get("data")
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise IngestError(f"{where}: 'data' must be a JSON object, got {_json_type(data)}")
-    event_id = raw.get("id")
-    # Inngest treats an empty id like a missing one, so senders that always set the
-    # field keep working.
-    if event_id is None or event_id == "":
-        event_id = new_ulid(now) if seed is None else seeded_event_id(seed, index)
-    elif not isinstance(event_id, str):
-        raise IngestError(f"{where}: 'id' must be a string, got {_json_type(event_id)}")
-    ts = raw.get("ts")
-    if ts is None:
-        ts = now
-    elif isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= MAX_TS_MS:
-        raise IngestError(
-            f"{where}: 'ts' must be an integer from 0 to {MAX_TS_MS} (milliseconds since "
-            f"the epoch, up to the year 9999)")
-    try:
-        check_payload(data, what=f"{where} data", max_depth=settings.max_depth)
-    except PayloadError as exc:
-        raise IngestError(str(exc)) from None
-    except UnicodeEncodeError:
-        raise IngestError(f"{where} data{invalid_unicode_at(data) or ''}: a string that is "
-                          f"not valid Unicode (a lone surrogate such as \\ud800)") from None
-    return Event(name=name, data=data, id=event_id, ts=ts)
 
 
 def prepare_batch(raw: Sequence[Any], settings: Settings, *, now: int,
@@ -118,23 +56,8 @@ def prepare_batch(raw: Sequence[Any], settings: Settings, *, now: int,
     :class:`IngestError` on the first bad one."""
     out = []
     for i, item in enumerate(raw):
-        event = validate_event(item, settings, now=now, index=i, seed=seed)
-        try:
-            value = encode(event)
-        except UnicodeEncodeError:
-            where = invalid_unicode_at({"name": event.name, "id": event.id,
-                                        "data": event.data})
-            raise IngestError(f"event {i} {(where or '').lstrip('.')}: a string that is "
-                              f"not valid Unicode "
-                              f"(a lone surrogate such as \\ud800)") from None
-        except (OverflowError, ValueError, TypeError) as exc:
-            raise IngestError(f"event {i} ({event.name!r}) cannot be stored: {exc}"
-                              ) from None
-        if len(value) > settings.max_event_bytes:
-            raise IngestError(
-                f"event {i} ({event.name!r}) is {len(value)} bytes encoded, over the "
-                f"{settings.max_event_bytes}-byte limit", 413)
-        out.append((event, value))
+        default_id = None if seed is None else partial(seeded_event_id, seed, i)
+        out.append(prepare_event(item, settings, now=now, index=i, default_id=default_id))
     return out
 
 
@@ -180,22 +103,6 @@ def _init_worker() -> None:
     # Decoding a big body is bulk work: on a busy machine the API's event loop and the
     # engine (the parent) get the CPU first, so /health stays fast meanwhile.
     os.nice(10)
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 class EventIngest:

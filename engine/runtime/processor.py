@@ -43,7 +43,7 @@ from confluent_kafka import (
 
 from engine import fold
 from engine.clock import now_ms
-from engine.runtime import lifecycle
+from engine.runtime import json_events, lifecycle
 from engine.runtime.batch import RUNS_FOLD, WAITS_FOLD, apply_batch, dead_letter
 from engine.runtime.cron import CronService
 from engine.runtime.lag import LagMeter, producer_stats
@@ -397,8 +397,12 @@ class Processor:
             rec = decode(m.value(), max_bytes=self.settings.max_record_bytes,
                          max_depth=self.settings.max_depth, expect=(Event, InvokeRequested))
         except DecodeError as exc:
-            return [self._dead_target(dead_letter(m, f"undecodable: {exc}", now,
-                                                  self.settings.max_record_bytes))]
+            found = self._json_event(m, exc, now)
+            if isinstance(found, DeadLetter):
+                return [self._dead_target(found)]
+            rec, value = found
+        else:
+            value = m.value() or b""
         if isinstance(rec, InvokeRequested):
             return [self._emit_target(e) for e in route_invoke(
                 rec, self.registry, now_ms=now,
@@ -412,8 +416,21 @@ class Processor:
         # Every event also goes to the matcher's partition for its name, as it is: the
         # waits registered there before it are checked against it (engine/matcher.py).
         out.append((self.catalog.waits, partition_for(rec.name, self.catalog.partitions),
-                    rec.name, m.value() or b""))
+                    rec.name, value))
         return out
+
+    def _json_event(self, m: Message, exc: DecodeError, now: int
+                    ) -> tuple[Event, bytes] | DeadLetter:
+        """A JSON event from another Kafka producer (engine/runtime/json_events.py) and
+        its msgpack value, or the dead letter saying which formats are accepted."""
+        _kind, ts = m.timestamp()
+        try:
+            return json_events.event_from_json(
+                m.value(), topic=m.topic() or "", partition=m.partition() or 0,
+                offset=m.offset() or 0, record_ts_ms=ts, settings=self.settings)
+        except json_events.NotAnEvent as not_json:
+            return dead_letter(m, json_events.reason(exc, not_json), now,
+                               self.settings.max_record_bytes)
 
     def _up_to_a_gap(self, topic: str, p: int, msgs: list[Message], expected: int
                      ) -> list[Message]:
