@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path, PurePath
+from typing import Any
+
+import confluent_kafka
 
 import topics.brokers
-from topics.settings import Settings, dev_file_trusted
+from topics.settings import (
+    Settings,
+    SettingsError,
+    dev_file_trusted,
+    kafka_problem,
+    read_kafka_file,
+)
 
 
 def resolve_brokers_from(brokers: str | None, env: Mapping[str, str],
@@ -43,7 +53,21 @@ def load_settings(brokers: str | None = None, env: Mapping[str, str] | None = No
                   cwd: Path | None = None) -> Settings:
     """Settings from the environment (``STEPSTREAM_*``) with the brokers resolved."""
     env = os.environ if env is None else env
-    return Settings.from_env(env, brokers=resolve_brokers(brokers, env, cwd))
+    settings = Settings.from_env(env, brokers=resolve_brokers(brokers, env, cwd),
+                                 kafka_file_text=read_kafka_file(env, _read_file))
+    problem = kafka_problem(settings, _trial_client)
+    if problem:
+        raise SettingsError(problem)
+    return settings
+
+
+def _trial_client(config: dict[str, Any]) -> None:
+    confluent_kafka.Producer({**config, "logger": logging.getLogger("stepstream.kafka.trial")}
+                             ).flush(0)
+
+
+def _read_file(path: str) -> str:
+    return Path(path).read_text()
 
 
 def broker_source(brokers: str | None, env: Mapping[str, str] | None = None) -> str:

@@ -94,8 +94,8 @@ async def wait_for_broker(settings: Settings, topics: Sequence[str], *, source: 
     address, where it came from (``source``) and how to set it after ``timeout``."""
     brokers = settings.brokers or ""
     # log_level 0: this check reports the failure itself, once.
-    admin = AdminClient({"bootstrap.servers": brokers, "log_level": 0,
-                         "socket.connection.setup.timeout.ms": 2000})
+    admin = AdminClient(settings.client_config({
+        "log_level": 0, "socket.connection.setup.timeout.ms": 2000}))
     deadline = time.monotonic() + timeout
     problem = "no answer"
     missing: list[str] = []

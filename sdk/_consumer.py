@@ -49,14 +49,13 @@ class TaskConsumer:
         # partitions over (consumer thread), taken as the tasks arrive (loop thread).
         self._progress: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
         # Any: the stubs overload commit() on a literal ``asynchronous``, ours is a flag.
-        self._consumer: Any = confluent_kafka.Consumer({
-            "bootstrap.servers": settings.brokers,
+        self._consumer: Any = confluent_kafka.Consumer(settings.client_config({
             "group.id": f"{settings.prefix}workers.{app_id}",
             "client.id": f"stepstream-worker-{app_id}",
             **settings.consumer_tuning(),
             **client_logging(),
             "on_commit": _log_commit,
-        })
+        }))
 
     def subscribe(self) -> None:
         """Join the group; partitions arrive with the following polls."""

@@ -176,13 +176,12 @@ def _read_checkpoints(settings: Settings, runs_topic: str,
 
 
 def _scanner(settings: Settings) -> Any:
-    return confluent_kafka.Consumer({
-        "bootstrap.servers": settings.brokers,
+    return confluent_kafka.Consumer(settings.client_config({
         # Never used to commit or join: librdkafka wants one for a consumer.
         "group.id": f"{settings.prefix}handover.{uuid.uuid4().hex}",
         **settings.consumer_tuning(),
         "enable.partition.eof": True,
-    })
+    }))
 
 
 def _task(value: bytes | None, settings: Settings) -> records.Task | None:

@@ -42,13 +42,12 @@ class Producer:
             # Asked for explicitly (STEPSTREAM_PRODUCER_STATS_MS): shown at any log level.
             stats_log.setLevel(logging.INFO)
         self._stats = ProducerStats(client_id, settings.producer_stats_ms, stats_log.info)
-        self._producer = confluent_kafka.Producer({
-            "bootstrap.servers": settings.brokers,
+        self._producer = confluent_kafka.Producer(settings.client_config({
             "client.id": client_id,
             **settings.producer_tuning(),
             **client_logging(),
             **self._stats.config(),
-        })
+        }))
         self._closed = threading.Event()
         # Deliveries awaited by asyncio callers, resolved on their loops in batches: one
         # cross-thread wake-up per poll round rather than one per record.

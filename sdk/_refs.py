@@ -117,13 +117,12 @@ class RefResolver:
 
     def _fetch(self, partition: int, offset: int) -> bytes:
         if self._consumer is None:
-            self._consumer = confluent_kafka.Consumer({
-                "bootstrap.servers": self._settings.brokers,
+            self._consumer = confluent_kafka.Consumer(self._settings.client_config({
                 **self._settings.consumer_tuning(),
                 # Never joins: partitions are assigned by hand and nothing is committed.
                 "group.id": f"{self._settings.prefix}refs",
                 "client.id": "stepstream-worker-refs",
-            })
+            }))
         self._consumer.assign([confluent_kafka.TopicPartition(self._topic, partition, offset)])
         where = f"{self._topic}[{partition}]@{offset}"
         deadline = time.monotonic() + self._timeout_s

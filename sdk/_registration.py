@@ -44,13 +44,12 @@ def registered_ids(settings: Settings, app_id: str, timeout_s: float = READ_TIME
     each id wins; a tombstone removes it), or None if the ``functions`` topic could not
     be read to its end within ``timeout_s``. Blocking."""
     catalog = Catalog(settings)
-    consumer = confluent_kafka.Consumer({
-        "bootstrap.servers": settings.brokers,
+    consumer = confluent_kafka.Consumer(settings.client_config({
         # Only assign() is used: the group is never joined and nothing is committed.
         "group.id": f"{settings.prefix}app-sync.{uuid.uuid4().hex[:8]}",
         **settings.consumer_tuning(),
         "enable.partition.eof": True,
-    })
+    }))
     apps: dict[str, str] = {}  # function id -> its app, for ids not removed
     try:
         # Offset 0, not OFFSET_BEGINNING: resolving that took 0.5 s on the dev broker

@@ -6,8 +6,9 @@ module stays free of I/O. Every field has a default that works with the dev brok
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import PurePath
 from typing import Any
 
@@ -61,6 +62,101 @@ class SettingsError(ValueError):
     """A configuration value is missing or malformed."""
 
 
+# librdkafka settings pass through from STEPSTREAM_KAFKA_<NAME> (NAME upper-cased, dots
+# as underscores: STEPSTREAM_KAFKA_SASL_MECHANISM -> sasl.mechanism) and from a Java-style
+# properties file named by STEPSTREAM_KAFKA_CONFIG (exact names; the variables win).
+KAFKA_ENV_PREFIX = "STEPSTREAM_KAFKA_"
+KAFKA_CONFIG_FILE_ENV = "STEPSTREAM_KAFKA_CONFIG"
+# What stepstream sets on its clients itself: its guarantees rest on them.
+RESERVED_KAFKA = frozenset({
+    "bootstrap.servers", "metadata.broker.list", "group.id", "group.instance.id",
+    "enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset",
+    "enable.idempotence", "acks", "request.required.acks", "transactional.id",
+    "isolation.level", "partition.assignment.strategy", "enable.partition.eof",
+    "logger", "error_cb", "stats_cb", "on_delivery", "on_commit", "throttle_cb",
+})
+# A setting whose name holds one of these is shown as *** (sasl.password,
+# ssl.key.password, sasl.oauthbearer.client.secret, sasl.jaas.config, ...).
+SECRET_PARTS = ("password", "secret", "key", "token", "credential", "jaas")
+_KAFKA_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+def parse_properties(text: str) -> list[tuple[str, str]]:
+    """``name=value`` (or ``name: value``) lines of a properties file; ``#`` and ``!``
+    start comments. Raises :class:`SettingsError` naming a malformed line."""
+    out = []
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped[0] in "#!":
+            continue
+        cut = min((i for i in (stripped.find("="), stripped.find(":")) if i > 0),
+                  default=-1)
+        if cut < 0:
+            raise SettingsError(f"{KAFKA_CONFIG_FILE_ENV} line {number}: expected "
+                                f"name=value, got {stripped[:80]!r}")
+        out.append((stripped[:cut].strip(), stripped[cut + 1:].strip()))
+    return out
+
+
+def kafka_passthrough(env: Mapping[str, str], file_text: str | None = None
+                      ) -> tuple[tuple[str, str], ...]:
+    """The librdkafka settings to pass through, sorted by name: from the properties
+    ``file_text`` (the file ``STEPSTREAM_KAFKA_CONFIG`` names, read by the caller), then
+    ``STEPSTREAM_KAFKA_*`` variables. Raises :class:`SettingsError` for a malformed name
+    or one stepstream sets itself."""
+    found: dict[str, tuple[str, str]] = {}
+    if file_text is not None:
+        for name, value in parse_properties(file_text):
+            found[name] = (value, f"{name} in {KAFKA_CONFIG_FILE_ENV}")
+    for var, value in env.items():
+        # Empty means unset, as for every STEPSTREAM_* variable.
+        if var.startswith(KAFKA_ENV_PREFIX) and var != KAFKA_CONFIG_FILE_ENV and value:
+            found[var[len(KAFKA_ENV_PREFIX):].lower().replace("_", ".")] = (value, var)
+    for name, (_value, source) in found.items():
+        if not _KAFKA_NAME.match(name):
+            raise SettingsError(f"{source}: {name!r} is not a librdkafka setting name")
+        if name in RESERVED_KAFKA:
+            raise SettingsError(f"{source}: stepstream sets {name} itself (its guarantees "
+                                f"depend on it); use the STEPSTREAM_* setting if there is one")
+    return tuple(sorted((name, value) for name, (value, _source) in found.items()))
+
+
+def read_kafka_file(env: Mapping[str, str], read_text: Callable[[str], str]) -> str | None:
+    """The text of the file ``STEPSTREAM_KAFKA_CONFIG`` names (None if unset), read with
+    the caller's ``read_text``; raises :class:`SettingsError` if it cannot be read."""
+    path = env.get(KAFKA_CONFIG_FILE_ENV)
+    if not path:
+        return None
+    try:
+        return read_text(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise SettingsError(f"{KAFKA_CONFIG_FILE_ENV}={path}: cannot read it ({reason})"
+                            ) from None
+
+
+def kafka_problem(settings: Settings, make_client: Callable[[dict[str, Any]], Any]
+                  ) -> str | None:
+    """What librdkafka says is wrong with the passed-through settings, or None: it
+    builds a client (``make_client``, the caller's, with no brokers) from them alone,
+    so a misspelt name or a bad value is one line at start, not a traceback later."""
+    if not settings.kafka:
+        return None
+    try:
+        make_client(dict(settings.kafka))
+    except Exception as exc:  # KafkaException; this module does not import the client
+        err = exc.args[0] if exc.args else exc
+        text = err.str() if hasattr(err, "str") else str(err)
+        return (f"a librdkafka setting passed through (STEPSTREAM_KAFKA_* or "
+                f"{KAFKA_CONFIG_FILE_ENV}) is refused: {text}")
+    return None
+
+
+def redact(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with every secret's value shown as ``***``: for logs and messages."""
+    return {k: "***" if any(p in k for p in SECRET_PARTS) else v for k, v in config.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything that both sides of the wire must agree on, plus client tuning."""
@@ -101,12 +197,24 @@ class Settings:
     # (only those a registered trigger names; the rest reach only waits and cancel rules,
     # on `waits`) or "all" (every run's, as before; for consumers of `events`).
     lifecycle_events: str = "listened"
+    # librdkafka settings passed through to every client (kafka_passthrough); never
+    # printed whole, they may hold secrets (redact).
+    kafka: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @staticmethod
-    def from_env(env: Mapping[str, str], **overrides: Any) -> Settings:
-        """Read ``STEPSTREAM_*`` variables; ``overrides`` win over the environment."""
+    def from_env(env: Mapping[str, str], *, kafka_file_text: str | None = None,
+                 **overrides: Any) -> Settings:
+        """Read ``STEPSTREAM_*`` variables; ``overrides`` win over the environment.
+        ``kafka_file_text`` is the text of the file ``STEPSTREAM_KAFKA_CONFIG`` names:
+        this module does no I/O, so the caller reads it (:func:`read_kafka_file`)."""
         values: dict[str, Any] = {}
+        if env.get(KAFKA_CONFIG_FILE_ENV) and kafka_file_text is None:
+            raise SettingsError(f"{KAFKA_CONFIG_FILE_ENV} is set but its file was not read "
+                                f"(load the settings with stepstream's loader)")
+        values["kafka"] = kafka_passthrough(env, kafka_file_text)
         for f in fields(Settings):
+            if f.name == "kafka":
+                continue
             raw = env.get("STEPSTREAM_" + f.name.upper())
             if raw is None or raw == "":
                 continue
@@ -147,6 +255,11 @@ class Settings:
 
     def with_brokers(self, brokers: str) -> Settings:
         return replace(self, brokers=brokers)
+
+    def client_config(self, ours: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """A librdkafka client's settings: the brokers, the passed-through settings,
+        then ``ours`` (stepstream's own for that client, which win)."""
+        return {"bootstrap.servers": self.brokers, **dict(self.kafka), **(ours or {})}
 
     def consumer_tuning(self) -> dict[str, Any]:
         """librdkafka settings every stepstream consumer uses."""

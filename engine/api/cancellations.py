@@ -209,10 +209,8 @@ async def create(list_runs: Callable[[int, str | None, RunFilter], Awaitable[lis
 def read_all(settings: Settings, topic: str) -> list[CancellationCreated]:
     """Every cancellation on the topic, oldest first (blocking: call it in a thread).
     Bounded by :data:`READ_TIMEOUT_S` and :data:`READ_MAX_RECORDS`."""
-    consumer = Consumer({"bootstrap.servers": settings.brokers,
-                         **settings.consumer_tuning(),
-                         "group.id": settings.prefix + "api-cancellations",
-                         "enable.auto.commit": False})
+    consumer = Consumer(settings.client_config({
+        **settings.consumer_tuning(), "group.id": settings.prefix + "api-cancellations"}))
     found: dict[str, CancellationCreated] = {}
     try:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0),

@@ -319,9 +319,9 @@ class EventIngest:
             if self._producer is None:
                 if not self.settings.brokers:
                     raise IngestError("no brokers configured (set STEPSTREAM_BROKERS)", 503)
-                conf = {"bootstrap.servers": self.settings.brokers,
-                        **self.settings.producer_tuning(),
-                        "message.timeout.ms": int(self.delivery_timeout * 1000)}
+                conf = self.settings.client_config({
+                    **self.settings.producer_tuning(),
+                    "message.timeout.ms": int(self.delivery_timeout * 1000)})
                 self._producer = Producer(conf)
                 self._poller = threading.Thread(target=self._poll_loop, args=(self._producer,),
                                                 name="stepstream-ingest-poll", daemon=True)

@@ -4,12 +4,23 @@ else the default."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path, PurePath
+from typing import Any
+
+from confluent_kafka import Producer
 
 from topics import brokers
-from topics.settings import DEV_API_FILE, Settings, dev_file_trusted
+from topics.settings import (
+    DEV_API_FILE,
+    Settings,
+    SettingsError,
+    dev_file_trusted,
+    kafka_problem,
+    read_kafka_file,
+)
 
 DEFAULT_API = "http://127.0.0.1:8288"
 HOW_TO_SET = "start `stepstream dev`, or set STEPSTREAM_BROKERS"
@@ -66,4 +77,20 @@ def load_settings(env: Mapping[str, str], cwd: Path | None = None) -> Settings:
     """``Settings.from_env`` with the brokers resolved by :func:`resolve_brokers`.
     Raises ``topics.settings.SettingsError`` on a malformed variable."""
     address, _ = resolve_brokers(env, cwd)
-    return Settings.from_env(env, brokers=address)
+    settings = Settings.from_env(env, brokers=address,
+                                 kafka_file_text=read_kafka_file(env, read_file))
+    problem = kafka_problem(settings, trial_client)
+    if problem:
+        raise SettingsError(problem)
+    return settings
+
+
+def trial_client(config: dict[str, Any]) -> None:
+    """Build (and drop) a producer from ``config`` alone: librdkafka checks every name
+    and value as it is set. Its log lines are dropped: there is no broker to reach."""
+    Producer({**config, "logger": logging.getLogger("stepstream.kafka.trial")}).flush(0)
+
+
+def read_file(path: str) -> str:
+    """A file's text (for ``STEPSTREAM_KAFKA_CONFIG``)."""
+    return Path(path).read_text()

@@ -352,8 +352,8 @@ def _check_events_topic(settings: Any) -> None:
 
     _, source = resolve_brokers(os.environ)
     topic = Catalog(settings).events
-    admin = AdminClient({"bootstrap.servers": settings.brokers, "log_level": 0,
-                         "socket.connection.setup.timeout.ms": 2000})
+    admin = AdminClient(settings.client_config({
+        "log_level": 0, "socket.connection.setup.timeout.ms": 2000}))
     try:
         meta = admin.list_topics(timeout=5)
     except KafkaException:

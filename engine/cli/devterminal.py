@@ -183,13 +183,12 @@ class DevTerminal:
 
     def _tail(self) -> None:
         catalog = Catalog(self.settings)
-        consumer = Consumer({
-            "bootstrap.servers": self.settings.brokers, **self.settings.consumer_tuning(),
+        consumer = Consumer(self.settings.client_config({
+            **self.settings.consumer_tuning(),
             # Assigned, never subscribed, never committed: it reads beside the engine
             # and the workers without joining their groups.
             "group.id": self.settings.prefix + "dev-terminal",
-            "enable.auto.commit": False,
-        })
+        }))
         try:
             parts = range(catalog.partitions)
             consumer.assign(

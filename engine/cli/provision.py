@@ -30,7 +30,7 @@ class ProvisionError(RuntimeError):
 def _admin(settings: Settings) -> AdminClient:
     if not settings.brokers:
         raise ProvisionError("no brokers configured (set STEPSTREAM_BROKERS)")
-    return AdminClient({"bootstrap.servers": settings.brokers})
+    return AdminClient(settings.client_config())
 
 
 def _metadata(admin: AdminClient, timeout: float) -> ClusterMetadata:

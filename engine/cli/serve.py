@@ -24,7 +24,7 @@ from typing import Any
 from engine.api.http import bound_urls, event_keys_from_env, make_app, start_server
 from engine.api.ingest import EventIngest
 from engine.children import die_with_parent
-from engine.cli.brokers import configured_brokers
+from engine.cli.brokers import configured_brokers, read_file, trial_client
 from engine.cli.client import CliError
 from engine.cli.devbroker import (
     DEFAULT_PORT,
@@ -44,7 +44,14 @@ from engine.cli.devsession import (
 )
 from engine.cli.devterminal import DevTerminal
 from engine.cli.provision import ProvisionError, ensure_topics
-from topics.settings import DEV_API_FILE, DEV_BROKER_FILE, Settings, SettingsError
+from topics.settings import (
+    DEV_API_FILE,
+    DEV_BROKER_FILE,
+    Settings,
+    SettingsError,
+    kafka_problem,
+    read_kafka_file,
+)
 
 # Written into a dev state directory so that a later `stepstream dev` may wipe it: we
 # never delete a directory we did not create (--state-dir could point anywhere).
@@ -96,7 +103,12 @@ def _ignore_signals() -> None:
 
 def _load_settings(brokers: str | None = None) -> Settings:
     try:
-        return Settings.from_env(os.environ, brokers=brokers)
+        settings = Settings.from_env(os.environ, brokers=brokers,
+                                     kafka_file_text=read_kafka_file(os.environ, read_file))
+        problem = kafka_problem(settings, trial_client)
+        if problem:
+            raise SettingsError(problem)
+        return settings
     except SettingsError as exc:
         raise CliError(str(exc), 2) from None
 

@@ -97,8 +97,9 @@ def tune_gc() -> None:
 
 def producer_config(settings: Settings) -> dict[str, Any]:
     """The engine producer's librdkafka settings (also for measuring it: bench/)."""
-    return {"bootstrap.servers": settings.brokers, **settings.producer_tuning(),
-            "linger.ms": ENGINE_LINGER_MS, "client.id": "stepstream-engine"}
+    return settings.client_config({**settings.producer_tuning(),
+                                   "linger.ms": ENGINE_LINGER_MS,
+                                   "client.id": "stepstream-engine"})
 
 
 class Processor:
@@ -125,17 +126,16 @@ class Processor:
         self.stopping = threading.Event()
         self.applied = 0
         self.produce_errors: list[str] = []
-        base = {"bootstrap.servers": settings.brokers}
-        self.consumer = Consumer({
-            **base, **settings.consumer_tuning(),
+        self.consumer = Consumer(settings.client_config({
+            **settings.consumer_tuning(),
             "group.id": settings.prefix + "engine",
             "client.id": "stepstream-engine",
-        })
-        self.registry_consumer = Consumer({
-            **base, **settings.consumer_tuning(),
+        }))
+        self.registry_consumer = Consumer(settings.client_config({
+            **settings.consumer_tuning(),
             "group.id": settings.prefix + "engine-registry",
             "enable.partition.eof": True,
-        })
+        }))
         self.stats = producer_stats("stepstream-engine", settings)
         self.producer = Producer({**producer_config(settings), **self.stats.config()})
         self.unflushed = False  # timer or cron records produced, not yet flushed

@@ -26,10 +26,10 @@ def replay(settings: Settings, state_dir: Path, *, timeout_s: float = 600) -> st
         raise ReplayError(f"{state_dir} is not empty; replay writes into a fresh directory")
     tune_gc()
     catalog = Catalog(settings)
-    consumer = Consumer({
-        "bootstrap.servers": settings.brokers, **settings.consumer_tuning(),
+    consumer = Consumer(settings.client_config({
+        **settings.consumer_tuning(),
         "group.id": settings.prefix + "replay", "enable.partition.eof": True,
-    })
+    }))
     parts = list(range(catalog.partitions))
     stores = {p: PartitionStore(state_dir / f"runs-{p}") for p in parts}
     try:
