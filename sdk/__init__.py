@@ -25,7 +25,7 @@ from sdk._errors import (
     SendError,
     StepError,
 )
-from sdk._events import Event, TriggerCron, TriggerEvent
+from sdk._events import Event, TriggerCron, TriggerEvent, TriggerTopic
 from sdk._flow import Batch, Concurrency, Debounce, Priority, RateLimit, Singleton, Throttle
 from sdk._function import Function, FunctionConfig
 from sdk._options import Cancel, Timeouts
@@ -57,5 +57,6 @@ __all__ = [
     "Timeouts",
     "TriggerCron",
     "TriggerEvent",
+    "TriggerTopic",
     "Worker",
 ]

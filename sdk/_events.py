@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,10 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
     id: str | None = None
     ts: int | None = None
+    # Set on an event made from a record of a Kafka topic (sdk.TriggerTopic): where it
+    # came from, {"topic", "partition", "offset", "timestamp", "key", "headers"}; key
+    # and header values are text (UTF-8, invalid bytes replaced), or None.
+    source: dict[str, Any] | None = None
 
     @staticmethod
     def from_wire(body: Any) -> Event:
@@ -32,11 +37,13 @@ class Event:
             return Event(name="", data={})
         data = body.get("data")
         ts = body.get("ts")
+        source = body.get("source")
         return Event(
             name=str(body.get("name") or ""),
             data=data if isinstance(data, dict) else {},
             id=body.get("id") if isinstance(body.get("id"), str) else None,
             ts=ts if isinstance(ts, int) and not isinstance(ts, bool) else None,
+            source=source if isinstance(source, dict) else None,
         )
 
 
@@ -85,6 +92,58 @@ class TriggerCron:
     def to_wire(self) -> dict[str, Any]:
         """The trigger as ``FunctionRegistered.triggers`` carries it."""
         return {"cron": self.cron}
+
+
+# Kafka's rule for topic names.
+_TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+TOPIC_STARTS = ("earliest", "latest")
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerTopic:
+    """Run the function for each record of an existing Kafka topic ``topic`` (one that
+    stepstream does not own): the record's JSON value becomes ``ctx.event.data`` (a
+    value that is not a JSON object is ``{"value": ...}``), the event is named
+    ``event`` (default ``kafka/<topic>``), and ``ctx.event.source`` holds the record's
+    topic, partition, offset, timestamp, key and headers.
+
+    Each record starts its run exactly once, also across engine restarts: the event id
+    derives from topic, partition and offset. The engine reads the topic in its own
+    consumer group; ``start`` says where it begins the first time: ``"earliest"`` (the
+    topic's retained history, the default: nothing produced before the engine first
+    reads it is missed) or ``"latest"``. ``expression`` is a CEL filter over ``event``.
+    """
+
+    topic: str
+    event: str | None = None
+    expression: str | None = None
+    start: str = "earliest"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.topic, str) or not _TOPIC_NAME.match(self.topic):
+            raise ConfigError(f"TriggerTopic.topic must be a Kafka topic name (letters, "
+                              f"digits, '.', '_', '-'; at most 249), got {self.topic!r}")
+        if self.event is not None and (not isinstance(self.event, str)
+                                       or not self.event.strip() or "*" in self.event):
+            raise ConfigError("TriggerTopic.event must be a non-empty event name without "
+                              "wildcards, or None")
+        if self.expression is not None and (
+            not isinstance(self.expression, str) or not self.expression.strip()
+        ):
+            raise ConfigError("TriggerTopic.expression must be a non-empty string or None")
+        if self.start not in TOPIC_STARTS:
+            raise ConfigError(f"TriggerTopic.start must be one of {TOPIC_STARTS}, "
+                              f"got {self.start!r}")
+
+    @property
+    def event_name(self) -> str:
+        """The name of the events its records become."""
+        return self.event or f"kafka/{self.topic}"
+
+    def to_wire(self) -> dict[str, Any]:
+        """The trigger as ``FunctionRegistered.triggers`` carries it."""
+        return {"topic": self.topic, "event": self.event_name, "expression": self.expression,
+                "start": self.start}
 
 
 def to_record(event: Event, *, default_id: str, now_ms: int, settings: Settings) -> records.Event:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sdk._errors import ConfigError
-from sdk._events import TriggerCron, TriggerEvent
+from sdk._events import TriggerCron, TriggerEvent, TriggerTopic
 from sdk._expressions import cel_problem
 from sdk._flow import FlowOptions, check_combinations
 from sdk._options import Cancel, Timeouts
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from sdk._context import Context
 
 Handler = Callable[["Context"], Awaitable[Any]]
-Trigger = TriggerEvent | TriggerCron
+Trigger = TriggerEvent | TriggerCron | TriggerTopic
 
 DEFAULT_RETRIES = 4
 
@@ -121,7 +121,7 @@ def make_config(
     if not isinstance(fn_id, str) or not fn_id.strip():
         raise ConfigError("fn_id must be a non-empty string")
     where = f"function {fn_id!r}"
-    triggers = _as_tuple(trigger, (TriggerEvent, TriggerCron))
+    triggers = _as_tuple(trigger, (TriggerEvent, TriggerCron, TriggerTopic))
     if not triggers:
         raise ConfigError(f"{where} needs at least one trigger")
     for t in triggers:
@@ -174,11 +174,13 @@ def _as_tuple(value: Any, single: tuple[type, ...]) -> tuple[Any, ...]:
 
 
 def _check_trigger(trigger: object, where: str) -> None:
-    if isinstance(trigger, TriggerEvent):
+    if isinstance(trigger, TriggerEvent | TriggerTopic):
         if trigger.expression is not None:
             problem = cel_problem(trigger.expression)
             if problem is not None:
-                raise ConfigError(f"{where}: trigger {trigger.event!r} expression "
+                named = (trigger.event if isinstance(trigger, TriggerEvent)
+                         else f"topic {trigger.topic}")
+                raise ConfigError(f"{where}: trigger {named!r} expression "
                                   f"{trigger.expression!r} {problem}")
     elif isinstance(trigger, TriggerCron):
         try:
@@ -186,7 +188,8 @@ def _check_trigger(trigger: object, where: str) -> None:
         except ValueError as exc:
             raise ConfigError(f"{where}: trigger {exc}") from None
     else:
-        raise ConfigError(f"{where}: triggers must be sdk.TriggerEvent or sdk.TriggerCron, "
+        raise ConfigError(f"{where}: triggers must be sdk.TriggerEvent, sdk.TriggerCron or "
+                          f"sdk.TriggerTopic, "
                           f"got {type(trigger).__name__}")
 
 

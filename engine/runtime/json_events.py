@@ -72,3 +72,46 @@ def reason(msgpack_error: Exception, json_error: NotAnEvent) -> str:
     """A dead letter's reason for a record that is neither: what each reading found, and
     the formats accepted."""
     return f"undecodable: {msgpack_error}; {json_error}. Accepted: {ACCEPTED}"
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return value.decode("utf-8", errors="replace")
+
+
+def source_event(value: bytes | None, *, key: bytes | str | None,
+                 headers: Any, topic: str, partition: int,
+                 offset: int, record_ts_ms: int, event_names: tuple[str, ...],
+                 settings: Settings) -> tuple[list[Event], dict[str, Any]]:
+    """The events a record of a source topic (``sdk.TriggerTopic``) becomes, one per
+    name, and where it came from (``ctx.event.source``). The JSON value is the data (a
+    value that is not an object is ``{"value": ...}``); each id derives from topic,
+    partition, offset and name, so a record read again gives the same events. Raises
+    :class:`NotAnEvent` for a value that is not UTF-8 JSON or breaks the event limits."""
+    if value is None:
+        raise NotAnEvent("a tombstone (no value)")
+    try:
+        parsed = json.loads(value.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise NotAnEvent(f"not UTF-8 JSON ({exc})") from None
+    except RecursionError:
+        raise NotAnEvent("JSON nested too deeply") from None
+    except ValueError as exc:
+        raise NotAnEvent(f"not valid JSON ({exc})") from None
+    data = parsed if isinstance(parsed, dict) else {"value": parsed}
+    at = max(record_ts_ms, 0)
+    source = {"topic": topic, "partition": partition, "offset": offset, "timestamp": at,
+              "key": _text(key),
+              "headers": {str(k): _text(v) for k, v in
+                          (headers.items() if isinstance(headers, dict) else headers or [])}}
+    events = []
+    for name in event_names:
+        raw = {"name": name, "data": data, "ts": at,
+               "id": derived_ulid(at, "source", topic, str(partition), str(offset), name)}
+        try:
+            events.append(prepare_event(raw, settings, now=at)[0])
+        except IngestError as exc:
+            raise NotAnEvent(f"refused as an event: {exc.message.removeprefix('event 0 ')}"
+                             ) from None
+    return events, source

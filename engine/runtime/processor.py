@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import (
+    OFFSET_END,
     Consumer,
     KafkaError,
     Message,
@@ -142,6 +143,7 @@ class Processor:
         self.cron = CronService(self.catalog, settings.retry_backoff_base_ms)
         self.memory = StateMemory(settings.state_memtable_mb, settings.state_block_cache_mb)
         self.next_trim = 0.0
+        self.subscribed_sources: tuple[str, ...] = ()
         self.lag = LagMeter({self.catalog.events: "events", self.catalog.runs: "runs",
                              self.catalog.waits: "waits"})
 
@@ -151,12 +153,12 @@ class Processor:
         """The loop; returns when :meth:`stop` is called."""
         tune_gc()
         self._load_registry()
-        self.consumer.subscribe([self.catalog.events, self.catalog.runs, self.catalog.waits],
-                                on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                on_lost=self._on_revoke)
+        self._subscribe()
         try:
             while not self.stopping.is_set():
                 self._drain_registry()
+                if self._source_topics() != self.subscribed_sources:
+                    self._subscribe()
                 # Last round's timers and cron ticks go out with this round's flush.
                 batch = self._take_batch(0 if self.unflushed else self._poll_wait_s())
                 if batch:
@@ -171,6 +173,23 @@ class Processor:
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def _source_topics(self) -> tuple[str, ...]:
+        """The topics functions trigger on (``sdk.TriggerTopic``); never ours."""
+        ours = {s.name for s in self.catalog.specs}
+        return tuple(sorted(t for t in self.registry.sources() if t not in ours))
+
+    def _subscribe(self) -> None:
+        """Our input topics plus the source topics: read as ``events`` is, in the same
+        group, so their offsets are committed the same way after their runs are stored.
+        A new source topic re-subscribes, which rebalances the group."""
+        self.subscribed_sources = self._source_topics()
+        if self.subscribed_sources:
+            log.info("reading source topics: %s", ", ".join(self.subscribed_sources))
+        self.consumer.subscribe([self.catalog.events, self.catalog.runs, self.catalog.waits,
+                                 *self.subscribed_sources],
+                                on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_revoke)
 
     def owned_stores(self) -> list[PartitionStore]:
         with self.stores_lock:
@@ -260,9 +279,25 @@ class Processor:
                 self.timers.assigned(p, store)
             tp.offset = start
             log.info("%s[%d]: restoring from offset %d, live from %d", name, p, start, live)
+        self._start_sources(consumer, partitions)
         consumer.assign(partitions)
         self.lag.assigned(partitions)
         self.ready.set()
+
+    def _start_sources(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """A source partition this group never committed starts where its triggers say:
+        ``latest`` skips the topic's history; otherwise the group's earliest rule
+        applies."""
+        sources = self.registry.sources()
+        latest = [tp for tp in partitions
+                  if tp.topic in sources and sources[tp.topic].start == "latest"]
+        if not latest:
+            return
+        for tp in consumer.committed(latest, timeout=30):
+            if tp.offset < 0:
+                for mine in latest:
+                    if (mine.topic, mine.partition) == (tp.topic, tp.partition):
+                        mine.offset = OFFSET_END
 
     def _rebuild(self, topic: str, p: int, damage: StateCorrupt, live_from: int) -> None:
         """Found damaged while running: set the database aside, restore the partition
@@ -332,7 +367,7 @@ class Processor:
         out: list[tuple[str, int, str | bytes | None, bytes]] = []
         by_partition: dict[tuple[str, int], list[Message]] = defaultdict(list)
         commits: dict[tuple[str, int], int] = {}
-        events: dict[int, list[Message]] = defaultdict(list)
+        events: dict[tuple[str, int], list[Message]] = defaultdict(list)
         for m in batch:
             err = m.error()
             if err is not None:
@@ -341,8 +376,8 @@ class Processor:
                 continue
             topic, p, offset = m.topic(), m.partition(), m.offset()
             assert topic is not None and p is not None and offset is not None
-            if topic == self.catalog.events:
-                events[p].append(m)
+            if topic == self.catalog.events or topic in self.subscribed_sources:
+                events[(topic, p)].append(m)
                 commits[(topic, p)] = offset + 1
             else:
                 by_partition[(topic, p)].append(m)
@@ -393,6 +428,8 @@ class Processor:
                                           commits.items()], asynchronous=True)
 
     def _route(self, m: Message, now: int) -> list[tuple[str, int, str | bytes | None, bytes]]:
+        if m.topic() != self.catalog.events:
+            return self._route_source(m, now)
         try:
             rec = decode(m.value(), max_bytes=self.settings.max_record_bytes,
                          max_depth=self.settings.max_depth, expect=(Event, InvokeRequested))
@@ -408,8 +445,13 @@ class Processor:
                 rec, self.registry, now_ms=now,
                 backoff_base_ms=self.settings.retry_backoff_base_ms)]
         assert isinstance(rec, Event)
+        return self._routed(rec, value, now)
+
+    def _routed(self, rec: Event, value: bytes, now: int,
+                source: dict[str, Any] | None = None
+                ) -> list[tuple[str, int, str | bytes | None, bytes]]:
         out: list[tuple[str, int, str | bytes | None, bytes]] = []
-        for req in route(rec, self.registry, now_ms=now,
+        for req in route(rec, self.registry, now_ms=now, source=source,
                          backoff_base_ms=self.settings.retry_backoff_base_ms):
             p = partition_for(req.partition_key, self.catalog.partitions)
             out.append((self.catalog.runs, p, req.partition_key, encode(req)))
@@ -417,6 +459,31 @@ class Processor:
         # waits registered there before it are checked against it (engine/matcher.py).
         out.append((self.catalog.waits, partition_for(rec.name, self.catalog.partitions),
                     rec.name, value))
+        return out
+
+    def _route_source(self, m: Message, now: int
+                      ) -> list[tuple[str, int, str | bytes | None, bytes]]:
+        """A record of a source topic: its events, routed like any event (and copied
+        to ``waits``), or a dead letter saying why it is none."""
+        topic = m.topic() or ""
+        source = self.registry.sources().get(topic)
+        if source is None:
+            return []  # its last trigger was removed meanwhile
+        try:
+            events, where = json_events.source_event(
+                m.value(), key=m.key(), headers=m.headers(), topic=topic,
+                partition=m.partition() or 0, offset=m.offset() or 0,
+                record_ts_ms=m.timestamp()[1], event_names=source.events,
+                settings=self.settings)
+        except json_events.NotAnEvent as exc:
+            if m.value() is None:
+                return []  # a tombstone deletes a key; it is no event
+            return [self._dead_target(dead_letter(
+                m, f"a record of source topic {topic} is not an event: {exc}", now,
+                self.settings.max_record_bytes))]
+        out: list[tuple[str, int, str | bytes | None, bytes]] = []
+        for event in events:
+            out += self._routed(event, encode(event), now, source=where)
         return out
 
     def _json_event(self, m: Message, exc: DecodeError, now: int

@@ -39,6 +39,15 @@ from topics.records import (
 log = logging.getLogger("stepstream.router")
 
 
+@dataclass(frozen=True, slots=True)
+class SourceTopic:
+    """A topic functions trigger on: the event names each record becomes, and where
+    reading starts the first time (``earliest`` if any trigger asks for it)."""
+
+    events: tuple[str, ...]
+    start: str
+
+
 @dataclass(slots=True)
 class RegisteredFunction:
     definition: FunctionRegistered
@@ -56,6 +65,7 @@ class Registry:
         self.version = 0  # bumped on every change, for caches of derived facts
         # engine event name -> the triggers matching it by name
         self._engine_listeners: dict[str, list[TriggerMatcher]] = {}
+        self._sources: tuple[int, dict[str, SourceTopic]] = (-1, {})
 
     def apply(self, rec: FunctionRegistered) -> None:
         """Add or replace a definition. A trigger that does not compile is skipped with
@@ -95,6 +105,24 @@ class Registry:
         self.version += 1
         self._engine_listeners.clear()
 
+    def sources(self) -> dict[str, SourceTopic]:
+        """The topics stepstream does not own that functions trigger on
+        (``sdk.TriggerTopic``), with the event names their records become."""
+        version, cached = self._sources
+        if version == self.version:
+            return cached
+        found: dict[str, SourceTopic] = {}
+        for fn in self.functions.values():
+            for trig in fn.definition.triggers:
+                topic, event = trig.get("topic"), trig.get("event")
+                if not isinstance(topic, str) or not isinstance(event, str):
+                    continue
+                have = found.get(topic, SourceTopic((), "latest"))
+                start = "earliest" if trig.get("start") != "latest" else have.start
+                found[topic] = SourceTopic(tuple(sorted({*have.events, event})), start)
+        self._sources = (self.version, found)
+        return found
+
     def triggers_on_engine_event(self, event: Event) -> bool:
         """Whether :func:`route` would start a run for the engine event ``event``
         (``stepstream/...``): a trigger naming ``stepstream/...`` (never a bare ``*``)
@@ -111,15 +139,18 @@ class Registry:
         return any(m.matches(prepared) for m in matchers)
 
 
-def route(event: Event, registry: Registry, *, now_ms: int, backoff_base_ms: int
-          ) -> list[RunRequested]:
+def route(event: Event, registry: Registry, *, now_ms: int, backoff_base_ms: int,
+          source: dict[str, Any] | None = None) -> list[RunRequested]:
     """The runs an event starts: one per function with a matching trigger.
 
     Engine events (``stepstream/...``) only match triggers that name them
     (``stepstream/...``), never a bare ``*``, and runs they trigger send no
-    ``function.*`` events of their own, so listening to them cannot loop.
+    ``function.*`` events of their own, so listening to them cannot loop. ``source``
+    (an event made from a record of a source topic) rides along in the run's event.
     """
     body = event_body(event)
+    if source is not None:
+        body = {**body, "source": source}
     prepared = PreparedEvent(body)
     internal = event.name.startswith(INTERNAL_PREFIX)
     out = []

@@ -89,7 +89,7 @@ def test_defaults_register_no_options() -> None:
     ({"trigger": [sdk.TriggerEvent(event="e", expression="event.data.x >")]},
      "function 'f': trigger 'e' expression 'event.data.x >' does not parse as CEL"),
     ({"trigger": [sdk.TriggerEvent(event="e"), "cron"]},
-     "function 'f': triggers must be sdk.TriggerEvent or sdk.TriggerCron, got str"),
+     "function 'f': triggers must be sdk.TriggerEvent, sdk.TriggerCron or sdk.TriggerTopic, got str"),
     ({"cancel": [sdk.Cancel(event="x", match="data..id")]},
      "function 'f': cancel on 'x': match 'data..id' is not a field path"),
     ({"cancel": [sdk.Cancel(event="x", if_exp="async.data.id ==")]},
