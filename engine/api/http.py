@@ -182,7 +182,7 @@ async def _api_keys(request: web.Request,
             return error(403, "a change made with the dashboard's login must come from "
                               "its own page (Origin header of this server)")
         return await handler(request)
-    if (scheme.lower() != "bearer" or not token) and dash_auth.is_page(request.path):
+    if (scheme.lower() != "bearer" or not token) and dash_auth.is_page(request):
         return dash_auth.login_page(request)
     if scheme.lower() != "bearer" or not token:
         response = error(401, "this path needs an API key: send 'Authorization: Bearer "

@@ -33,11 +33,15 @@ def same_origin(request: web.Request) -> bool:
     return parts.netloc == request.host and parts.scheme in ("http", "https")
 
 
-def is_page(path: str) -> bool:
-    """A dashboard page (answered with the login page when no key is given) rather than
-    an API path (answered with a JSON 401)."""
-    return not (path.startswith("/v1/") or path.startswith("/e/") or path == "/health"
-                or path.startswith("/ui/") or path == "/metrics")
+def is_page(request: web.Request) -> bool:
+    """A browser asking for a page (answered with the login page when no key is given)
+    rather than an API client (answered with a JSON 401): not an API path, and HTML
+    accepted."""
+    path = request.path
+    if (path.startswith("/v1/") or path.startswith("/e/") or path == "/health"
+            or path.startswith("/ui/") or path == "/metrics"):
+        return False
+    return "text/html" in request.headers.get("Accept", "")
 
 
 def _safe_next(value: Any) -> str:
@@ -49,12 +53,14 @@ def _safe_next(value: Any) -> str:
 
 
 def login_page(request: web.Request, message: str | None = None,
-               status: int = 401) -> web.Response:
-    """The login form (status 401 when shown in place of a page)."""
+               status: int = 401, nxt: str | None = None) -> web.Response:
+    """The login form (status 401 when shown in place of a page); ``nxt`` is where to
+    go after it (default: the page asked for)."""
     from engine.api.dashboard.routes import render_bare
 
-    nxt = request.path_qs if request.path not in ("/login", "/logout") else (
-        request.query.get("next", "/"))
+    if nxt is None:
+        nxt = request.path_qs if request.path not in ("/login", "/logout") else (
+            request.query.get("next", "/"))
     return render_bare("login.html", status, message=message, next=_safe_next(nxt))
 
 
@@ -74,7 +80,8 @@ async def login_post(request: web.Request, keys: frozenset[str],
     key = str(form.get("key") or "").strip()
     if not key or not check(key, keys):
         return login_page(request, "API key not accepted (not one of the engine's "
-                                   "STEPSTREAM_API_KEYS).", status=403)
+                                   "STEPSTREAM_API_KEYS).", status=403,
+                          nxt=_safe_next(form.get("next")))
     response = web.Response(status=303, headers={"Location": _safe_next(form.get("next"))})
     response.set_cookie(COOKIE, key, httponly=True, samesite="Strict", path="/",
                         secure=request.secure)
