@@ -55,6 +55,9 @@ class History:
         """Events newest first by the time the broker received them; ``name`` reads only
         that name's partition (events are partitioned by name)."""
         parts = None if name is None else [event_partition(name, self.settings.partitions)]
+        # An event stored twice (a sender's retry, a step's send produced again after a
+        # crash) starts one run; it is listed once per page too.
+        seen: set[str] = set()
 
         def keep(msg: Message) -> dict[str, Any] | None:
             view = self._event_view(msg)
@@ -62,6 +65,9 @@ class History:
                 return None
             if before is not None and _received(msg) >= before:
                 return None
+            if view["id"] in seen:
+                return None
+            seen.add(view["id"])
             return view
 
         return self.events.read(keep, limit=limit, partitions=parts, cursor=cursor,
