@@ -94,3 +94,7 @@ def test_dead_letters_show_topic_offset_and_reason(api: tuple[Stack, Server]) ->
     assert letter["topic"] == stack.catalog.events and letter["partition"] == 1
     assert isinstance(letter["offset"], int) and "undecodable" in letter["reason"]
     assert get(server, "/v1/dead-letters?limit=0")[0] == 400
+    # The dashboard's page lists it too.
+    with urllib.request.urlopen(server.url + "/dead-letters", timeout=30) as resp:
+        page = resp.read().decode()
+    assert "junk-key" in page and stack.catalog.events in page and "undecodable" in page

@@ -185,6 +185,30 @@ function invokeForms() {
   });
 }
 
+// A run that has not ended: reload its page when it changes (status, steps, timeline),
+// checked every 2 s through the API; paused while the tab is hidden.
+function liveRun() {
+  const head = $("#run-id");
+  const status = $("#run-status");
+  if (!head || !status || $("#rerun")) { return; }
+  let seen = null;
+  const tick = async function () {
+    if (!document.hidden) {
+      try {
+        const res = await fetch("/v1/runs/" + encodeURIComponent(head.textContent), { credentials: "same-origin" });
+        if (res.ok) {
+          const run = (await res.json()).data;
+          const now = [run.status, run.steps.length, run.timeline.length].join("/");
+          if (seen !== null && now !== seen) { window.location.reload(); return; }
+          seen = now;
+        }
+      } catch (e) { /* try again */ }
+    }
+    setTimeout(tick, 2000);
+  };
+  tick();
+}
+
 function logout() {
   const button = $("[data-action=logout]");
   if (!button) { return; }
@@ -198,6 +222,7 @@ document.addEventListener("DOMContentLoaded", function () {
   placeBars();
   runActions();
   liveRuns();
+  liveRun();
   sendEvent();
   invokeForms();
   logout();
