@@ -172,16 +172,8 @@ async def _api_keys(request: web.Request,
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
     if not request.headers.get("Authorization") and dash_auth.cookie_key(request):
-        # The dashboard's login cookie: accepted like the header, but a change must come
-        # from the dashboard's own page (SameSite=Strict covers the rest).
-        if not _key_in(dash_auth.cookie_key(request) or "", config["api_keys"]):
-            return dash_auth.login_page(request, "Your saved API key is no longer "
-                                                 "accepted; log in again.", status=401)
-        if request.method not in dash_auth.SAFE_METHODS and not dash_auth.same_origin(
-                request):
-            return error(403, "a change made with the dashboard's login must come from "
-                              "its own page (Origin header of this server)")
-        return await handler(request)
+        refused = dash_auth.refuse_cookie(request, partial(_key_in, keys=config["api_keys"]))
+        return refused if refused is not None else await handler(request)
     if (scheme.lower() != "bearer" or not token) and dash_auth.is_page(request):
         return dash_auth.login_page(request)
     if scheme.lower() != "bearer" or not token:

@@ -33,6 +33,24 @@ def same_origin(request: web.Request) -> bool:
     return parts.netloc == request.host and parts.scheme in ("http", "https")
 
 
+def refuse_cookie(request: web.Request, accepted: Any) -> web.Response | None:
+    """The answer refusing a request authenticated by the login cookie, or None to serve
+    it: the key must still be ``accepted(key)``, and a change must come from this
+    server's own page (SameSite=Strict covers the rest)."""
+    if not accepted(cookie_key(request) or ""):
+        if not is_page(request):
+            return web.json_response({"error": "the dashboard's saved API key is no longer "
+                                               "accepted; log in again at /login",
+                                      "status": 401}, status=401)
+        return login_page(request, "Your saved API key is no longer accepted; log in "
+                                   "again.", status=401)
+    if request.method not in SAFE_METHODS and not same_origin(request):
+        return web.json_response({"error": "a change made with the dashboard's login must "
+                                           "come from its own page (Origin header of this "
+                                           "server)", "status": 403}, status=403)
+    return None
+
+
 def is_page(request: web.Request) -> bool:
     """A browser asking for a page (answered with the login page when no key is given)
     rather than an API client (answered with a JSON 401): not an API path, and HTML

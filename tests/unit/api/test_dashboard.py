@@ -107,6 +107,8 @@ def test_login_cookie_reads_and_changes_only_from_this_origin() -> None:
         assert r.status in (202, 409)
         r = await c.get("/", headers={"Cookie": "stepstream_key=old", **HTML})
         assert r.status == 401 and "no longer accepted" in await r.text()
+        r = await c.get("/v1/runs", headers={"Cookie": "stepstream_key=old"})
+        assert r.status == 401 and "log in again" in (await r.json())["error"]
         # Bearer keys unchanged, with or without Origin.
         r = await c.get("/v1/runs", headers={"Authorization": "Bearer k1"})
         assert r.status == 200
