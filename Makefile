@@ -20,8 +20,10 @@ PORT ?= 8288
 dev: $(STAMP)
 	$(BIN)/stepstream dev --app examples.shop:client --port $(PORT)
 
-## test: the whole suite (unit + integration on one real Tansu broker)
+## test: the whole suite (unit + integration on one real Tansu broker, and the dashboard
+## in headless chromium, which scripts/install-browser.sh installs from Debian once)
 test: $(STAMP)
+	sh scripts/install-browser.sh
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -48,7 +48,7 @@ FLOOR_BURST = 2500  # runs/s, for a burst of FLOOR_BURST_SIZE runs or more
 FLOOR_BURST_SIZE = 10_000
 FLOOR_DBOS_RATIO = 10.0  # stepstream's best sustained runs/s over DBOS's
 
-SECTIONS = ("fold", "burst", "latency", "timers", "holding", "flow", "batch")
+SECTIONS = ("fold", "burst", "latency", "timers", "holding", "flow", "batch", "dashboard")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -224,6 +224,13 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         out["batch"] = _guard("batch", lambda: bench_batch(
             args.broker, n=args.batch_events, partitions=args.partitions,
             concurrency=args.concurrency_list[0]))
+    if "dashboard" in args.only:
+        from bench.dashboard import bench_dashboard, print_dashboard
+
+        print("\n== 8. dashboard: the runs page's first page with 10000 runs", flush=True)
+        out["dashboard"] = _guard("dashboard", bench_dashboard)
+        if "error" not in out["dashboard"]:
+            print_dashboard(out["dashboard"])
     return out
 
 

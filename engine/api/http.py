@@ -11,6 +11,9 @@
 * ``DELETE /v1/functions/{id}`` — remove a function from the registry
 * ``GET /v1/state/hash`` — a hash over every run state this engine holds
 * ``GET /health`` — liveness, and the engine's consumer lag per input topic
+* ``GET /v1/events``, ``GET /v1/events/{id}``, ``GET /v1/dead-letters``,
+  ``POST /v1/functions/{id}/invoke`` — see :mod:`engine.api.history`
+* ``/`` and the other dashboard pages — see :mod:`engine.api.dashboard.routes`
 
 Errors are JSON ``{"error": "...", "status": N}``: bad input is always a 4xx with a
 message, never a 500. The layer holds no Kafka code: events go through an ingest
@@ -18,7 +21,8 @@ object, reads through a queries object.
 
 Outside dev mode every ``/v1`` path needs ``Authorization: Bearer <key>`` with one of
 the API keys (401 without one, 403 with a wrong one); ``/e/{key}`` needs an event key in
-its path; ``/health`` is open.
+its path; ``/health`` is open. The dashboard's login stores a key in a cookie, accepted
+in place of the header (:mod:`engine.api.dashboard.auth`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from engine.api import cancellations
+from engine.api import cancellations, history
+from engine.api.dashboard import auth as dash_auth
+from engine.api.dashboard import routes as dashboard
 from engine.api.event_body import SEED_HEADER, BodyError, load_json
 from engine.api.ingest import IngestError
 from engine.api.views import (
@@ -164,7 +170,8 @@ def _key_allowed(key: str, config: dict[str, Any]) -> bool:
 def _is_open(path: str) -> bool:
     """Paths served without an API key: /health, and /e/{key}, which checks its event
     key itself. Everything else, known route or not, needs one outside dev mode."""
-    return path == "/health" or path.startswith("/e/")
+    return (path == "/health" or path.startswith("/e/") or path.startswith("/static/")
+            or path == "/login")
 
 
 @web.middleware
@@ -176,6 +183,11 @@ async def _api_keys(request: web.Request,
         return await handler(request)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
+    if not request.headers.get("Authorization") and dash_auth.cookie_key(request):
+        refused = dash_auth.refuse_cookie(request, partial(_key_in, keys=config["api_keys"]))
+        return refused if refused is not None else await handler(request)
+    if (scheme.lower() != "bearer" or not token) and dash_auth.is_page(request):
+        return dash_auth.login_page(request)
     if scheme.lower() != "bearer" or not token:
         response = error(401, "this path needs an API key: send 'Authorization: Bearer "
                               "<key>' with one of the engine's STEPSTREAM_API_KEYS")
@@ -486,7 +498,25 @@ def make_app(queries: RunQueries, ingest: Ingest, *, dev: bool, event_keys: froz
     app.router.add_get("/v1/functions/{fn_id}", get_function)
     app.router.add_delete("/v1/functions/{fn_id}", remove_function)
     app.router.add_get("/health", health)
+    # Issue 12: the events history, dead letters, invoke, and the dashboard.
+    app[history.HISTORY] = history.history_from(ingest)
+    app.on_cleanup.append(_close_history)
+    app.router.add_get("/v1/events", history.list_events)
+    app.router.add_get("/v1/events/{event_id}", history.get_event_by_id)
+    app.router.add_get("/v1/dead-letters", history.list_dead_letters)
+    app.router.add_post("/v1/functions/{fn_id}/invoke", history.invoke_function)
+    dashboard.setup(app, ingest, dev=dev)
+    app.router.add_get("/login", dash_auth.login_get)
+    app.router.add_post("/login", partial(dash_auth.login_post, keys=frozenset(api_keys),
+                                          check=_key_in))
+    app.router.add_post("/logout", dash_auth.logout)
     return app
+
+
+async def _close_history(app: web.Application) -> None:
+    reader = app[history.HISTORY]
+    if reader is not None:
+        await asyncio.to_thread(reader.close)
 
 
 def event_keys_from_env(value: str | None) -> frozenset[str]:

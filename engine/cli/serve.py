@@ -197,6 +197,7 @@ def run_dev(opts: DevOptions) -> int:
                 say("stepstream dev")
                 say(f"  broker  {brokers} {broker_note}")
                 say(f"  api     {api}")
+                say(f"  dashboard {api}/")
                 say(f"  state   {opts.state_dir}")
                 if opts.app:
                     say(f"  worker  {opts.app} (pid {worker_pid})")

@@ -213,6 +213,10 @@ def route_invoke(rec: InvokeRequested, registry: Registry, *, now_ms: int,
     fn = registry.functions.get(rec.fn_id)
     parent = rec.parent
     if fn is None:
+        if not parent:
+            # Started from the API (no parent run to tell), which checked the function
+            # exists; it was removed since. Nothing waits for an answer.
+            return []
         error = {"name": "FunctionNotFound",
                  "message": f"no function {rec.fn_id!r} is registered", "stack": ""}
         return [Emit("runs", str(parent["partition_key"]), InvokeFinished(
@@ -222,6 +226,6 @@ def route_invoke(rec: InvokeRequested, registry: Registry, *, now_ms: int,
     event = {"name": FUNCTION_INVOKED, "data": rec.data, "id": rec.event_id, "ts": rec.ts}
     req = request_for(fn, event, run_id=run_id_for(rec.fn_id, rec.event_id, rec.ts),
                       dedupe_key=dedupe_key_for(rec.fn_id, "event", rec.event_id), now_ms=now_ms,
-                      backoff_base_ms=backoff_base_ms, parent=dict(parent),
+                      backoff_base_ms=backoff_base_ms, parent=dict(parent) or None,
                       flow=evaluate_flow(rec.fn_id, fn.flow, PreparedEvent(event)))
     return [Emit("runs", req.partition_key, req)]

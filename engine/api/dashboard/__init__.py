@@ -1,0 +1,1 @@
+"""The web dashboard (issue 12): pages served by the engine on its API port."""
