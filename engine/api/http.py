@@ -6,6 +6,8 @@
 * ``GET /v1/runs?function=&status=&since=&until=&limit=&cursor=`` — runs, newest first,
   filtered, paged by run id
 * ``POST /v1/runs/{run_id}/cancel`` — cancel a run (body ``{"reason": "..."}`` optional)
+* ``POST /v1/runs/{run_id}/rerun``, ``POST /v1/reruns`` — re-run one run, or every
+  match of a filter (:mod:`engine.api.rerun`)
 * ``GET /v1/functions``, ``GET /v1/functions/{id}`` — registered functions
 * ``DELETE /v1/functions/{id}`` — remove a function from the registry
 * ``GET /v1/state/hash`` — a hash over every run state this engine holds
@@ -443,6 +445,10 @@ def make_app(queries: RunQueries, ingest: Ingest, *, dev: bool, event_keys: froz
     app.router.add_get("/v1/functions/{fn_id}", get_function)
     app.router.add_delete("/v1/functions/{fn_id}", remove_function)
     app.router.add_get("/health", health)
+    # Re-run (engine/api/rerun.py imports this module's helpers, hence imported here).
+    from engine.api.rerun import bulk_rerun, rerun_run
+    app.router.add_post("/v1/runs/{run_id}/rerun", rerun_run)
+    app.router.add_post("/v1/reruns", bulk_rerun)
     return app
 
 
