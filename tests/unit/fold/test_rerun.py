@@ -125,3 +125,14 @@ def test_replay_of_a_rerun_history_gives_the_same_state() -> None:
         return t.snapshot()
 
     assert fold() == fold()
+
+
+def test_a_rerun_goes_through_the_functions_flow_control() -> None:
+    t = MemTables()
+    flow = {"home": "Q", "rate_limit": {"gate": "app-fn", "limit": 1, "period_ms": 60_000,
+                                        "key": None}}
+    assert of(apply(t, rerun("N1", flow=flow)), Task)
+    # A second re-run within the period is rate limited like any run of the function.
+    assert of(apply(t, rerun("N2", ts=9001, flow=flow)), Task) == []
+    assert t.runs["N2"]["status"] == "skipped"
+    assert t.runs["N2"]["error"]["name"] == "RateLimited"
