@@ -467,6 +467,10 @@ def timeline_text(run: dict[str, Any]) -> Group:
     if isinstance(cron, dict):
         head.append(f"\ncron {cron.get('cron')}"
                     + (f", tick {cron['tick']}" if cron.get("tick") else ""))
+    if view.get("rerun_of"):
+        head.append(f"\nre-run of run {view['rerun_of']}")
+    for rerun in view.get("reruns") or []:
+        head.append(f"\nre-run as run {rerun}")
 
     parts: list[Any] = [head]
     steps = view.get("steps") or []
