@@ -148,6 +148,10 @@ class RunState(TypedDict):
     slots: NotRequired[list[str]]
     # Set once an ended run has left every gate (its backlog places, its singleton).
     gates_left: NotRequired[bool]
+    # Re-runs (engine/fold/rerun.py): the run this one re-runs, and the runs re-running
+    # this one, in the order their links were folded.
+    rerun_of: NotRequired[str]
+    reruns: NotRequired[list[str]]
 
 
 def waiting_timer(waiting: Waiting | None) -> tuple[int, str] | None:

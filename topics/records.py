@@ -438,15 +438,71 @@ def bounded_dead_letter(*, source_topic: str, partition: int, offset: int,
                       offset=offset, key=key, value=value, reason=reason, ts=ts, extra=info)
 
 
+@dataclass(slots=True)
+class RerunRequested:
+    """Re-run a run (API, CLI): a new run ``run_id`` of ``fn_id`` with the same events.
+    Topic ``events``, key = ``run_id``; the router, which holds the registry, turns it
+    into a RunRequested with the function's current definition and flow keys.
+
+    ``kept`` maps the step ids completed before ``from_step`` in the original run to
+    ``{"name", "output"}`` (empty without ``from_step``); ``kept_order`` is their order.
+    """
+
+    KIND: ClassVar[str] = "run.rerun"
+    VERSION: ClassVar[int] = 1
+    run_id: str
+    rerun_of: str
+    rerun_of_key: str
+    fn_id: str
+    event: dict[str, JSON]
+    events: list[dict[str, JSON]]
+    from_step: str | None
+    kept: dict[str, dict[str, JSON]]
+    kept_order: list[str]
+    ts: int
+    cron: dict[str, JSON] | None = None
+
+
+@dataclass(slots=True)
+class RerunRunRequested(RunRequested):
+    """A run that re-runs another: the router's RunRequested for a RerunRequested, a kind
+    of its own so that ``run.requested`` stays as it was. Topic ``runs``, key = the new
+    run's partition key (its flow-control home, else derived from its id). No dedupe
+    key, cron tick, batch or debounce applies (engine/fold/rerun.py).
+
+    ``rerun`` = ``{"of": run id, "of_key": its partition key, "from_step": step id |
+    None, "kept": {step id: {"name", "output"}}, "kept_order": [step id]}``.
+    """
+
+    KIND: ClassVar[str] = "run.rerun.requested"
+    VERSION: ClassVar[int] = 1
+    rerun: dict[str, JSON] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RerunLinked:
+    """Run ``rerun_id`` re-runs run ``run_id``: the link back, folded into the original.
+    Topic ``runs``, key = the original run's partition key (written by the new run's
+    fold when the new run begins)."""
+
+    KIND: ClassVar[str] = "run.rerun.linked"
+    VERSION: ClassVar[int] = 1
+    run_id: str
+    rerun_id: str
+    from_step: str | None
+    ts: int
+
+
 Record = (
     Event | FunctionRegistered | RunRequested | OutcomesReported | TimerFired | Task
     | DeadLetter | RunStarted | CancelRequested | InvokeFinished | InvokeRequested
     | WaitRegistered | WaitCleared | WaitResolved | TaskCancelled | CancellationCreated
+    | RerunRequested | RerunRunRequested | RerunLinked
 )
 RECORD_TYPES: dict[str, type] = {
     t.KIND: t
     for t in (Event, FunctionRegistered, RunRequested, OutcomesReported, TimerFired, Task,
               DeadLetter, RunStarted, CancelRequested, InvokeFinished, InvokeRequested,
               WaitRegistered, WaitCleared, WaitResolved, TaskCancelled,
-              CancellationCreated)
+              CancellationCreated, RerunRequested, RerunRunRequested, RerunLinked)
 }

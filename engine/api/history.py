@@ -26,6 +26,7 @@ from engine.api.ingest import IngestError
 from engine.api.topic_reader import CursorError, Found, TopicReader
 from engine.api.views import parse_time_ms, rfc3339
 from engine.clock import now_ms
+from engine.runtime.json_events import NotAnEvent, event_from_json
 from topics.catalog import Catalog, event_partition
 from topics.codec import DecodeError, decode
 from topics.ids import new_ulid, run_id_for
@@ -93,11 +94,20 @@ class History:
     def _event_view(self, msg: Message) -> dict[str, Any] | None:
         try:
             rec = decode(msg.value(), max_bytes=self.settings.max_record_bytes,
-                         max_depth=self.settings.max_depth, expect=(Event, InvokeRequested))
+                         max_depth=self.settings.max_depth)
         except DecodeError:
-            return None  # dead-lettered by the router; the DLQ page shows it
+            # A JSON event from another producer is an event as the router reads it;
+            # anything else was dead-lettered by the router (the DLQ page shows it).
+            try:
+                rec = event_from_json(msg.value(), topic=msg.topic() or "",
+                                      partition=msg.partition() or 0,
+                                      offset=msg.offset() or 0,
+                                      record_ts_ms=msg.timestamp()[1],
+                                      settings=self.settings)[0]
+            except NotAnEvent:
+                return None
         if not isinstance(rec, Event):
-            return None  # a step.invoke's request: shown as its child run, not an event
+            return None  # a command (invoke, re-run): shown as its run, not an event
         return {"id": rec.id, "name": rec.name, "data": rec.data, "ts": rec.ts,
                 "received_at": rfc3339(_received(msg)),
                 "internal_id": f"{msg.partition()}:{msg.offset()}"}

@@ -7,6 +7,8 @@
   filtered, paged by run id
 * ``POST /v1/runs/{run_id}/cancel`` — cancel a run (body ``{"reason": "..."}`` optional)
 * ``POST /v1/cancellations``, ``GET /v1/cancellations`` — bulk cancel, Inngest's shape
+* ``POST /v1/runs/{run_id}/rerun``, ``POST /v1/reruns`` — re-run one run, or every
+  match of a filter (:mod:`engine.api.rerun`)
 * ``GET /v1/functions``, ``GET /v1/functions/{id}`` — registered functions
 * ``DELETE /v1/functions/{id}`` — remove a function from the registry
 * ``GET /v1/state/hash`` — a hash over every run state this engine holds
@@ -510,6 +512,10 @@ def make_app(queries: RunQueries, ingest: Ingest, *, dev: bool, event_keys: froz
     app.router.add_post("/login", partial(dash_auth.login_post, keys=frozenset(api_keys),
                                           check=_key_in))
     app.router.add_post("/logout", dash_auth.logout)
+    # Re-run (engine/api/rerun.py imports this module's helpers, hence imported here).
+    from engine.api.rerun import bulk_rerun, rerun_run
+    app.router.add_post("/v1/runs/{run_id}/rerun", rerun_run)
+    app.router.add_post("/v1/reruns", bulk_rerun)
     return app
 
 

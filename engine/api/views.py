@@ -237,7 +237,9 @@ def run_view(state: dict[str, Any]) -> dict[str, Any]:
     "which": "start"|"finish"}``), ``waiting`` (what a running run waits for, times as
     RFC 3339: ``due_ms`` -> ``due``), ``parent`` (the run whose ``step.invoke`` started
     this one), ``children`` (the runs this one invoked) and ``cron`` (the tick that
-    started it). Missing keys (states written before they existed) read as None.
+    started it), ``rerun_of`` (the run this one re-runs) and ``reruns`` (the runs
+    re-running this one, oldest first). Missing keys (states written before they
+    existed) read as None.
     """
     event = state.get("event") or {}
     steps = state.get("steps") or {}
@@ -270,6 +272,9 @@ def run_view(state: dict[str, Any]) -> dict[str, Any]:
                    if isinstance(parent, dict) else None),
         "children": _children(state),
         "cron": _with_times(state.get("cron")) or None,
+        # Re-runs: the run this one re-runs, and the runs that re-ran this one.
+        "rerun_of": state.get("rerun_of"),
+        "reruns": list(state.get("reruns") or []),
     }
 
 
@@ -462,6 +467,10 @@ def timeline_text(run: dict[str, Any]) -> Group:
     if isinstance(cron, dict):
         head.append(f"\ncron {cron.get('cron')}"
                     + (f", tick {cron['tick']}" if cron.get("tick") else ""))
+    if view.get("rerun_of"):
+        head.append(f"\nre-run of run {view['rerun_of']}")
+    for rerun in view.get("reruns") or []:
+        head.append(f"\nre-run as run {rerun}")
 
     parts: list[Any] = [head]
     steps = view.get("steps") or []

@@ -1,7 +1,8 @@
 """The ``stepstream`` command line.
 
 Commands: ``dev`` (everything on one machine, with a dev broker), ``engine`` (against
-configured brokers), ``worker``, ``send``, ``runs show|list|cancel``,
+configured brokers), ``worker``, ``send``, ``runs show|list|cancel|rerun``
+(:mod:`engine.cli.rerun`),
 ``functions list|show|remove`` (:mod:`engine.cli.functions`), ``replay``. A malformed
 argument prints one line and exits 2; a failure at run time prints one line and exits 1.
 """
@@ -170,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs = sub.add_parser("runs", help="inspect runs through the HTTP API")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True,
-                                   metavar="show|list|cancel")
+                                   metavar="show|list|cancel|rerun")
     show = runs_sub.add_parser("show", help="one run with its timeline")
     show.add_argument("run_id")
     show.add_argument("--api", type=api_url, help=f"API base URL ({DEFAULT_API})")
@@ -191,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "one a filter matches")
     add_cancel_arguments(cancel, time_ms=time_ms, reason=cancel_reason)
     cancel.add_argument("--api", type=api_url, help=f"API base URL ({DEFAULT_API})")
+    from engine.cli.rerun import add_parser as add_rerun_parser
+
+    add_rerun_parser(runs_sub, run_status, time_ms)
 
     from engine.cli.functions import add_parser as add_functions_parser
     from engine.cli.topics import add_parser as add_topics_parser
@@ -397,12 +401,16 @@ def _next_page_command(args: argparse.Namespace, cursor: str) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    """``stepstream runs show|list|cancel``."""
+    """``stepstream runs show|list|cancel|rerun``."""
     from rich.console import Console
 
     from engine.api.views import runs_table, timeline_text
 
     base = _api_base(args)
+    if args.runs_command == "rerun":
+        from engine.cli.rerun import cmd_rerun
+
+        return cmd_rerun(args, base)
     if args.runs_command == "cancel":
         return cancel_runs(args, base)
     # Piped output has no terminal width; rich would assume 80 columns and squeeze the

@@ -29,6 +29,7 @@ from engine.fold.invokes import on_invoke_finished
 from engine.fold.matcher import WaitTables, on_event, on_wait_cleared, on_wait_registered
 from engine.fold.outcomes import backoff_ms, on_outcomes_reported
 from engine.fold.requested import on_run_requested
+from engine.fold.rerun import on_run_rerun_linked, on_run_rerun_requested
 from engine.fold.timers import on_run_started, on_timer_fired
 from engine.fold.waits import on_wait_resolved
 from engine.runstate import TERMINAL
@@ -38,6 +39,8 @@ from topics.records import (
     InvokeFinished,
     OutcomesReported,
     Record,
+    RerunLinked,
+    RerunRunRequested,
     RunRequested,
     RunStarted,
     TimerFired,
@@ -61,6 +64,8 @@ RUNS_HANDLERS: dict[type[Record], RunHandler] = {
     WaitResolved: on_wait_resolved,          # waits.py
     InvokeFinished: on_invoke_finished,      # invokes.py
     CancelRequested: on_run_cancel,          # cancel.py
+    RerunRunRequested: on_run_rerun_requested,   # rerun.py
+    RerunLinked: on_run_rerun_linked,            # rerun.py
 }
 
 # The matcher's fold: the kinds the ``waits`` topic carries.

@@ -3,6 +3,7 @@ seen already. Pure, like every module of :mod:`engine.fold`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from engine.fold import admission, batching, flow
@@ -72,12 +73,13 @@ def _start(tables: Tables, rec: RunRequested, event_id: str, limits: Limits) -> 
     return _begin(tables, rec, event_id, limits)
 
 
-def begin_run(tables: Tables, rec: RunRequested, event_id: str, limits: Limits
-              ) -> list[Emit]:
-    """Begin a run a batch or a debounce closed (its events are indexed already)."""
+def begin_run(tables: Tables, rec: RunRequested, event_id: str, limits: Limits,
+              prepare: Callable[[RunState], None] | None = None) -> list[Emit]:
+    """Begin a run a batch or a debounce closed (its events are indexed already), or a
+    re-run (``prepare`` seeds its state before it is handed over: engine/fold/rerun.py)."""
     if tables.get_run(rec.run_id) is not None:
         return []
-    return _begin(tables, rec, event_id, limits)
+    return _begin(tables, rec, event_id, limits, prepare)
 
 
 def _forwarded(rec: RunRequested, home: str) -> Emit:
@@ -87,7 +89,8 @@ def _forwarded(rec: RunRequested, home: str) -> Emit:
                                       flow={**(rec.flow or {}), "admitted": True}))
 
 
-def _begin(tables: Tables, rec: RunRequested, event_id: str, limits: Limits) -> list[Emit]:
+def _begin(tables: Tables, rec: RunRequested, event_id: str, limits: Limits,
+           prepare: Callable[[RunState], None] | None = None) -> list[Emit]:
     """Create the run's state and hand it to its first task."""
     state: RunState = {
         "run_id": rec.run_id,
@@ -132,6 +135,8 @@ def _begin(tables: Tables, rec: RunRequested, event_id: str, limits: Limits) -> 
         state["slots"] = []
     if event_id:
         tables.index_event(event_id, rec.run_id)
+    if prepare is not None:
+        prepare(state)
     emits = register_cancel_waits(state, rec.ts)
     timeouts = rec.timeouts or {}
     if isinstance(timeouts.get("start_ms"), int):

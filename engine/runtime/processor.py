@@ -49,7 +49,7 @@ from engine.runtime.batch import RUNS_FOLD, WAITS_FOLD, apply_batch, dead_letter
 from engine.runtime.cron import CronService
 from engine.runtime.lag import LagMeter, producer_stats
 from engine.runtime.recovery import StateCorrupt, is_corruption, open_store, reason_of, set_aside
-from engine.runtime.router import Registry, route, route_invoke
+from engine.runtime.router import Registry, route, route_invoke, route_rerun
 from engine.runtime.timers import TimerService
 from engine.store.partition import PartitionStore, StateMemory
 from topics.catalog import Catalog, partition_for
@@ -59,6 +59,7 @@ from topics.records import (
     Event,
     FunctionRegistered,
     InvokeRequested,
+    RerunRequested,
     bounded_dead_letter,
 )
 from topics.settings import Settings
@@ -432,7 +433,8 @@ class Processor:
             return self._route_source(m, now)
         try:
             rec = decode(m.value(), max_bytes=self.settings.max_record_bytes,
-                         max_depth=self.settings.max_depth, expect=(Event, InvokeRequested))
+                         max_depth=self.settings.max_depth,
+                         expect=(Event, InvokeRequested, RerunRequested))
         except DecodeError as exc:
             found = self._json_event(m, exc, now)
             if isinstance(found, DeadLetter):
@@ -444,6 +446,14 @@ class Processor:
             return [self._emit_target(e) for e in route_invoke(
                 rec, self.registry, now_ms=now,
                 backoff_base_ms=self.settings.retry_backoff_base_ms)]
+        if isinstance(rec, RerunRequested):
+            rerun = route_rerun(rec, self.registry, now_ms=now,
+                                backoff_base_ms=self.settings.retry_backoff_base_ms)
+            if isinstance(rerun, str):
+                log.error("%s", rerun)
+                return [self._dead_target(dead_letter(m, rerun, now,
+                                                      self.settings.max_record_bytes))]
+            return [self._emit_target(fold.Emit("runs", rerun.partition_key, rerun))]
         assert isinstance(rec, Event)
         return self._routed(rec, value, now)
 

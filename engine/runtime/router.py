@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from engine.expressions import (
@@ -33,6 +33,8 @@ from topics.records import (
     FunctionRegistered,
     InvokeFinished,
     InvokeRequested,
+    RerunRequested,
+    RerunRunRequested,
     RunRequested,
 )
 
@@ -229,3 +231,34 @@ def route_invoke(rec: InvokeRequested, registry: Registry, *, now_ms: int,
                       backoff_base_ms=backoff_base_ms, parent=dict(parent) or None,
                       flow=evaluate_flow(rec.fn_id, fn.flow, PreparedEvent(event)))
     return [Emit("runs", req.partition_key, req)]
+
+
+def route_rerun(rec: RerunRequested, registry: Registry, *, now_ms: int,
+                backoff_base_ms: int) -> RerunRunRequested | str:
+    """A re-run (docs/architecture.md, "Re-run"): the new run's request, built from the
+    function's current definition with its flow keys evaluated here like any run's, or
+    why there is none (the function was removed since the API accepted it).
+
+    A batch or debounce does not apply (the run has its events already), nor a dedupe
+    key (a re-run is explicit). The run lives at its flow-control home if it has one,
+    else on a partition derived from its own id."""
+    fn = registry.functions.get(rec.fn_id)
+    if fn is None:
+        return (f"re-run {rec.run_id} of run {rec.rerun_of}: no function {rec.fn_id!r} is "
+                f"registered (removed since the re-run was accepted)")
+    flow = evaluate_flow(rec.fn_id, fn.flow, PreparedEvent(rec.event))
+    if flow is not None:
+        flow = {k: v for k, v in flow.items() if k not in ("batch", "debounce")} or None
+    home = flow.get("home") if flow else None
+    req = request_for(fn, rec.event, run_id=rec.run_id,
+                      dedupe_key=dedupe_key_for(rec.fn_id, "rerun", rec.run_id),
+                      now_ms=now_ms, backoff_base_ms=backoff_base_ms, cron=rec.cron,
+                      partition_key=home if isinstance(home, str) else dedupe_key_for(
+                          rec.fn_id, "rerun", rec.run_id),
+                      lifecycle_events=rec.event.get("name") not in LIFECYCLE_EVENTS,
+                      flow=flow)
+    fields = asdict(req)
+    fields.update(events=list(rec.events) or [rec.event], dedupe_key=None)
+    return RerunRunRequested(**fields, rerun={
+        "of": rec.rerun_of, "of_key": rec.rerun_of_key, "from_step": rec.from_step,
+        "kept": rec.kept, "kept_order": rec.kept_order})
