@@ -32,6 +32,7 @@ class Catalog:
         self.functions = p + "functions"
         self.dlq = p + "dlq"
         self.waits = p + "waits"
+        self.engines = p + "engines"
         self.partitions = n
         delete = {"cleanup.policy": "delete", "max.message.bytes": max_bytes}
         self.specs: list[TopicSpec] = [
@@ -52,6 +53,12 @@ class Catalog:
                       "event name", "waits for events, and the events they wait for"),
             TopicSpec(self.dlq, n, {**delete, "retention.ms": str(14 * 86_400_000)},
                       "original key", "records that could not be decoded or applied"),
+            # Engine processes advertise their API URL and partitions here, so that any
+            # engine can answer for any run (docs/architecture.md, "Any engine answers").
+            # Delete as well as compact: an engine gone for a day is of no interest.
+            TopicSpec(self.engines, 1, {"cleanup.policy": "compact,delete",
+                                        "retention.ms": str(86_400_000)},
+                      "engine API URL", "engine advertisements (peer table)"),
         ]
 
     def spec(self, name: str) -> TopicSpec:

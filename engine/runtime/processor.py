@@ -122,6 +122,8 @@ class Processor:
         self.gaps: dict[tuple[str, int], tuple[int, float]] = {}
         self.timers = TimerService(self.catalog.runs)
         self.ready = threading.Event()
+        # Set when the owned runs partitions change: the peer table advertises them.
+        self.assignment_changed = threading.Event()
         self.stopping = threading.Event()
         self.applied = 0
         self.produce_errors: list[str] = []
@@ -175,6 +177,11 @@ class Processor:
     def owned_stores(self) -> list[PartitionStore]:
         with self.stores_lock:
             return list(self.stores.values())
+
+    def owned_partitions(self) -> list[int]:
+        """The ``runs`` partitions this process owns now."""
+        with self.stores_lock:
+            return sorted(self.stores)
 
     def _shutdown(self) -> None:
         self.producer.flush(10)
@@ -262,6 +269,7 @@ class Processor:
             log.info("%s[%d]: restoring from offset %d, live from %d", name, p, start, live)
         consumer.assign(partitions)
         self.lag.assigned(partitions)
+        self.assignment_changed.set()
         self.ready.set()
 
     def _rebuild(self, topic: str, p: int, damage: StateCorrupt, live_from: int) -> None:
@@ -305,6 +313,7 @@ class Processor:
             if tp.topic == self.catalog.runs:
                 self.timers.forget(tp.partition)
             self.live_from.pop((tp.topic, tp.partition), None)
+        self.assignment_changed.set()
         try:
             consumer.unassign()
         except Exception:
