@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from typing import Any, Protocol
 
 import msgpack
@@ -155,8 +155,13 @@ class ClusterQueries:
 
     def find_run(self, run_id: str) -> tuple[RunState | None, Partial | None]:
         """The run, and (when it was not found) what was not read: a run missing from
-        a partial answer may exist on an engine that did not answer."""
-        answers, partial = self._gather("get_run", [run_id])
+        a partial answer may exist on an engine that did not answer. A run in this
+        engine's partitions is answered without asking the peers; else the first peer
+        that has it answers, without waiting for the others."""
+        mine = self.local_answer("get_run", [run_id])
+        if mine.result is not None:
+            return mine.result, None
+        answers, partial = self._gather("get_run", [run_id], mine=mine, until_found=True)
         state = first_run(answers)
         return state, (None if state is not None else partial)
 
@@ -195,22 +200,40 @@ class ClusterQueries:
         result = getattr(self.local, method)(*args)
         return Answer(self.engine, frozenset(before.intersection(self.owned())), result)
 
-    def _gather(self, method: str, args: list[Any]) -> tuple[list[Answer], Partial | None]:
+    def _gather(self, method: str, args: list[Any], *, mine: Answer | None = None,
+                until_found: bool = False) -> tuple[list[Answer], Partial | None]:
+        """This engine's answer (``mine``, or asked now) and every live peer's, asked at
+        once and awaited until the peer timeout; with ``until_found``, only until one
+        answer holds a result."""
         peers = [p.url for p in self.peers.live()]
-        asked: list[tuple[str, Future[Answer]]] = []
+        asked: dict[Future[Answer], str] = {}
         if peers:
             body = packb({"method": method, "args": wire_args(method, args)})
-            asked = [(url, self._pool.submit(self._ask, url, body)) for url in peers]
+            asked = {self._pool.submit(self._ask, url, body): url for url in peers}
         deadline = time.monotonic() + self.timeout_s
-        answers = [self.local_answer(method, args)]
+        answers = [mine if mine is not None else self.local_answer(method, args)]
         silent: list[str] = []
-        for url, fut in asked:
-            try:
-                answers.append(fut.result(max(0.0, deadline - time.monotonic())))
-            except Exception as exc:
-                fut.cancel()  # still queued behind slow peers: not asked at all
-                silent.append(url)
-                self._log(url, exc)
+        pending = set(asked)
+        found = False
+        try:
+            for fut in as_completed(asked, timeout=max(0.0, deadline - time.monotonic())):
+                pending.discard(fut)
+                try:
+                    answers.append(fut.result())
+                except Exception as exc:
+                    silent.append(asked[fut])
+                    self._log(asked[fut], exc)
+                    continue
+                if until_found and answers[-1].result is not None:
+                    found = True
+                    break
+        except TimeoutError:
+            pass
+        for fut in pending:  # past the deadline (or not needed: found elsewhere)
+            fut.cancel()  # still queued behind slow peers: not asked at all
+            silent.append(asked[fut])
+            if not found:
+                self._log(asked[fut], TimeoutError())
         return answers, coverage(answers, self.partitions, silent)
 
     def _ask(self, url: str, body: bytes) -> Answer:

@@ -179,9 +179,18 @@ class Processor:
             return list(self.stores.values())
 
     def owned_partitions(self) -> list[int]:
-        """The ``runs`` partitions this process owns now."""
+        """The ``runs`` partitions this process owns and has restored up to where their
+        previous owner was (before that, their runs may be missing or behind)."""
         with self.stores_lock:
-            return sorted(self.stores)
+            stores = sorted(self.stores.items())
+        owned = []
+        for p, store in stores:
+            with store.lock:
+                if store.closed:
+                    continue
+                if store.next_offset() >= self.live_from.get((self.catalog.runs, p), 0):
+                    owned.append(p)
+        return owned
 
     def _shutdown(self) -> None:
         self.producer.flush(10)
