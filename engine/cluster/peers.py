@@ -38,6 +38,7 @@ log = logging.getLogger("stepstream.peers")
 STALE_AFTER_BEATS = 3
 SKEW_MS = 1000
 STOP_FLUSH_S = 2.0
+FETCH_WAIT_MS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +119,11 @@ class Peers:
                                    "client.id": "stepstream-engine-peers"})
         self._consumer = Consumer({**base, **self.settings.consumer_tuning(),
                                    "group.id": self.settings.prefix + "engine-peers",
-                                   "client.id": "stepstream-engine-peers"})
+                                   "client.id": "stepstream-engine-peers",
+                                   # The table may lag by this much; on Tansu a fetch
+                                   # is answered only when this expires, and 10 ms
+                                   # would add 100 idle fetches a second per engine.
+                                   "fetch.wait.max.ms": FETCH_WAIT_MS})
         # Offset 0: the whole table (compacted); no group membership, no commits.
         self._consumer.assign([TopicPartition(self.topic, 0, 0)])
         self._thread = threading.Thread(target=self._run, name="stepstream-peers",

@@ -71,9 +71,11 @@ class Cluster:
         self.stack = stack
         self.ports = [free_port(), free_port()]
         # A longer session than the default 6 s: the hung engine keeps its partitions
-        # (and the answers stay partial) while the test asks about them.
+        # (and the answers stay partial) while the test asks about them; a heartbeat
+        # that keeps the hung one's advertisement live as long.
         env = {**stack.env(), "STEPSTREAM_PEER_TIMEOUT_MS": str(PEER_TIMEOUT_MS),
-               "STEPSTREAM_SESSION_TIMEOUT_MS": "10000"}
+               "STEPSTREAM_SESSION_TIMEOUT_MS": "10000",
+               "STEPSTREAM_PEER_HEARTBEAT_MS": "3000"}
         self.procs = []
         for i, port in enumerate(self.ports):
             out = open(tmp / f"engine-{i}.log", "ab")  # noqa: SIM115 - closed with the child
