@@ -192,6 +192,18 @@ class ClusterQueries:
             view["flow_state"].update(partial.fields())
         return view
 
+    # --- per engine: the registry is the same on every engine, the hash is its own ---
+
+    def state_hash(self) -> str:
+        return str(self.local.state_hash())
+
+    def functions(self) -> list[dict[str, Any]]:
+        return list(self.local.functions())
+
+    def function(self, fn_id: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = self.local.function(fn_id)
+        return found
+
     # --- asking ---------------------------------------------------------------------
 
     def local_answer(self, method: str, args: Sequence[Any]) -> Answer:
