@@ -33,6 +33,7 @@ class Catalog:
         self.dlq = p + "dlq"
         self.waits = p + "waits"
         self.cancellations = p + "cancellations"
+        self.engines = p + "engines"
         self.partitions = n
         delete = {"cleanup.policy": "delete", "max.message.bytes": max_bytes}
         self.specs: list[TopicSpec] = [
@@ -55,6 +56,12 @@ class Catalog:
                       "original key", "records that could not be decoded or applied"),
             TopicSpec(self.cancellations, 1, {"cleanup.policy": "compact"},
                       "cancellation id", "bulk cancellations (POST /v1/cancellations)"),
+            # Engine processes advertise their API URL and partitions here, so that any
+            # engine can answer for any run (docs/architecture.md, "Any engine answers").
+            # Delete as well as compact: an engine gone for a day is of no interest.
+            TopicSpec(self.engines, 1, {"cleanup.policy": "compact,delete",
+                                        "retention.ms": str(86_400_000)},
+                      "engine API URL", "engine advertisements (peer table)"),
         ]
 
     def spec(self, name: str) -> TopicSpec:

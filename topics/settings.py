@@ -200,6 +200,12 @@ class Settings:
     # librdkafka settings passed through to every client (kafka_passthrough); never
     # printed whole, they may hold secrets (redact).
     kafka: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    # Several engine processes: the URL peers reach this engine's API at (default: the
+    # address it is bound to), how long an engine waits for its peers' answers, and how
+    # often it advertises itself (docs/architecture.md, "Any engine answers").
+    advertised_url: str | None = None
+    peer_timeout_ms: int = 2000
+    peer_heartbeat_ms: int = 2000
 
     @staticmethod
     def from_env(env: Mapping[str, str], *, kafka_file_text: str | None = None,
@@ -238,12 +244,16 @@ class Settings:
         for name in ("partitions", "replication", "max_event_bytes", "max_record_bytes",
                      "max_depth", "max_step_output_bytes", "max_run_state_bytes",
                      "state_memtable_mb", "state_block_cache_mb", "pass_max_steps",
-                     "pass_max_ms"):
+                     "pass_max_ms", "peer_timeout_ms", "peer_heartbeat_ms"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lifecycle_events not in LIFECYCLE_EVENT_MODES:
             raise SettingsError(f"lifecycle_events must be one of {LIFECYCLE_EVENT_MODES}, "
                                 f"got {self.lifecycle_events!r}")
+        if self.advertised_url is not None and not self.advertised_url.startswith(
+                ("http://", "https://")):
+            raise SettingsError(f"advertised_url must be an http:// or https:// URL, got "
+                                f"{self.advertised_url!r}")
         if self.max_event_bytes > self.max_record_bytes:
             raise SettingsError("max_event_bytes cannot exceed max_record_bytes")
         if self.max_step_output_bytes > self.max_record_bytes - RECORD_ENVELOPE_BYTES:

@@ -238,12 +238,39 @@ async def _read_body(request: web.Request, limit: int) -> bytes | web.Response:
                           f"header, or encode the body")
 
 
+def _partial_fields(found: Any) -> dict[str, Any]:
+    """``partial``, ``missing_engines`` and ``missing_partitions`` when an answer
+    gathered from several engine processes lacks some partitions (engine/cluster);
+    nothing when it is complete."""
+    partial = getattr(found, "partial", None)
+    return partial.fields() if partial is not None else {}
+
+
+async def _find_run(request: web.Request, run_id: str) -> dict[str, Any] | web.Response:
+    """The run, or the 404 to answer. When engines did not answer, the 404 says so
+    (``partial``): the run may exist in a partition that was not read."""
+    if hasattr(request.app[QUERIES], "find_run"):
+        state, partial = await _query(request, "find_run", run_id)
+    else:
+        state, partial = await _query(request, "get_run", run_id), None
+    if state is not None:
+        return state
+    if partial is None:
+        return error(404, f"run {run_id} not found")
+    fields = partial.fields()
+    silent = ", ".join(fields["missing_engines"]) or "none (partitions being reassigned)"
+    return _json({"error": f"run {run_id} not found in the partitions read; partitions "
+                           f"{fields['missing_partitions']} were not read (engines that "
+                           f"did not answer: {silent}), so it may exist: ask again",
+                  "status": 404, **fields}, status=404)
+
+
 async def get_run(request: web.Request) -> web.Response:
     """``GET /v1/runs/{run_id}``."""
     run_id = request.match_info["run_id"]
-    state = await _query(request, "get_run", run_id)
-    if state is None:
-        return error(404, f"run {run_id} not found")
+    state = await _find_run(request, run_id)
+    if isinstance(state, web.Response):
+        return state
     return _json({"data": run_view(state)})
 
 
@@ -251,9 +278,9 @@ async def run_trigger(request: web.Request) -> web.Response:
     """``GET /v1/runs/{run_id}/trigger`` (Inngest's shape): the events that started the
     run, in order — one, or every event of a batch."""
     run_id = request.match_info["run_id"]
-    state = await _query(request, "get_run", run_id)
-    if state is None:
-        return error(404, f"run {run_id} not found")
+    state = await _find_run(request, run_id)
+    if isinstance(state, web.Response):
+        return state
     events = state.get("events") or [state.get("event") or {}]
     return _json({"data": events})
 
@@ -261,7 +288,7 @@ async def run_trigger(request: web.Request) -> web.Response:
 async def event_runs(request: web.Request) -> web.Response:
     """``GET /v1/events/{event_id}/runs``."""
     states = await _query(request, "runs_for_event", request.match_info["event_id"])
-    return _json({"data": [run_view(s) for s in states]})
+    return _json({"data": [run_view(s) for s in states], **_partial_fields(states)})
 
 
 _LIST_PARAMS = ("limit", "cursor", "before", "function", "status", "since", "until")
@@ -343,7 +370,8 @@ async def list_runs(request: web.Request) -> web.Response:
     states = await _query(request, "list_runs", limit + 1, cursor, flt)
     views = [run_view(s) for s in states[:limit]]
     following = views[-1]["run_id"] if len(states) > limit and views else None
-    return _json({"data": views, "next_cursor": following, "next": following})
+    return _json({"data": views, "next_cursor": following, "next": following,
+                  **_partial_fields(states)})
 
 
 async def cancel_run(request: web.Request) -> web.Response:
@@ -375,9 +403,9 @@ async def cancel_run(request: web.Request) -> web.Response:
         if reason is not None and invalid_unicode_at(reason) is not None:
             return error(400, "'reason' is not valid Unicode (a lone surrogate such as "
                               "\\ud800)")
-    state = await _query(request, "get_run", run_id)
-    if state is None:
-        return error(404, f"run {run_id} not found")
+    state = await _find_run(request, run_id)
+    if isinstance(state, web.Response):
+        return state
     status = state.get("status")
     if status in TERMINAL:
         return error(409, f"run {run_id} is already {status}; only a queued or running "

@@ -50,7 +50,8 @@ def list_runs(stores: Iterable[PartitionStore], limit: int, cursor: str | None =
 
 class Queries:
     """Answers from the partitions this process owns. With several engine processes
-    a run lives on the process that owns its partition (docs/architecture.md)."""
+    a run lives on the process that owns its partition; the API asks them all through
+    :class:`engine.cluster.queries.ClusterQueries` (docs/architecture.md)."""
 
     def __init__(self, processor: Processor) -> None:
         self.processor = processor

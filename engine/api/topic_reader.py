@@ -87,14 +87,13 @@ class TopicReader:
     def _ensure(self) -> Consumer:
         if self._consumer is None:
             tuning = self.settings.consumer_tuning()
-            self._consumer = Consumer({
-                "bootstrap.servers": self.settings.brokers,
+            self._consumer = Consumer(self.settings.client_config({
                 # Never joins: partitions are assigned by hand and nothing is committed.
                 "group.id": f"stepstream-reader-{uuid.uuid4().hex[:12]}",
                 "enable.auto.commit": False, "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": 20,
                 "fetch.message.max.bytes": tuning["fetch.message.max.bytes"],
-                "enable.partition.eof": True, "socket.nagle.disable": True})
+                "enable.partition.eof": True, "socket.nagle.disable": True}))
         return self._consumer
 
     def close(self) -> None:

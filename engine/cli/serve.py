@@ -286,10 +286,30 @@ def _run(stack: contextlib.ExitStack, settings: Settings, state_dir: Path, *, ho
     ingest = EventIngest(settings)
     ingest.start()
     stack.callback(ingest.close)
-    app = make_app(engine.queries, ingest, dev=dev, event_keys=event_keys,
-                   api_keys=api_keys)
+    # Any engine answers for any run: the API asks this engine's partitions and its
+    # peers' (docs/architecture.md, "Any engine answers"); alone, it answers alone.
+    from engine.cluster.peers import Peers, advertised_url
+    from engine.cluster.queries import ClusterQueries, add_routes
+
+    processor = engine.processor
+    peers = Peers(settings, processor.owned_partitions, processor.assignment_changed)
+    queries = ClusterQueries(engine.queries, processor.owned_partitions, peers,
+                             partitions=settings.partitions,
+                             timeout_s=settings.peer_timeout_ms / 1000,
+                             api_key=min(api_keys, default=None))
+    stack.callback(queries.close)
+    app = make_app(queries, ingest, dev=dev, event_keys=event_keys, api_keys=api_keys)
+    add_routes(app, queries)
+
+    def advertise_then_banner(urls: list[str], worker_pid: int | None) -> None:
+        # Only now is the API's address known (--port 0 picks one).
+        peers.start(advertised_url(settings.advertised_url, urls))
+        stack.callback(peers.stop)
+        banner(urls, worker_pid)
+
     try:
-        return asyncio.run(_serve(app, host, port, engine, settings, worker_cmd, banner))
+        return asyncio.run(_serve(app, host, port, engine, settings, worker_cmd,
+                                  advertise_then_banner))
     finally:
         # Closing the loop put SIGINT/SIGTERM back to their defaults; the engine and
         # broker still have to stop.

@@ -125,6 +125,8 @@ class Processor:
         self.gaps: dict[tuple[str, int], tuple[int, float]] = {}
         self.timers = TimerService(self.catalog.runs)
         self.ready = threading.Event()
+        # Set when the owned runs partitions change: the peer table advertises them.
+        self.assignment_changed = threading.Event()
         self.stopping = threading.Event()
         self.applied = 0
         self.produce_errors: list[str] = []
@@ -195,6 +197,20 @@ class Processor:
     def owned_stores(self) -> list[PartitionStore]:
         with self.stores_lock:
             return list(self.stores.values())
+
+    def owned_partitions(self) -> list[int]:
+        """The ``runs`` partitions this process owns and has restored up to where their
+        previous owner was (before that, their runs may be missing or behind)."""
+        with self.stores_lock:
+            stores = sorted(self.stores.items())
+        owned = []
+        for p, store in stores:
+            with store.lock:
+                if store.closed:
+                    continue
+                if store.next_offset() >= self.live_from.get((self.catalog.runs, p), 0):
+                    owned.append(p)
+        return owned
 
     def _shutdown(self) -> None:
         self.producer.flush(10)
@@ -283,6 +299,7 @@ class Processor:
         self._start_sources(consumer, partitions)
         consumer.assign(partitions)
         self.lag.assigned(partitions)
+        self.assignment_changed.set()
         self.ready.set()
 
     def _start_sources(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -341,6 +358,7 @@ class Processor:
             if tp.topic == self.catalog.runs:
                 self.timers.forget(tp.partition)
             self.live_from.pop((tp.topic, tp.partition), None)
+        self.assignment_changed.set()
         try:
             consumer.unassign()
         except Exception:
