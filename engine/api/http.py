@@ -10,6 +10,7 @@
 * ``DELETE /v1/functions/{id}`` — remove a function from the registry
 * ``GET /v1/state/hash`` — a hash over every run state this engine holds
 * ``GET /health`` — liveness, and the engine's consumer lag per input topic
+* ``GET /metrics`` — Prometheus metrics (README, "Metrics"); needs a key outside dev mode
 
 Errors are JSON ``{"error": "...", "status": N}``: bad input is always a 4xx with a
 message, never a 500. The layer holds no Kafka code: events go through an ingest
@@ -42,6 +43,7 @@ from engine.api.views import (
     parse_time_ms,
     run_view,
 )
+from engine.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from engine.runstate import TERMINAL, RunState
 
 log = logging.getLogger(__name__)
@@ -411,6 +413,15 @@ async def health(request: web.Request) -> web.Response:
     return _json({"status": "ok", "consumer_lag": report() if callable(report) else None})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """``GET /metrics``: the engine's metrics in Prometheus text format."""
+    engine_metrics = getattr(getattr(request.app[QUERIES], "processor", None), "metrics", None)
+    if engine_metrics is None or not engine_metrics.enabled:
+        return error(404, "metrics are off on this engine (STEPSTREAM_METRICS=0)")
+    body = await asyncio.to_thread(engine_metrics.render)
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
 def make_app(queries: RunQueries, ingest: Ingest, *, dev: bool, event_keys: frozenset[str],
              api_keys: frozenset[str] = frozenset(),
              max_body_bytes: int | None = None) -> web.Application:
@@ -443,6 +454,7 @@ def make_app(queries: RunQueries, ingest: Ingest, *, dev: bool, event_keys: froz
     app.router.add_get("/v1/functions/{fn_id}", get_function)
     app.router.add_delete("/v1/functions/{fn_id}", remove_function)
     app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
     return app
 
 

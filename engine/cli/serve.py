@@ -61,6 +61,7 @@ class DevOptions:
     broker_port: int | None = None
     state_dir: Path = Path(".stepstream/state")
     concurrency: int | None = None
+    metrics_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +171,8 @@ def run_dev(opts: DevOptions) -> int:
                 worker_cmd = [sys.executable, "-m", "engine", "worker", opts.app]
                 if opts.concurrency:
                     worker_cmd += ["--concurrency", str(opts.concurrency)]
+                if opts.metrics_port is not None:
+                    worker_cmd += ["--metrics-port", str(opts.metrics_port)]
 
             def banner(urls: list[str], worker_pid: int | None) -> None:
                 api = urls[0] if urls else f"http://{opts.host}:{opts.port}"
