@@ -116,8 +116,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.holding_variant_list = [v for v in args.holding_variants.split(",") if v.strip()]
     args.flow_duration = args.flow_duration or (10.0 if args.quick else 60.0)
     args.batch_events = args.batch_events or (5000 if args.quick else 100_000)
-    if args.metrics_duration is None:
-        args.metrics_duration = 5.0 if args.quick else 30.0
+    args.metrics_duration = ((5.0 if args.quick else 30.0) if args.metrics_duration is None
+                             else args.metrics_duration)
     args.only = set(args.only or SECTIONS)
     return args
 
@@ -232,13 +232,8 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             args.broker, n=args.batch_events, partitions=args.partitions,
             concurrency=args.concurrency_list[0]))
     if "metrics" in args.only:
-        from bench.metrics import bench_metrics
-
-        print("\n== 8. metrics: the engine's added CPU at 500 runs/s, off beside on", flush=True)
-        out["metrics"] = _guard("metrics", lambda: bench_metrics(
-            args.broker, runs=args.fold_runs, partitions=args.partitions,
-            concurrency=args.concurrency_list[0], duration=args.metrics_duration,
-            drain=args.drain))
+        from bench.metrics import bench_metrics_section
+        out["metrics"] = _guard("metrics", functools.partial(bench_metrics_section, args))
     return out
 
 

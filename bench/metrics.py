@@ -124,6 +124,15 @@ def bench_metrics(broker: str | None, *, runs: int, partitions: int, concurrency
     return out
 
 
+def bench_metrics_section(args: Any) -> dict[str, Any]:
+    """Section 8 of :mod:`bench.all`, from its arguments."""
+    print(f"\n== 8. metrics: the engine's added CPU at {RATE:g} runs/s, off beside on",
+          flush=True)
+    return bench_metrics(args.broker, runs=args.fold_runs, partitions=args.partitions,
+                         concurrency=args.concurrency_list[0],
+                         duration=args.metrics_duration, drain=args.drain)
+
+
 def print_edge(r: dict[str, Any]) -> None:
     print(f"  in-process, {r['runs']:,} runs: the metrics hook {fmt(r['hook_us_per_run'])} µs "
           f"per run -> {r['added_cpu_pct_at_500']:g} % of one core at {RATE:g} runs/s; fold "
