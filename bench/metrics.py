@@ -91,12 +91,14 @@ def _timed(fn: Any) -> float:
 
 
 def engine_cpu(broker: str | None, *, duration: float, partitions: int, concurrency: int,
-               drain: float) -> dict[str, Any]:
-    """The engine's CPU % at an offered 500 runs/s, metrics off and on."""
+               drain: float, order: tuple[str, ...] = ("off", "on")) -> dict[str, Any]:
+    """The engine's CPU at an offered 500 runs/s, metrics off and on (in ``order``):
+    % of one core while measuring, and CPU ms per completed run."""
     from bench.runs import measure_system, offered_load, start_ours
 
     out: dict[str, Any] = {}
-    for label, value in (("off", "0"), ("on", "1")):
+    for label in order:
+        value = "1" if label == "on" else "0"
         with section_broker(broker) as b, \
                 tempfile.TemporaryDirectory(prefix="stepstream-bench-metrics-") as tmp:
             start = functools.partial(start_ours, b, partitions, Path(tmp), concurrency,
@@ -105,7 +107,11 @@ def engine_cpu(broker: str | None, *, duration: float, partitions: int, concurre
             r = measure_system(start, functools.partial(offered_load, rate=RATE,
                                                         duration=duration, drain=drain))
         cpu = r.get("cpu") or {}
-        out[label] = {"engine_cpu_pct": cpu.get("engine_cpu_pct"),
+        completed = r.get("completed") or 0
+        cpu_s = cpu.get("engine_cpu_s")
+        out[label] = {"engine_cpu_pct": cpu.get("engine_cpu_pct"), "engine_cpu_s": cpu_s,
+                      "engine_cpu_ms_per_run": (round(cpu_s * 1000 / completed, 3)
+                                                if cpu_s is not None and completed else None),
                       "sustained_rate": r.get("sustained_rate"),
                       "completed": r.get("completed"), "runs": r.get("runs"),
                       "p99_ms": r.get("p99_ms")}
@@ -145,6 +151,7 @@ def print_engine(r: dict[str, Any]) -> None:
     for label in ("off", "on"):
         x = r.get(label) or {}
         print(f"  end to end at {RATE:g} runs/s, metrics {label}: engine CPU "
-              f"{fmt(x.get('engine_cpu_pct'), '%')}, {fmt(x.get('sustained_rate'))} runs/s "
+              f"{fmt(x.get('engine_cpu_pct'), '%')} ({fmt(x.get('engine_cpu_ms_per_run'))} ms "
+              f"per run), {fmt(x.get('sustained_rate'))} runs/s "
               f"sustained ({x.get('completed')}/{x.get('runs')}), p99 "
               f"{fmt(x.get('p99_ms'), ' ms')}")

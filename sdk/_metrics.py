@@ -20,6 +20,13 @@ STEP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 
 _STEP_OPS = (records.STEP_COMPLETED, records.STEP_FAILED)
 
 
+class MetricsPortError(OSError):
+    """The metrics port could not be listened on. ``exit_code`` is what ``stepstream
+    worker`` exits with."""
+
+    exit_code = 2
+
+
 class WorkerMetrics:
     """The metrics of one worker; ``slots_in_use`` is read at each scrape."""
 
@@ -48,7 +55,11 @@ class WorkerMetrics:
 
     def serve(self, host: str, port: int) -> int:
         """Serve ``/metrics`` on ``host:port`` (0: a free port) from a thread; the port."""
-        self._server, self._thread = start_http_server(port, host, self.registry)
+        try:
+            self._server, self._thread = start_http_server(port, host, self.registry)
+        except OSError as exc:
+            raise MetricsPortError(f"cannot serve worker metrics on {host}:{port}: "
+                                   f"{exc.strerror or exc}") from None
         bound = int(self._server.server_port)
         log.info("worker metrics on http://%s:%d/metrics", host, bound)
         return bound

@@ -44,7 +44,11 @@ class StepTracer:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        resource = Resource.create({SERVICE_NAME: "stepstream-worker"}).merge(Resource.create())
+        # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES (read by Resource.create) win;
+        # without a name there, the SDK's "unknown_service" gives way to ours.
+        resource = Resource.create()
+        if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+            resource = resource.merge(Resource({SERVICE_NAME: "stepstream-worker"}))
         own = TracerProvider(resource=resource)
         own.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         return cls(own)

@@ -102,21 +102,23 @@ class Worker:
         settings = self.client.settings
         self._settings = settings
         self._catalog = Catalog(settings)
+        if self.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(self.metrics_host, self.metrics_port)
         # Before any client that would log every failed connection attempt: a broker
         # that is not there is one clear error within seconds, not minutes of noise.
         source = broker_source(settings.brokers)
         log.info("worker %s: connecting to %s (from %s)", self.worker_id, settings.brokers,
                  source)
-        if not await wait_for_broker(settings, [self._catalog.functions, self._catalog.tasks],
-                                     source=source,
-                                     stopping=lambda: self._stop_requested):
+        reached = False
+        try:
+            reached = await wait_for_broker(settings, [self._catalog.functions,
+                                                       self._catalog.tasks], source=source,
+                                            stopping=lambda: self._stop_requested)
+        finally:
+            if not reached:
+                self.metrics.close()  # returning or raising: no shutdown below closes it
+        if not reached:
             return
-        if self.metrics_port is not None:
-            try:
-                self.metrics_port = self.metrics.serve(self.metrics_host, self.metrics_port)
-            except OSError as exc:
-                raise OSError(f"cannot serve worker metrics on {self.metrics_host}:"
-                              f"{self.metrics_port}: {exc.strerror or exc}") from exc
         self._attach(Producer(settings, client_id=f"stepstream-worker-{self.client.app_id}"),
                      ThreadPoolExecutor(max_workers=self.concurrency,
                                         thread_name_prefix="stepstream-step"))

@@ -42,8 +42,11 @@ class RunTracer:
         from opentelemetry.sdk.trace import TracerProvider
 
         self._ids = _FixedIds()
-        # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, which win.
-        resource = Resource.create({SERVICE_NAME: service_name}).merge(Resource.create())
+        # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES (read by Resource.create) win;
+        # without a name there, the SDK's "unknown_service" gives way to ours.
+        resource = Resource.create()
+        if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+            resource = resource.merge(Resource({SERVICE_NAME: service_name}))
         self.provider = TracerProvider(resource=resource, id_generator=cast("IdGenerator", self._ids))
         self.provider.add_span_processor(span_processor)
         self.tracer = self.provider.get_tracer("stepstream.engine")

@@ -181,3 +181,16 @@ def test_metrics_off_counts_nothing(tmp_path: Path) -> None:
     fold_batch(store, m, requested("R1"))
     assert not any(name.startswith("stepstream_runs") for name, _ in scrape(m))
     store.close()
+
+
+def test_the_run_view_and_runs_show_name_the_trace() -> None:
+    from rich.console import Console
+
+    from engine.api.views import run_view, timeline_text
+
+    view = run_view({"run_id": "01RUN", "fn_id": "f", "status": "completed",
+                     "requested_at": 1000, "ended_at": 2000})
+    assert view["trace_id"] == trace_id_for("01RUN")
+    console = Console(width=120, record=True)
+    console.print(timeline_text(view))
+    assert f"trace {trace_id_for('01RUN')}" in console.export_text()
