@@ -22,6 +22,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from rocksdict import ReadOptions
 
 from engine.observe.tally import WORKER, RunTally
 from engine.store import keys
@@ -88,16 +89,23 @@ class EngineMetrics:
     # --- hooks (processor thread) --------------------------------------------------
 
     def assigned(self, p: int, store: PartitionStore) -> None:
-        """``runs`` partition ``p`` is ours: read its runs, gates and timers once."""
+        """``runs`` partition ``p`` is ours: read its runs, gates and timers once.
+        Never raises: damaged state is the processor's to find and rebuild (it then
+        calls this again); until then the partition counts as empty here."""
         if not self.enabled:
             return
         began = time.perf_counter()
-        states = (unpack(raw) for _key, raw in store.iterate(keys.RUN))
-        gates = [(key, fn, kind) for prefix, kind in _GATE_PREFIXES
-                 for key, raw in store.iterate(prefix)
-                 if (fn := _gate_fn(raw)) is not None]
-        timers = sum(1 for _ in store.iterate(keys.TIMER))
-        self.tally.assign(p, states, gates, timers)
+        try:
+            states = (unpack(raw) for _key, raw in _scan(store, keys.RUN))
+            gates = [(key, fn, kind) for prefix, kind in _GATE_PREFIXES
+                     for key, raw in _scan(store, prefix)
+                     if (fn := _gate_fn(raw)) is not None]
+            timers = sum(1 for _ in _scan(store, keys.TIMER))
+            self.tally.assign(p, states, gates, timers)
+        except Exception:
+            log.warning("runs[%d]: could not read its state for the metrics; counted as "
+                        "empty", p, exc_info=True)
+            self.tally.assign(p, [], [], 0)
         spent = time.perf_counter() - began
         self.assign_seconds.inc(spent)
         log.debug("runs[%d]: metrics tally built in %.3f s", p, spent)
@@ -184,6 +192,22 @@ class EngineMetrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+def _scan(store: PartitionStore, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """Every (key, value) under ``prefix``, read past the block cache: one pass over a
+    partition's whole state must not evict the blocks the fold and timers keep hot."""
+    options = ReadOptions()
+    options.fill_cache(False)  # type: ignore[call-arg]  # the stub lacks its argument
+    it = store.db.iter(options)
+    it.seek(prefix)
+    while it.valid():
+        key = it.key()
+        if not key.startswith(prefix):
+            break
+        yield key, it.value()
+        it.next()
+    it.status()
 
 
 def _gate_fn(raw: bytes) -> str | None:
