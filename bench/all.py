@@ -11,7 +11,9 @@
 6. flow: 3-step runs at one offered rate without flow control, with a concurrency limit
    of 10 over 1,000 keys and over one hot key; the overhead (:mod:`bench.flow`);
 7. batch: 100k events into ``Batch(max_size=100, timeout="1s")`` and without batching,
-   events/s absorbed, runs/s, acceptance -> run start (:mod:`bench.batch`).
+   events/s absorbed, runs/s, acceptance -> run start (:mod:`bench.batch`);
+8. metrics: the engine's added CPU for metrics at 500 runs/s, beside metrics off
+   (:mod:`bench.metrics`).
 
 Peers run in the same invocation on the same broker. Figures are printed as they come,
 then a summary table; all of them go to ``bench/results.json``. ``--quick`` is a short
@@ -48,7 +50,8 @@ FLOOR_BURST = 2500  # runs/s, for a burst of FLOOR_BURST_SIZE runs or more
 FLOOR_BURST_SIZE = 10_000
 FLOOR_DBOS_RATIO = 10.0  # stepstream's best sustained runs/s over DBOS's
 
-SECTIONS = ("fold", "burst", "latency", "timers", "holding", "flow", "batch", "dashboard")
+SECTIONS = ("fold", "burst", "latency", "timers", "holding", "flow", "batch", "dashboard",
+            "metrics")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -93,6 +96,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "flow variant's last runs, a hot key's backlog included (300)")
     p.add_argument("--batch-events", type=int,
                    help="events sent in the batch section (100000; quick 5000)")
+    p.add_argument("--metrics-duration", type=float,
+                   help="seconds at 500 runs/s per metrics setting, off and on (30; quick 5;"
+                        " 0: the in-process measurement only)")
     p.add_argument("--results", type=Path, default=RESULTS,
                    help=f"where to write the figures ({RESULTS.relative_to(ROOT)})")
     args = p.parse_args(argv)
@@ -111,6 +117,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.holding_variant_list = [v for v in args.holding_variants.split(",") if v.strip()]
     args.flow_duration = args.flow_duration or (10.0 if args.quick else 60.0)
     args.batch_events = args.batch_events or (5000 if args.quick else 100_000)
+    args.metrics_duration = ((5.0 if args.quick else 30.0) if args.metrics_duration is None
+                             else args.metrics_duration)
     args.only = set(args.only or SECTIONS)
     return args
 
@@ -231,6 +239,9 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         out["dashboard"] = _guard("dashboard", bench_dashboard)
         if "error" not in out["dashboard"]:
             print_dashboard(out["dashboard"])
+    if "metrics" in args.only:
+        from bench.metrics import bench_metrics_section
+        out["metrics"] = _guard("metrics", functools.partial(bench_metrics_section, args))
     return out
 
 
@@ -477,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
             "holding": args.holding, "holding_variants": args.holding_variant_list,
             "flow": {"rate": args.flow_rate, "duration_s": args.flow_duration,
                      "keys": args.flow_keys, "concurrency": args.flow_concurrency,
-                     "drain_s": args.flow_drain}, "batch_events": args.batch_events}
+                     "drain_s": args.flow_drain}, "batch_events": args.batch_events,
+            "metrics_duration_s": args.metrics_duration}
     meta["broker"] = args.broker or "a fresh tansu dev broker per section (memory storage)"
     results = run_all(args)
     meta["elapsed_s"] = round(time.time() - started, 1)

@@ -136,11 +136,12 @@ class System:
 def start_ours(broker: str, partitions: int, work: Path, concurrency: int, *,
                app: str = "bench.pipeline_app:client",
                key_for: Callable[[str, int], str] = pipeline_app.run_id,
-               event: MakeEvent = pipeline_event, what: str = "runs") -> System:
+               event: MakeEvent = pipeline_event, what: str = "runs",
+               engine_env: dict[str, str] | None = None) -> System:
     """The engine and a worker of ``app`` (:mod:`bench.pipeline_app` by default;
     :func:`start_stepstream`); ``key_for`` and ``event`` as in :class:`System`."""
     s = start_stepstream(broker, partitions, work, app, concurrency, what,
-                         producer_stats_ms=bench_work.STATS_MS)
+                         producer_stats_ms=bench_work.STATS_MS, engine_env=engine_env)
     try:
         observer = Observer(s.settings, Catalog(s.settings).runs, completed_run_id)
     except BaseException:

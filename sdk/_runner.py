@@ -33,7 +33,9 @@ class TaskRunner:
 
     def __init__(self, client: Client, settings: Settings, catalog: Catalog,
                  delivery: Delivery, refs: _refs.RefResolver, steps_pool: ThreadPoolExecutor,
-                 worker_id: str, spawn: Callable[[Coroutine[Any, Any, Any]], None]) -> None:
+                 worker_id: str, spawn: Callable[[Coroutine[Any, Any, Any]], None],
+                 observe: Callable[[records.Task, list[records.Outcome]], None] = (
+                     lambda _task, _outcomes: None)) -> None:
         self._client = client
         self._settings = settings
         self._catalog = catalog
@@ -42,6 +44,8 @@ class TaskRunner:
         self._steps_pool = steps_pool
         self._worker_id = worker_id
         self._spawn = spawn
+        # Sees every execution's outcomes (the worker's metrics and step spans).
+        self._observe = observe
 
     async def run(self, task: records.Task,
                   may_continue: Callable[[], bool] = lambda: True) -> bool:
@@ -82,6 +86,7 @@ class TaskRunner:
                 log.exception("worker %s: executing run %s failed", self._worker_id,
                               task.run_id)
                 result = ExecutionResult([_outcomes.function_failed(exc, now_ms=wall_ms())])
+            self._observe(task, result.outcomes)
             if not await one_pass.go_on(result):
                 return await one_pass.finish(result)
 

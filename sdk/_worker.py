@@ -28,11 +28,13 @@ from sdk._consumer import TaskConsumer
 from sdk._delivery import Delivery
 from sdk._execution import check_task
 from sdk._jobs import Job, Jobs
+from sdk._metrics import WorkerMetrics
 from sdk._offsets import OffsetTracker
 from sdk._producer import Producer
 from sdk._registration import register
 from sdk._runner import TaskRunner
 from sdk._signals import run_with_signals
+from sdk._tracing import StepTracer
 from topics import records
 from topics.catalog import Catalog
 from topics.codec import DecodeError, decode
@@ -54,11 +56,17 @@ class Worker:
     SIGTERM (or :meth:`stop`); ``await run_async()`` does the same inside a loop.
     On stop, running tasks get ``shutdown_timeout`` seconds to finish; the rest are
     cancelled and left uncommitted for another worker.
+
+    ``metrics_port`` serves Prometheus metrics on ``metrics_host`` (127.0.0.1) at that
+    port (0: a free one, then in ``metrics_port`` once running). ``tracer_provider``
+    (an OpenTelemetry ``TracerProvider``) gets a span per step attempt; without it,
+    spans go over OTLP if ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (README, "Traces").
     """
 
     def __init__(self, client: Client, *, concurrency: int = 100,
                  prefetch: int | None = None, shutdown_timeout: float = 30.0,
-                 seq_memory: int = 100_000) -> None:
+                 seq_memory: int = 100_000, metrics_port: int | None = None,
+                 metrics_host: str = "127.0.0.1", tracer_provider: Any = None) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
         self.client = client
@@ -77,6 +85,10 @@ class Worker:
         self._refs = _refs.RefResolver(client.settings)  # reads large outputs; lazy
         # Set once the functions are registered and the worker is consuming.
         self.ready = threading.Event()
+        self.metrics = WorkerMetrics(concurrency, lambda: len(self._running))
+        self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
+        self._tracer = StepTracer.create(tracer_provider)
 
     # -- public ----------------------------------------------------------------------
 
@@ -90,14 +102,22 @@ class Worker:
         settings = self.client.settings
         self._settings = settings
         self._catalog = Catalog(settings)
+        if self.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(self.metrics_host, self.metrics_port)
         # Before any client that would log every failed connection attempt: a broker
         # that is not there is one clear error within seconds, not minutes of noise.
         source = broker_source(settings.brokers)
         log.info("worker %s: connecting to %s (from %s)", self.worker_id, settings.brokers,
                  source)
-        if not await wait_for_broker(settings, [self._catalog.functions, self._catalog.tasks],
-                                     source=source,
-                                     stopping=lambda: self._stop_requested):
+        reached = False
+        try:
+            reached = await wait_for_broker(settings, [self._catalog.functions,
+                                                       self._catalog.tasks], source=source,
+                                            stopping=lambda: self._stop_requested)
+        finally:
+            if not reached:
+                self.metrics.close()  # returning or raising: no shutdown below closes it
+        if not reached:
             return
         self._attach(Producer(settings, client_id=f"stepstream-worker-{self.client.app_id}"),
                      ThreadPoolExecutor(max_workers=self.concurrency,
@@ -144,7 +164,8 @@ class Worker:
         self._delivery = Delivery(producer, self._settings, self._catalog, self.worker_id,
                                   stopping=lambda: self._stop_requested)
         self._runner = TaskRunner(self.client, self._settings, self._catalog, self._delivery,
-                                  self._refs, steps_pool, self.worker_id, self._spawn_side)
+                                  self._refs, steps_pool, self.worker_id, self._spawn_side,
+                                  self._observe)
 
     def _on_signal(self) -> None:
         if self._stop_requested:
@@ -178,6 +199,9 @@ class Worker:
         self._refs.close()
         self._consumer_thread.shutdown(wait=True)
         self._steps_pool.shutdown(wait=False, cancel_futures=True)
+        self.metrics.close()
+        if self._tracer is not None:
+            self._tracer.shutdown()
         log.info("worker %s: stopped", self.worker_id)
 
     # -- loop thread -----------------------------------------------------------------
@@ -223,6 +247,7 @@ class Worker:
                 self._cancelled(task, partition, offset)
                 return
             assert isinstance(task, records.Task)
+            self.metrics.tasks.inc()
             problem = check_task(task)
             if problem is not None:
                 raise DecodeError(problem)
@@ -268,8 +293,15 @@ class Worker:
         self._side_tasks.add(side)
         side.add_done_callback(self._side_tasks.discard)
 
+    def _observe(self, task: records.Task, outcomes: list[records.Outcome]) -> None:
+        """What one execution of ``task`` produced: counted, and traced if on."""
+        self.metrics.outcomes(task.fn_id, outcomes)
+        if self._tracer is not None:
+            self._tracer.outcomes(task, outcomes)
+
     async def _run_job(self, job: Job) -> None:
         delivered = False
+        self.metrics.passes.labels(job.task.fn_id).inc()
         try:
             delivered = await self._runner.run(
                 job.task, lambda: not job.revoked and not self._stop_requested)

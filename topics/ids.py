@@ -74,3 +74,20 @@ def dedupe_key_for(fn_id: str, kind: str, *parts: str) -> str:
     parts are (``event``: an event id; ``key``: an idempotency value as JSON; ``cron``:
     the expression and tick). Runs sharing one share a partition, where it is held."""
     return "\x1f".join((fn_id, kind, *parts))
+
+
+def trace_id_for(run_id: str) -> str:
+    """The OpenTelemetry trace id (32 hex digits) of a run's trace, derived from the run
+    id alone, so the engine and every worker put their spans into one trace without
+    telling each other. The run's root span id is the first 16 digits of the same
+    derivation under another label (:func:`run_span_id_for`)."""
+    digest = hashlib.blake2b(f"trace\x1f{run_id}".encode(), digest_size=16).hexdigest()
+    # All-zero is the invalid trace id in OpenTelemetry; a 2**-128 chance, but never it.
+    return digest if digest.strip("0") else "1".rjust(32, "0")
+
+
+def run_span_id_for(run_id: str) -> str:
+    """The span id (16 hex digits) of a run's root span, which the engine emits when the
+    run ends and every step attempt's span names as its parent."""
+    digest = hashlib.blake2b(f"span\x1f{run_id}".encode(), digest_size=8).hexdigest()
+    return digest if digest.strip("0") else "1".rjust(16, "0")

@@ -16,6 +16,7 @@
 * ``GET /v1/events``, ``GET /v1/events/{id}``, ``GET /v1/dead-letters``,
   ``POST /v1/functions/{id}/invoke`` — see :mod:`engine.api.history`
 * ``/`` and the other dashboard pages — see :mod:`engine.api.dashboard.routes`
+* ``GET /metrics`` — Prometheus metrics (README, "Metrics"); needs a key outside dev mode
 
 Errors are JSON ``{"error": "...", "status": N}``: bad input is always a 4xx with a
 message, never a 500. The layer holds no Kafka code: events go through an ingest
@@ -54,6 +55,7 @@ from engine.api.views import (
 )
 from engine.clock import now_ms
 from engine.events import invalid_unicode_at
+from engine.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from engine.runstate import TERMINAL, RunState
 from topics.records import CancellationCreated
 
@@ -494,6 +496,15 @@ async def health(request: web.Request) -> web.Response:
     return _json({"status": "ok", "consumer_lag": report() if callable(report) else None})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """``GET /metrics``: the engine's metrics in Prometheus text format."""
+    engine_metrics = getattr(getattr(request.app[QUERIES], "processor", None), "metrics", None)
+    if engine_metrics is None or not engine_metrics.enabled:
+        return error(404, "metrics are off on this engine (STEPSTREAM_METRICS=0)")
+    body = await asyncio.to_thread(engine_metrics.render)
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
 def make_app(queries: RunQueries, ingest: Ingest, *, dev: bool, event_keys: frozenset[str],
              api_keys: frozenset[str] = frozenset(),
              max_body_bytes: int | None = None) -> web.Application:
@@ -544,6 +555,7 @@ def make_app(queries: RunQueries, ingest: Ingest, *, dev: bool, event_keys: froz
     from engine.api.rerun import bulk_rerun, rerun_run
     app.router.add_post("/v1/runs/{run_id}/rerun", rerun_run)
     app.router.add_post("/v1/reruns", bulk_rerun)
+    app.router.add_get("/metrics", metrics)
     return app
 
 

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.runstate import TERMINAL
+from topics.ids import trace_id_for
 
 # Internal run statuses (engine/runstate.py), in lifecycle order; the filter values of
 # ``GET /v1/runs?status=`` and ``stepstream runs list --status``.
@@ -275,6 +276,8 @@ def run_view(state: dict[str, Any]) -> dict[str, Any]:
         # Re-runs: the run this one re-runs, and the runs that re-ran this one.
         "rerun_of": state.get("rerun_of"),
         "reruns": list(state.get("reruns") or []),
+        # The run's OpenTelemetry trace (README, "Traces"): derived, so always known.
+        "trace_id": trace_id_for(str(state.get("run_id"))),
     }
 
 
@@ -443,6 +446,8 @@ def timeline_text(run: dict[str, Any]) -> Group:
         more = f" and {len(event_ids) - 20} more" if len(event_ids) > 20 else ""
         head.append(f"\nevents ({len(event_ids)}) {shown}{more}")
     head.append(f"\nstarted {view.get('started_at') or '-'}  ended {view.get('ended_at') or '-'}")
+    if view.get("trace_id"):
+        head.append(f"\ntrace {view['trace_id']}")
     if view.get("output") is not None:
         head.append(f"\noutput {_short(view.get('output'), 200)}")
     if view.get("error"):

@@ -146,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--concurrency", type=positive, help="worker concurrency")
     dev.add_argument("--quiet", action="store_true",
                      help="no line per failed, retried or cancelled run, no function logs")
+    dev.add_argument("--metrics-port", type=port, metavar="N",
+                     help="serve the worker's Prometheus metrics on this port")
 
     eng = sub.add_parser("engine", help="run the engine and API against configured brokers")
     eng.add_argument("--port", type=port, default=8288, help="HTTP API port (8288)")
@@ -162,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     wrk.add_argument("--concurrency", type=positive, help="concurrent runs")
     wrk.add_argument("--quiet", action="store_true",
                      help="no function logs below WARNING (ctx.logger.info is shown otherwise)")
+    wrk.add_argument("--metrics-port", type=port, metavar="N",
+                     help="serve Prometheus metrics at http://HOST:N/metrics")
+    wrk.add_argument("--metrics-host", default="127.0.0.1",
+                     help="address the metrics listen on (127.0.0.1)")
 
     snd = sub.add_parser("send", help="send one event")
     snd.add_argument("name", help="event name, e.g. shop/order.created")
@@ -226,7 +232,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     return run_dev(DevOptions(app=args.app, host=args.host, port=args.port,
                               broker_port=args.broker_port, state_dir=args.state_dir,
-                              concurrency=args.concurrency, quiet=args.quiet))
+                              concurrency=args.concurrency, quiet=args.quiet,
+                              metrics_port=args.metrics_port))
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
@@ -309,7 +316,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise CliError(f"{args.app} has no worker() method: is it a stepstream Client?", 2)
     if not args.quiet:
         show_function_logs()
-    worker = factory(concurrency=args.concurrency) if args.concurrency else factory()
+    options: dict[str, Any] = {}
+    if args.concurrency:
+        options["concurrency"] = args.concurrency
+    if args.metrics_port is not None:
+        options.update(metrics_port=args.metrics_port, metrics_host=args.metrics_host)
+    worker = factory(**options)
     try:
         worker.run()
     except KeyboardInterrupt:

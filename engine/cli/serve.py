@@ -71,6 +71,7 @@ class DevOptions:
     concurrency: int | None = None
     # No line per failed, retried or cancelled run, and no function logs below WARNING.
     quiet: bool = False
+    metrics_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +188,8 @@ def run_dev(opts: DevOptions) -> int:
                     worker_cmd += ["--concurrency", str(opts.concurrency)]
                 if opts.quiet:
                     worker_cmd.append("--quiet")
+                if opts.metrics_port is not None:
+                    worker_cmd += ["--metrics-port", str(opts.metrics_port)]
 
             def banner(urls: list[str], worker_pid: int | None) -> None:
                 api = urls[0] if urls else f"http://{opts.host}:{opts.port}"

@@ -74,6 +74,8 @@ class LagMeter:
         self._next = 0.0
         self._lock = threading.Lock()
         self._last: tuple[float, dict[str, int | None]] | None = None
+        self._detail: list[tuple[str, int, int | None]] = []
+        self._last_detail: list[tuple[str, int, int | None]] = []
 
     def assigned(self, partitions: Iterable[TopicPartition]) -> None:
         """The offsets partitions were assigned at (negative: the group's committed)."""
@@ -94,6 +96,7 @@ class LagMeter:
             return
         with self._lock:
             self._last = (now, lags)
+            self._last_detail = self._detail
 
     def _measure(self, consumer: Any) -> dict[str, int | None]:
         assignment = [tp for tp in consumer.assignment() if tp.topic in self.topics]
@@ -107,12 +110,19 @@ class LagMeter:
                 if start < 0:
                     start, _high = consumer.get_watermark_offsets(c, cached=True)
                 self._starts[(c.topic, c.partition)] = start
-        parts = []
+        parts, detail = [], []
         for tp in positions:
             _low, high = consumer.get_watermark_offsets(tp, cached=True)
-            parts.append((tp.topic, partition_lag(
-                high, tp.offset, self._starts.get((tp.topic, tp.partition), -1))))
+            lag = partition_lag(high, tp.offset, self._starts.get((tp.topic, tp.partition), -1))
+            parts.append((tp.topic, lag))
+            detail.append((self.topics[tp.topic], tp.partition, lag))
+        self._detail = detail
         return topic_lags(self.topics, parts)
+
+    def partitions(self) -> list[tuple[str, int, int | None]]:
+        """The last sample per partition: ``[(topic short name, partition, lag)]``."""
+        with self._lock:
+            return list(self._last_detail)
 
     def report(self) -> dict[str, Any] | None:
         """``{"events": n, "runs": n, "waits": n, "total": n, "sampled_ms_ago": ms}``

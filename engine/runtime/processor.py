@@ -44,6 +44,8 @@ from confluent_kafka import (
 
 from engine import fold
 from engine.clock import now_ms
+from engine.observe.metrics import EngineMetrics, metrics_enabled
+from engine.observe.tracing import RunTracer
 from engine.runtime import json_events, lifecycle
 from engine.runtime.batch import RUNS_FOLD, WAITS_FOLD, apply_batch, dead_letter
 from engine.runtime.cron import CronService
@@ -149,6 +151,9 @@ class Processor:
         self.subscribed_sources: tuple[str, ...] = ()
         self.lag = LagMeter({self.catalog.events: "events", self.catalog.runs: "runs",
                              self.catalog.waits: "waits"})
+        # Metrics and traces, taken at this edge after each batch (engine/observe).
+        self.metrics = EngineMetrics(enabled=metrics_enabled(), lag=self.lag.partitions)
+        self.tracer = RunTracer.from_env()
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -215,6 +220,8 @@ class Processor:
     def _shutdown(self) -> None:
         self.producer.flush(10)
         self.stats.close(self.producer.poll)
+        if self.tracer is not None:
+            self.tracer.shutdown()
         try:
             self.consumer.close()
         except Exception:  # closing during broker loss must not hide the real error
@@ -294,6 +301,7 @@ class Processor:
             self.live_from[(tp.topic, p)] = live
             if runs:
                 self.timers.assigned(p, store)
+                self.metrics.assigned(p, store)
             tp.offset = start
             log.info("%s[%d]: restoring from offset %d, live from %d", name, p, start, live)
         self._start_sources(consumer, partitions)
@@ -334,6 +342,7 @@ class Processor:
         self.live_from[key] = max(self.live_from.get(key, 0), live_from)
         if runs:
             self.timers.forget(p)
+            self.metrics.assigned(p, store)
         # Drops what was fetched beyond the offset too: the restore reads it again.
         self.consumer.seek(TopicPartition(topic, p, 0))
 
@@ -357,6 +366,7 @@ class Processor:
                 store.close()
             if tp.topic == self.catalog.runs:
                 self.timers.forget(tp.partition)
+                self.metrics.forget(tp.partition)
             self.live_from.pop((tp.topic, tp.partition), None)
         self.assignment_changed.set()
         try:
@@ -439,12 +449,25 @@ class Processor:
                 result.view.discard()
             raise
         for runs_p, _store, result in views:
+            self._observe(runs_p, result)
             result.view.commit(result.next_offset)
             if runs_p is not None:
                 self.timers.committed(runs_p, result.view)
         if commits:
             self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in
                                           commits.items()], asynchronous=True)
+
+    def _observe(self, runs_p: int | None, result: Any) -> None:
+        """Count what a batch did (before it is written: the store still holds the old
+        values the metrics compare with), and trace the runs that ended in it."""
+        topic = "runs" if runs_p is not None else "waits"
+        # A batch of records folded again to restore state was counted by its first owner.
+        live = runs_p is not None and result.next_offset > self.live_from.get(
+            (self.catalog.runs, runs_p), 0)
+        ended = self.metrics.batch_written(topic, runs_p, result.view, result.applied, live)
+        if self.tracer is not None:
+            for state in ended:
+                self.tracer.run_ended(state)
 
     def _route(self, m: Message, now: int) -> list[tuple[str, int, str | bytes | None, bytes]]:
         if m.topic() != self.catalog.events:
@@ -569,6 +592,7 @@ class Processor:
         return topic, partition_for(e.key, self.catalog.partitions), e.key, encode(e.record)
 
     def _dead_target(self, d: DeadLetter) -> tuple[str, int, bytes | None, bytes]:
+        self.metrics.dead_letter(d)
         key = d.key
         p = partition_for(key, self.catalog.partitions) if key else d.partition % \
             self.catalog.partitions
