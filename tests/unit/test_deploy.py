@@ -85,7 +85,7 @@ def test_every_command_line_is_one_stepstream_accepts(argv: list[str]) -> None:
 
 def test_one_image_everywhere_at_the_projects_version() -> None:
     version = re.search(r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(), re.M)
-    assert version and IMAGE == f"stepstream:{version.group(1)}"
+    assert version and f"stepstream:{version.group(1)}" == IMAGE
     ours = [c["image"] for c in containers() if "stepstream" in c["image"]]
     assert ours and set(ours) == {IMAGE}
     assert compose()["x-stepstream"]["image"] == IMAGE
