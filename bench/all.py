@@ -13,7 +13,8 @@
 7. batch: 100k events into ``Batch(max_size=100, timeout="1s")`` and without batching,
    events/s absorbed, runs/s, acceptance -> run start (:mod:`bench.batch`);
 8. metrics: the engine's added CPU for metrics at 500 runs/s, beside metrics off
-   (:mod:`bench.metrics`).
+   (:mod:`bench.metrics`);
+9. dashboard: the runs page's first page with 10,000 runs stored (:mod:`bench.dashboard`).
 
 Peers run in the same invocation on the same broker. Figures are printed as they come,
 then a summary table; all of them go to ``bench/results.json``. ``--quick`` is a short
@@ -26,8 +27,6 @@ import argparse
 import functools
 import json
 import logging
-import os
-import platform
 import sys
 import time
 import traceback
@@ -35,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import cpu_shares, fmt, jsonable, versions
+from bench.common import cpu_shares, fmt, jsonable, run_meta
 from bench.launch import ROOT, section_broker
 
 RESULTS = ROOT / "bench" / "results.json"
@@ -233,12 +232,8 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             args.broker, n=args.batch_events, partitions=args.partitions,
             concurrency=args.concurrency_list[0]))
     if "dashboard" in args.only:
-        from bench.dashboard import bench_dashboard, print_dashboard
-
-        print("\n== 8. dashboard: the runs page's first page with 10000 runs", flush=True)
-        out["dashboard"] = _guard("dashboard", bench_dashboard)
-        if "error" not in out["dashboard"]:
-            print_dashboard(out["dashboard"])
+        from bench.dashboard import bench_dashboard_section
+        out["dashboard"] = _guard("dashboard", bench_dashboard_section)
     if "metrics" in args.only:
         from bench.metrics import bench_metrics_section
         out["metrics"] = _guard("metrics", functools.partial(bench_metrics_section, args))
@@ -477,19 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     started = time.time()
-    meta = {"command": " ".join(["python -m bench.all", *(argv if argv is not None
-                                                          else sys.argv[1:])]),
-            "quick": args.quick, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "cpus": os.cpu_count(), "machine": platform.machine(),
-            "versions": versions(), "partitions": args.partitions,
-            "fold_runs": args.fold_runs, "burst": args.burst, "rates": args.rate_list,
-            "duration_s": args.duration, "concurrency": args.concurrency_list,
-            "timers": args.timers, "timer_window_s": args.timer_window,
-            "holding": args.holding, "holding_variants": args.holding_variant_list,
-            "flow": {"rate": args.flow_rate, "duration_s": args.flow_duration,
-                     "keys": args.flow_keys, "concurrency": args.flow_concurrency,
-                     "drain_s": args.flow_drain}, "batch_events": args.batch_events,
-            "metrics_duration_s": args.metrics_duration}
+    meta = run_meta(args, argv)
     meta["broker"] = args.broker or "a fresh tansu dev broker per section (memory storage)"
     results = run_all(args)
     meta["elapsed_s"] = round(time.time() - started, 1)

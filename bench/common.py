@@ -308,3 +308,21 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[pkg] = "not installed"
     return out
+
+
+def run_meta(args: Any, argv: list[str] | None) -> dict[str, Any]:
+    """What a ``bench.all`` run was: its command, machine and parameters (for
+    ``bench/results.json``)."""
+    return {"command": " ".join(["python -m bench.all", *(argv if argv is not None
+                                                          else sys.argv[1:])]),
+            "quick": args.quick, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "cpus": os.cpu_count(), "machine": platform.machine(),
+            "versions": versions(), "partitions": args.partitions,
+            "fold_runs": args.fold_runs, "burst": args.burst, "rates": args.rate_list,
+            "duration_s": args.duration, "concurrency": args.concurrency_list,
+            "timers": args.timers, "timer_window_s": args.timer_window,
+            "holding": args.holding, "holding_variants": args.holding_variant_list,
+            "flow": {"rate": args.flow_rate, "duration_s": args.flow_duration,
+                     "keys": args.flow_keys, "concurrency": args.flow_concurrency,
+                     "drain_s": args.flow_drain}, "batch_events": args.batch_events,
+            "metrics_duration_s": args.metrics_duration}

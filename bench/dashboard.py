@@ -128,3 +128,12 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def bench_dashboard_section() -> dict[str, Any]:
+    """Section 9 of :mod:`bench.all`: measure, and print the figures."""
+    print("\n== 9. dashboard: the runs page's first page with 10000 runs", flush=True)
+    result = bench_dashboard()
+    print_dashboard(result)
+    return result
+
