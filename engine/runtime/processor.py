@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import (
-    OFFSET_END,
     Consumer,
     KafkaError,
     Message,
@@ -46,22 +45,21 @@ from engine import fold
 from engine.clock import now_ms
 from engine.observe.metrics import EngineMetrics, metrics_enabled
 from engine.observe.tracing import RunTracer
-from engine.runtime import json_events, lifecycle
+from engine.runtime import lifecycle
 from engine.runtime.batch import RUNS_FOLD, WAITS_FOLD, apply_batch, dead_letter
 from engine.runtime.cron import CronService
+from engine.runtime.gaps import GapGuard
+from engine.runtime.inputs import InputRouter
 from engine.runtime.lag import LagMeter, producer_stats
 from engine.runtime.recovery import StateCorrupt, is_corruption, open_store, reason_of, set_aside
-from engine.runtime.router import Registry, route, route_invoke, route_rerun
+from engine.runtime.router import Registry
 from engine.runtime.timers import TimerService
 from engine.store.partition import PartitionStore, StateMemory
 from topics.catalog import Catalog, partition_for
 from topics.codec import DecodeError, decode, encode
 from topics.records import (
     DeadLetter,
-    Event,
     FunctionRegistered,
-    InvokeRequested,
-    RerunRequested,
     bounded_dead_letter,
 )
 from topics.settings import Settings
@@ -69,8 +67,6 @@ from topics.settings import Settings
 log = logging.getLogger("stepstream.processor")
 
 MAX_POLL_WAIT_S = 0.1
-# How long a missing offset of runs/waits is awaited before the partition goes on past it.
-GAP_WAIT_S = 10.0
 # One Produce request per partition per flush (librdkafka), each ~1 ms of the dev
 # broker's CPU. Every path here flushes, so linger only bounds how long a round's
 # produce loop may take before it is split (1 ms: 2,000 records in 4-5 requests).
@@ -124,7 +120,6 @@ class Processor:
         self.stores_lock = threading.Lock()
         self.live_from: dict[tuple[str, int], int] = {}
         # A partition read past a missing offset: that offset and when it was first seen.
-        self.gaps: dict[tuple[str, int], tuple[int, float]] = {}
         self.timers = TimerService(self.catalog.runs)
         self.ready = threading.Event()
         # Set when the owned runs partitions change: the peer table advertises them.
@@ -149,6 +144,10 @@ class Processor:
         self.memory = StateMemory(settings.state_memtable_mb, settings.state_block_cache_mb)
         self.next_trim = 0.0
         self.subscribed_sources: tuple[str, ...] = ()
+        self.gap_guard = GapGuard(self.consumer)
+        self.inputs = InputRouter(self.catalog, settings, self.registry,
+                                  emit_target=self._emit_target,
+                                  dead_target=self._dead_target)
         self.lag = LagMeter({self.catalog.events: "events", self.catalog.runs: "runs",
                              self.catalog.waits: "waits"})
         # Metrics and traces, taken at this edge after each batch (engine/observe).
@@ -165,7 +164,7 @@ class Processor:
         try:
             while not self.stopping.is_set():
                 self._drain_registry()
-                if self._source_topics() != self.subscribed_sources:
+                if self.inputs.source_topics() != self.subscribed_sources:
                     self._subscribe()
                 # Last round's timers and cron ticks go out with this round's flush.
                 batch = self._take_batch(0 if self.unflushed else self._poll_wait_s())
@@ -182,16 +181,11 @@ class Processor:
     def stop(self) -> None:
         self.stopping.set()
 
-    def _source_topics(self) -> tuple[str, ...]:
-        """The topics functions trigger on (``sdk.TriggerTopic``); never ours."""
-        ours = {s.name for s in self.catalog.specs}
-        return tuple(sorted(t for t in self.registry.sources() if t not in ours))
-
     def _subscribe(self) -> None:
         """Our input topics plus the source topics: read as ``events`` is, in the same
         group, so their offsets are committed the same way after their runs are stored.
         A new source topic re-subscribes, which rebalances the group."""
-        self.subscribed_sources = self._source_topics()
+        self.subscribed_sources = self.inputs.source_topics()
         if self.subscribed_sources:
             log.info("reading source topics: %s", ", ".join(self.subscribed_sources))
         self.consumer.subscribe([self.catalog.events, self.catalog.runs, self.catalog.waits,
@@ -304,26 +298,11 @@ class Processor:
                 self.metrics.assigned(p, store)
             tp.offset = start
             log.info("%s[%d]: restoring from offset %d, live from %d", name, p, start, live)
-        self._start_sources(consumer, partitions)
+        self.inputs.start_sources(consumer, partitions)
         consumer.assign(partitions)
         self.lag.assigned(partitions)
         self.assignment_changed.set()
         self.ready.set()
-
-    def _start_sources(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """A source partition this group never committed starts where its triggers say:
-        ``latest`` skips the topic's history; otherwise the group's earliest rule
-        applies."""
-        sources = self.registry.sources()
-        latest = [tp for tp in partitions
-                  if tp.topic in sources and sources[tp.topic].start == "latest"]
-        if not latest:
-            return
-        for tp in consumer.committed(latest, timeout=30):
-            if tp.offset < 0:
-                for mine in latest:
-                    if (mine.topic, mine.partition) == (tp.topic, tp.partition):
-                        mine.offset = OFFSET_END
 
     def _rebuild(self, topic: str, p: int, damage: StateCorrupt, live_from: int) -> None:
         """Found damaged while running: set the database aside, restore the partition
@@ -415,7 +394,7 @@ class Processor:
         # which one client makes monotonic), so runs that share a flow-control key are
         # requested — and queued — in that order. Each partition's own order is kept.
         for m in heapq.merge(*events.values(), key=_send_order):
-            out.extend(self._route(m, now))
+            out.extend(self.inputs.route(m, now))
 
         views = []
         for (topic, p), fetched in by_partition.items():
@@ -423,7 +402,7 @@ class Processor:
             store = (self.stores if runs else self.wait_stores).get(p)
             if store is None:
                 continue  # revoked while the batch was in flight; the next owner has it
-            msgs = self._up_to_a_gap(topic, p, fetched, store.next_offset())
+            msgs = self.gap_guard.up_to_a_gap(topic, p, fetched, store.next_offset())
             if not msgs:
                 continue
             try:
@@ -468,123 +447,6 @@ class Processor:
         if self.tracer is not None:
             for state in ended:
                 self.tracer.run_ended(state)
-
-    def _route(self, m: Message, now: int) -> list[tuple[str, int, str | bytes | None, bytes]]:
-        if m.topic() != self.catalog.events:
-            return self._route_source(m, now)
-        try:
-            rec = decode(m.value(), max_bytes=self.settings.max_record_bytes,
-                         max_depth=self.settings.max_depth,
-                         expect=(Event, InvokeRequested, RerunRequested))
-        except DecodeError as exc:
-            found = self._json_event(m, exc, now)
-            if isinstance(found, DeadLetter):
-                return [self._dead_target(found)]
-            rec, value = found
-        else:
-            value = m.value() or b""
-        if isinstance(rec, InvokeRequested):
-            return [self._emit_target(e) for e in route_invoke(
-                rec, self.registry, now_ms=now,
-                backoff_base_ms=self.settings.retry_backoff_base_ms)]
-        if isinstance(rec, RerunRequested):
-            rerun = route_rerun(rec, self.registry, now_ms=now,
-                                backoff_base_ms=self.settings.retry_backoff_base_ms)
-            if isinstance(rerun, str):
-                log.error("%s", rerun)
-                return [self._dead_target(dead_letter(m, rerun, now,
-                                                      self.settings.max_record_bytes))]
-            return [self._emit_target(fold.Emit("runs", rerun.partition_key, rerun))]
-        assert isinstance(rec, Event)
-        return self._routed(rec, value, now)
-
-    def _routed(self, rec: Event, value: bytes, now: int,
-                source: dict[str, Any] | None = None
-                ) -> list[tuple[str, int, str | bytes | None, bytes]]:
-        out: list[tuple[str, int, str | bytes | None, bytes]] = []
-        for req in route(rec, self.registry, now_ms=now, source=source,
-                         backoff_base_ms=self.settings.retry_backoff_base_ms):
-            p = partition_for(req.partition_key, self.catalog.partitions)
-            out.append((self.catalog.runs, p, req.partition_key, encode(req)))
-        # Every event also goes to the matcher's partition for its name, as it is: the
-        # waits registered there before it are checked against it (engine/matcher.py).
-        out.append((self.catalog.waits, partition_for(rec.name, self.catalog.partitions),
-                    rec.name, value))
-        return out
-
-    def _route_source(self, m: Message, now: int
-                      ) -> list[tuple[str, int, str | bytes | None, bytes]]:
-        """A record of a source topic: its events, routed like any event (and copied
-        to ``waits``), or a dead letter saying why it is none."""
-        topic = m.topic() or ""
-        source = self.registry.sources().get(topic)
-        if source is None:
-            return []  # its last trigger was removed meanwhile
-        try:
-            events, where = json_events.source_event(
-                m.value(), key=m.key(), headers=m.headers(), topic=topic,
-                partition=m.partition() or 0, offset=m.offset() or 0,
-                record_ts_ms=m.timestamp()[1], event_names=source.events,
-                settings=self.settings)
-        except json_events.NotAnEvent as exc:
-            if m.value() is None:
-                return []  # a tombstone deletes a key; it is no event
-            return [self._dead_target(dead_letter(
-                m, f"a record of source topic {topic} is not an event: {exc}", now,
-                self.settings.max_record_bytes))]
-        out: list[tuple[str, int, str | bytes | None, bytes]] = []
-        for event in events:
-            out += self._routed(event, encode(event), now, source=where)
-        return out
-
-    def _json_event(self, m: Message, exc: DecodeError, now: int
-                    ) -> tuple[Event, bytes] | DeadLetter:
-        """A JSON event from another Kafka producer (engine/runtime/json_events.py) and
-        its msgpack value, or the dead letter saying which formats are accepted."""
-        _kind, ts = m.timestamp()
-        try:
-            return json_events.event_from_json(
-                m.value(), topic=m.topic() or "", partition=m.partition() or 0,
-                offset=m.offset() or 0, record_ts_ms=ts, settings=self.settings)
-        except json_events.NotAnEvent as not_json:
-            return dead_letter(m, json_events.reason(exc, not_json), now,
-                               self.settings.max_record_bytes)
-
-    def _up_to_a_gap(self, topic: str, p: int, msgs: list[Message], expected: int
-                     ) -> list[Message]:
-        """The fetched records of a ``runs`` or ``waits`` partition up to the first one
-        missing. Their offsets have no gaps (delete policy, no transactions), yet a
-        broker may hand out a later batch before an earlier one is readable (the dev
-        broker did: three run.requested records were skipped for good, their runs never
-        began). Folding past a gap would store an offset beyond records never applied,
-        so the partition is read again from the missing offset instead. A gap still
-        there after GAP_WAIT_S, or below the log's start (retention), is accepted and
-        logged: it must not stop the partition."""
-        keep, nxt = [], expected
-        for m in msgs:
-            offset = m.offset() or 0
-            if offset > nxt:
-                break
-            keep.append(m)
-            nxt = max(nxt, offset + 1)
-        else:
-            self.gaps.pop((topic, p), None)
-            return keep
-        key = (topic, p)
-        since = self.gaps.setdefault(key, (nxt, time.monotonic()))
-        if since[0] != nxt:
-            self.gaps[key] = since = (nxt, time.monotonic())
-        low, _high = self.consumer.get_watermark_offsets(TopicPartition(topic, p),
-                                                         timeout=5, cached=False)
-        if low > nxt or time.monotonic() - since[1] > GAP_WAIT_S:
-            log.error("%s[%d]: records from offset %d are not readable (log starts at %d);"
-                      " going on from offset %d", topic, p, nxt, low, msgs[-1].offset())
-            self.gaps.pop(key, None)
-            return msgs
-        log.warning("%s[%d]: fetched from offset %d while %d is not read yet; reading "
-                    "again from %d", topic, p, (msgs[len(keep)].offset()), nxt, nxt)
-        self.consumer.seek(TopicPartition(topic, p, nxt))
-        return keep
 
     def _emit_target(self, e: fold.Emit) -> tuple[str, int, str, bytes]:
         topic = {"tasks": self.catalog.tasks, "runs": self.catalog.runs,

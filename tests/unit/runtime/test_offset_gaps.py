@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from engine.runtime import processor
-from engine.runtime.processor import Processor
+from engine.runtime import gaps
+from engine.runtime.gaps import GapGuard
 
 
 class Msg:
@@ -32,11 +32,8 @@ class Consumer:
         return self.low, 10_000
 
 
-def bare(consumer: Consumer) -> Processor:
-    p = Processor.__new__(Processor)  # only what the gap check reads
-    p.consumer = consumer  # type: ignore[assignment]
-    p.gaps = {}
-    return p
+def bare(consumer: Consumer) -> GapGuard:
+    return GapGuard(consumer)  # type: ignore[arg-type]
 
 
 def offsets(msgs: list[Any]) -> list[int]:
@@ -46,18 +43,18 @@ def offsets(msgs: list[Any]) -> list[int]:
 def test_contiguous_records_are_all_folded() -> None:
     p = bare(Consumer())
     msgs = [Msg(o) for o in (3, 4, 5, 6)]  # 3 was applied before: the fold skips it
-    assert offsets(p._up_to_a_gap("runs", 1, msgs, 4)) == [3, 4, 5, 6]
+    assert offsets(p.up_to_a_gap("runs", 1, msgs, 4)) == [3, 4, 5, 6]
     assert p.consumer.seeks == []  # type: ignore[attr-defined]
 
 
 def test_records_past_a_missing_offset_wait_and_the_partition_is_read_again() -> None:
     p = bare(Consumer())
     msgs = [Msg(o) for o in (10, 11, 15, 16)]
-    assert offsets(p._up_to_a_gap("runs", 1, msgs, 10)) == [10, 11]
+    assert offsets(p.up_to_a_gap("runs", 1, msgs, 10)) == [10, 11]
     assert p.consumer.seeks == [("runs", 1, 12)]  # type: ignore[attr-defined]
-    assert offsets(p._up_to_a_gap("runs", 1, [Msg(15)], 12)) == []
+    assert offsets(p.up_to_a_gap("runs", 1, [Msg(15)], 12)) == []
     # The missing records arrive: all is folded, the gap is forgotten.
-    assert offsets(p._up_to_a_gap("runs", 1, [Msg(o) for o in (12, 13, 14, 15)], 12)) == [
+    assert offsets(p.up_to_a_gap("runs", 1, [Msg(o) for o in (12, 13, 14, 15)], 12)) == [
         12, 13, 14, 15]
     assert p.gaps == {}
 
@@ -65,8 +62,8 @@ def test_records_past_a_missing_offset_wait_and_the_partition_is_read_again() ->
 def test_a_gap_below_the_log_start_or_that_stays_is_passed(monkeypatch: pytest.MonkeyPatch
                                                             ) -> None:
     p = bare(Consumer(low=50))  # retention removed everything before 50
-    assert offsets(p._up_to_a_gap("waits", 0, [Msg(50), Msg(51)], 0)) == [50, 51]
+    assert offsets(p.up_to_a_gap("waits", 0, [Msg(50), Msg(51)], 0)) == [50, 51]
     p = bare(Consumer())
-    assert p._up_to_a_gap("runs", 2, [Msg(9)], 5) == []
-    monkeypatch.setattr(processor, "GAP_WAIT_S", -1.0)  # waited long enough
-    assert offsets(p._up_to_a_gap("runs", 2, [Msg(9)], 5)) == [9]
+    assert p.up_to_a_gap("runs", 2, [Msg(9)], 5) == []
+    monkeypatch.setattr(gaps, "GAP_WAIT_S", -1.0)  # waited long enough
+    assert offsets(p.up_to_a_gap("runs", 2, [Msg(9)], 5)) == [9]
