@@ -5,55 +5,27 @@ One engine, one worker and two API servers on it (dev mode, and keyed) per modul
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from engine.api.http import make_app, start_server
-from engine.api.ingest import EventIngest
-from tests.integration.harness import Stack
+from tests.integration.harness import ServedApi, Stack
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 KEY = "browser-test-key"
 
 
-class Server:
-    """``make_app`` on the stack's engine, served from its own thread and loop."""
+class Server(ServedApi):
+    """The API on the stack's engine, keyed with ``KEY`` (and the event key ``ev``)."""
 
     def __init__(self, stack: Stack, *, dev: bool) -> None:
-        assert stack.engine is not None
-        self.ingest = EventIngest(stack.settings)
-        self.ingest.start()
-        self.app = make_app(stack.engine.queries, self.ingest, dev=dev,
-                            event_keys=frozenset({"ev"}), api_keys=frozenset({KEY}))
-        self.loop = asyncio.new_event_loop()
-        self.runner: Any = None
-        started = threading.Event()
-
-        def serve() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.runner = self.loop.run_until_complete(start_server(self.app, "127.0.0.1", 0))
-            started.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=serve, daemon=True)
-        self.thread.start()
-        assert started.wait(10)
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-        self.ingest.close()
+        super().__init__(stack, dev=dev, event_keys=frozenset({"ev"}),
+                         api_keys=frozenset({KEY}))
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,8 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 import sdk
+from engine.api.http import make_app, start_server
+from engine.api.ingest import EventIngest
 from engine.app import Engine
 from engine.cli.devbroker import free_port
 from engine.cli.provision import ensure_topics
@@ -220,14 +222,7 @@ class Api:
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """The status and JSON answer of one request (a 4xx/5xx is returned, not raised)."""
-        req = urllib.request.Request(self.base + path, method=method,
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Authorization": f"Bearer {API_KEY}"})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
+        return api_request(self.base, method, path, body)
 
     def get(self, path: str) -> tuple[int, Any]:
         return self.call("GET", path)
@@ -243,3 +238,50 @@ class Api:
             {"limit": "1000", **query}))
         assert status == 200, body
         return list(body["data"])
+
+
+class ServedApi:
+    """``make_app`` on the stack's in-process engine, served on a free port from its own
+    thread and event loop (the HTTP layer as a client meets it, without a subprocess)."""
+
+    def __init__(self, stack: Stack, *, dev: bool, event_keys: frozenset[str] = frozenset(),
+                 api_keys: frozenset[str] = frozenset()) -> None:
+        assert stack.engine is not None
+        self.ingest = EventIngest(stack.settings)
+        self.ingest.start()
+        self.app = make_app(stack.engine.queries, self.ingest, dev=dev,
+                            event_keys=event_keys, api_keys=api_keys)
+        self.loop = asyncio.new_event_loop()
+        self.runner: Any = None
+        started = threading.Event()
+
+        def serve() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.runner = self.loop.run_until_complete(start_server(self.app, "127.0.0.1", 0))
+            started.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+        assert started.wait(10)
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+        self.ingest.close()
+
+
+def api_request(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """The status and JSON answer of one keyed API request (a 4xx/5xx is an answer too)."""
+    req = urllib.request.Request(base + path, method=method,
+                                 data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Authorization": f"Bearer {API_KEY}"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+

@@ -5,14 +5,11 @@ never errs or waits past the peer timeout."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +19,7 @@ import pytest
 
 import sdk
 from engine.cli.devbroker import free_port
-from tests.integration.harness import API_KEY, ROOT, Stack, wait_for
+from tests.integration.harness import ROOT, Stack, api_request, wait_for
 from topics.catalog import partition_for
 from topics.ids import dedupe_key_for
 
@@ -51,13 +48,7 @@ def partition_of(event_id: str, partitions: int) -> int:
 
 def call(port: int, path: str, method: str = "GET") -> tuple[int, Any]:
     """Status and JSON body of one API call (an error status is an answer too)."""
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
-                                 headers={"Authorization": f"Bearer {API_KEY}"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    return api_request(f"http://127.0.0.1:{port}", method, path)
 
 
 def ok(port: int, path: str) -> Any:

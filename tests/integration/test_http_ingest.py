@@ -3,13 +3,11 @@ idempotent, and the API stays responsive while it handles a maximal request."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,11 +19,9 @@ import pytest
 
 import sdk
 from engine.api.event_body import MAX_EVENTS_PER_REQUEST, SEED_HEADER
-from engine.api.http import make_app, start_server
-from engine.api.ingest import EventIngest
 from engine.api.views import RunFilter
 from engine.cli.devbroker import free_port
-from tests.integration.harness import Stack, app_stack, wait_for
+from tests.integration.harness import ServedApi, Stack, app_stack, wait_for
 from topics.settings import Settings
 
 pytestmark = pytest.mark.kafka
@@ -41,36 +37,11 @@ def make_client(settings: Settings) -> sdk.Client:
     return client
 
 
-class ApiThread:
-    """The HTTP API of ``make_app`` served from its own thread and event loop."""
+class ApiThread(ServedApi):
+    """The HTTP API in dev mode, from its own thread and event loop."""
 
     def __init__(self, stack: Stack) -> None:
-        assert stack.engine is not None
-        self.ingest = EventIngest(stack.settings)
-        self.ingest.start()
-        self.app = make_app(stack.engine.queries, self.ingest, dev=True,
-                            event_keys=frozenset())
-        self.loop = asyncio.new_event_loop()
-        self.runner: Any = None
-        started = threading.Event()
-
-        def serve() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.runner = self.loop.run_until_complete(start_server(self.app, "127.0.0.1", 0))
-            started.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=serve, daemon=True)
-        self.thread.start()
-        assert started.wait(10)
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-        self.ingest.close()
+        super().__init__(stack, dev=True)
 
 
 def post(url: str, body: Any, headers: dict[str, str] | None = None,

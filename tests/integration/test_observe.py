@@ -21,10 +21,8 @@ from opentelemetry.trace import StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
 import sdk
-from engine.api.http import make_app, start_server
-from engine.api.ingest import EventIngest
 from engine.observe.tracing import RunTracer
-from tests.integration.harness import Stack, wait_for
+from tests.integration.harness import ServedApi, Stack, wait_for
 from topics.ids import run_span_id_for, trace_id_for
 from topics.settings import Settings
 
@@ -70,36 +68,11 @@ def make_client(settings: Settings) -> sdk.Client:
     return client
 
 
-class Api:
-    """The engine's HTTP API on a free port, from its own thread and loop."""
+class Api(ServedApi):
+    """The engine's HTTP API outside dev mode (keyed) on a free port."""
 
     def __init__(self, stack: Stack) -> None:
-        assert stack.engine is not None
-        self.ingest = EventIngest(stack.settings)
-        self.ingest.start()
-        app = make_app(stack.engine.queries, self.ingest, dev=False, event_keys=frozenset(),
-                       api_keys=frozenset({KEY}))
-        self.loop = asyncio.new_event_loop()
-        started = threading.Event()
-        self.runner: Any = None
-
-        def serve() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.runner = self.loop.run_until_complete(start_server(app, "127.0.0.1", 0))
-            started.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=serve, daemon=True)
-        self.thread.start()
-        assert started.wait(10)
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-        self.ingest.close()
+        super().__init__(stack, dev=False, api_keys=frozenset({KEY}))
 
 
 class Observed:
