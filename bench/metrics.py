@@ -23,12 +23,11 @@ from typing import Any
 
 from bench.common import fmt
 from bench.launch import section_broker
-from bench.profile_fold import Msg, messages
+from bench.profile_fold import Msg, fold_all, messages
 from engine.observe.metrics import EngineMetrics
-from engine.runtime.batch import apply_batch
+from engine.runtime.batch import BatchResult
 from engine.runtime.processor import tune_gc
 from engine.store.partition import PartitionStore
-from topics.codec import encode
 from topics.settings import Settings
 
 RATE = 500.0
@@ -38,19 +37,13 @@ def _fold(msgs: list[Msg], stores: dict[int, PartitionStore], metrics: EngineMet
           batch_size: int) -> float:
     """Fold ``msgs`` as the processor does; the seconds spent in the metrics hook."""
     hook = 0.0
-    settings = Settings()
-    for start in range(0, len(msgs), batch_size):
-        by_partition: dict[int, list[Msg]] = {}
-        for m in msgs[start:start + batch_size]:
-            by_partition.setdefault(m.partition_, []).append(m)
-        for p, batch in by_partition.items():
-            result = apply_batch(stores[p], batch, settings, live_from=0, now_ms=0)
-            for e in result.emits:
-                encode(e.record)
-            began = time.perf_counter()
-            metrics.batch_written("runs", p, result.view, result.applied, True)
-            hook += time.perf_counter() - began
-            result.view.commit(result.next_offset)
+
+    def observe(p: int, result: BatchResult) -> None:
+        nonlocal hook
+        began = time.perf_counter()
+        metrics.batch_written("runs", p, result.view, result.applied, True)
+        hook += time.perf_counter() - began
+    fold_all(msgs, stores, Settings(), batch_size, before_commit=observe)
     return hook
 
 

@@ -14,11 +14,12 @@ import cProfile
 import pstats
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.history import history
-from engine.runtime.batch import apply_batch
+from engine.runtime.batch import BatchResult, apply_batch
 from engine.runtime.processor import tune_gc
 from engine.store.partition import PartitionStore
 from topics.catalog import partition_for
@@ -66,7 +67,11 @@ def messages(runs: int, partitions: int) -> list[Msg]:
 
 
 def fold_all(msgs: list[Msg], stores: dict[int, PartitionStore], settings: Settings,
-             batch_size: int) -> int:
+             batch_size: int,
+             before_commit: Callable[[int, BatchResult], None] | None = None) -> int:
+    """Fold ``msgs`` as the processor does (batches per partition, emits encoded, each
+    batch committed); ``before_commit(partition, result)`` runs where the processor's
+    edge does. Returns the records applied."""
     applied = 0
     for start in range(0, len(msgs), batch_size):
         by_partition: dict[int, list[Msg]] = {}
@@ -76,6 +81,8 @@ def fold_all(msgs: list[Msg], stores: dict[int, PartitionStore], settings: Setti
             result = apply_batch(stores[p], batch, settings, live_from=0, now_ms=0)
             for e in result.emits:
                 encode(e.record)
+            if before_commit is not None:
+                before_commit(p, result)
             result.view.commit(result.next_offset)
             applied += result.applied
     return applied
