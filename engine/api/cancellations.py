@@ -3,7 +3,8 @@
 * ``POST /v1/cancellations`` ``{app_id, function_id, started_after, started_before, if}``
   (plus ours: ``all``, ``dry_run``, ``reason``): cancels every queued or running run
   that matches, and answers with the cancellation and how many runs it matched.
-* ``GET /v1/cancellations?limit=``: the cancellations made, newest first.
+* ``GET /v1/cancellations?limit=``: the cancellations made, newest first (read from
+  the topic by :class:`engine.api.topic_reader.TopicReader`, as the events are).
 
 A cancellation applies to the runs that exist when it is made: ``started_before`` may
 not lie in the future (Inngest also holds back runs that start later inside the window;
@@ -16,20 +17,15 @@ ends meanwhile simply stays ended. The cancellation itself is kept on the compac
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
 from engine.api.views import MAX_TIME_MS, RunFilter, parse_time_ms
 from engine.clock import now_ms
 from engine.expressions import CompiledExpression, ExpressionError, compile_expression
-from topics import codec
 from topics.ids import new_ulid
 from topics.records import CancellationCreated
-from topics.settings import Settings
 
 FIELDS = ("app_id", "function_id", "started_after", "started_before", "if", "all",
           "dry_run", "reason")
@@ -42,9 +38,6 @@ PAGE = 1000
 CANCELS_IN_FLIGHT = 256
 LIST_DEFAULT = 50
 LIST_MAX = 1000
-# Reading the cancellations topic back: at most this long, this many records.
-READ_TIMEOUT_S = 5.0
-READ_MAX_RECORDS = 100_000
 # Where a started_before "now" from a client with a clock a little ahead is still fine.
 CLOCK_SLACK_MS = 60_000
 
@@ -204,34 +197,3 @@ async def create(list_runs: Callable[[int, str | None, RunFilter], Awaitable[lis
                               matched=len(matched), ts=now_ms())
     await ingest.record_cancellation(rec)
     return {**view(rec), "more": more, "dry_run": False}
-
-
-def read_all(settings: Settings, topic: str) -> list[CancellationCreated]:
-    """Every cancellation on the topic, oldest first (blocking: call it in a thread).
-    Bounded by :data:`READ_TIMEOUT_S` and :data:`READ_MAX_RECORDS`."""
-    consumer = Consumer(settings.client_config({
-        **settings.consumer_tuning(), "group.id": settings.prefix + "api-cancellations"}))
-    found: dict[str, CancellationCreated] = {}
-    try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0),
-                                                   timeout=READ_TIMEOUT_S)
-        if high <= low:
-            return []
-        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-        deadline = time.monotonic() + READ_TIMEOUT_S
-        read, last = 0, low - 1
-        while last < high - 1 and read < READ_MAX_RECORDS and time.monotonic() < deadline:
-            for m in consumer.consume(1000, 0.2):
-                if m.error() is not None:
-                    continue
-                read += 1
-                last = max(last, m.offset() or 0)
-                try:
-                    rec = codec.decode(m.value())
-                except ValueError:
-                    continue  # not ours to judge here; nothing else reads this topic
-                if isinstance(rec, CancellationCreated):
-                    found[rec.id] = rec
-    finally:
-        consumer.close()
-    return sorted(found.values(), key=lambda r: r.id)

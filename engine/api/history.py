@@ -30,7 +30,7 @@ from engine.runtime.json_events import NotAnEvent, event_from_json
 from topics.catalog import Catalog, event_partition
 from topics.codec import DecodeError, decode
 from topics.ids import new_ulid, run_id_for
-from topics.records import DeadLetter, Event, InvokeRequested
+from topics.records import CancellationCreated, DeadLetter, Event, InvokeRequested
 from topics.settings import Settings
 
 DEFAULT_LIMIT = 20
@@ -46,10 +46,14 @@ class History:
         self.catalog = Catalog(settings)
         self.events = TopicReader(settings, self.catalog.events)
         self.dlq = TopicReader(settings, self.catalog.dlq)
+        self.bulk_cancels = TopicReader(
+            settings, self.catalog.cancellations,
+            partitions=self.catalog.spec(self.catalog.cancellations).partitions)
 
     def close(self) -> None:
         self.events.close()
         self.dlq.close()
+        self.bulk_cancels.close()
 
     def list_events(self, *, limit: int, cursor: str | None = None, name: str | None = None,
                     after: int | None = None, before: int | None = None) -> Found:
@@ -85,6 +89,17 @@ class History:
 
         found = self.events.read(keep, limit=1, partitions=parts)
         return found.items[0] if found.items else None
+
+    def cancellations(self, *, limit: int) -> list[CancellationCreated]:
+        """The newest ``limit`` bulk cancellations (``POST /v1/cancellations``)."""
+        def keep(msg: Message) -> CancellationCreated | None:
+            try:
+                rec = decode(msg.value(), max_bytes=self.settings.max_record_bytes,
+                             expect=(CancellationCreated,))
+            except DecodeError:
+                return None  # only the API writes this topic; nothing else to show
+            return rec if isinstance(rec, CancellationCreated) else None
+        return self.bulk_cancels.read(keep, limit=limit).items
 
     def dead_letters(self, *, limit: int, cursor: str | None = None) -> Found:
         def keep(msg: Message) -> dict[str, Any] | None:

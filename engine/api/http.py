@@ -110,10 +110,6 @@ class Ingest(Protocol):
         """Keep a bulk cancellation on the ``cancellations`` topic."""
         ...
 
-    def cancellations(self) -> list[CancellationCreated]:
-        """The bulk cancellations kept, oldest first (blocking)."""
-        ...
-
 
 QUERIES: web.AppKey[RunQueries] = web.AppKey("queries")
 INGEST: web.AppKey[Ingest] = web.AppKey("ingest")
@@ -485,8 +481,11 @@ async def list_cancellations(request: web.Request) -> web.Response:
         limit = cancellations.parse_limit(request.query)
     except ValueError as exc:
         return error(400, str(exc))
-    recs = await asyncio.to_thread(request.app[INGEST].cancellations)
-    return _json({"data": [cancellations.view(r) for r in reversed(recs[-limit:])]})
+    readers = request.app.get(history.HISTORY)
+    if readers is None:
+        return error(503, "this engine has no broker to read from")
+    recs = await asyncio.to_thread(partial(readers.cancellations, limit=limit))
+    return _json({"data": [cancellations.view(r) for r in recs]})
 
 
 async def health(request: web.Request) -> web.Response:

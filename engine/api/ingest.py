@@ -25,7 +25,6 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from engine.api.cancellations import read_all as read_cancellations
 from engine.api.event_body import (
     MAX_EVENTS_PER_REQUEST,
     BodyError,
@@ -223,10 +222,6 @@ class EventIngest:
         """Keep a bulk cancellation on the compacted ``cancellations`` topic (one
         partition: one order), once the broker has stored it."""
         await self.send_record(self.catalog.cancellations, rec.id, rec, partition=0)
-
-    def cancellations(self) -> list[CancellationCreated]:
-        """The cancellations kept, oldest first (blocking, bounded in time)."""
-        return read_cancellations(self.settings, self.catalog.cancellations)
 
     async def remove_function(self, fn_id: str) -> None:
         """Remove a function from the registry: a tombstone (key = function id, no value)

@@ -75,10 +75,11 @@ class TopicReader:
     serialized on one consumer, created on first use."""
 
     def __init__(self, settings: Settings, topic: str, *, max_scan: int = DEFAULT_MAX_SCAN,
-                 budget_s: float = DEFAULT_BUDGET_S) -> None:
+                 budget_s: float = DEFAULT_BUDGET_S, partitions: int | None = None) -> None:
         self.settings = settings
         self.topic = topic
-        self.partitions = settings.partitions
+        # The catalog's count for this topic (most have settings.partitions).
+        self.partitions = settings.partitions if partitions is None else partitions
         self.max_scan = max_scan
         self.budget_s = budget_s
         self._lock = threading.Lock()
