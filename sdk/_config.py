@@ -13,10 +13,8 @@ import confluent_kafka
 import topics.brokers
 from topics.settings import (
     Settings,
-    SettingsError,
     dev_file_trusted,
-    kafka_problem,
-    read_kafka_file,
+    settings_from,
 )
 
 
@@ -53,12 +51,8 @@ def load_settings(brokers: str | None = None, env: Mapping[str, str] | None = No
                   cwd: Path | None = None) -> Settings:
     """Settings from the environment (``STEPSTREAM_*``) with the brokers resolved."""
     env = os.environ if env is None else env
-    settings = Settings.from_env(env, brokers=resolve_brokers(brokers, env, cwd),
-                                 kafka_file_text=read_kafka_file(env, _read_file))
-    problem = kafka_problem(settings, _trial_client)
-    if problem:
-        raise SettingsError(problem)
-    return settings
+    return settings_from(env, brokers=resolve_brokers(brokers, env, cwd),
+                         read_text=_read_file, trial_client=_trial_client)
 
 
 def _trial_client(config: dict[str, Any]) -> None:

@@ -152,6 +152,21 @@ def kafka_problem(settings: Settings, make_client: Callable[[dict[str, Any]], An
     return None
 
 
+def settings_from(env: Mapping[str, str], *, brokers: str | None,
+                  read_text: Callable[[str], str],
+                  trial_client: Callable[[dict[str, Any]], Any]) -> Settings:
+    """``Settings.from_env`` as every process loads it: the librdkafka properties file
+    read with the caller's ``read_text``, and the passed-through settings judged by
+    librdkafka (``trial_client``, see :func:`kafka_problem`). Raises
+    :class:`SettingsError`."""
+    settings = Settings.from_env(env, brokers=brokers,
+                                 kafka_file_text=read_kafka_file(env, read_text))
+    problem = kafka_problem(settings, trial_client)
+    if problem:
+        raise SettingsError(problem)
+    return settings
+
+
 def redact(config: Mapping[str, Any]) -> dict[str, Any]:
     """``config`` with every secret's value shown as ``***``: for logs and messages."""
     return {k: "***" if any(p in k for p in SECRET_PARTS) else v for k, v in config.items()}

@@ -16,10 +16,8 @@ from topics import brokers
 from topics.settings import (
     DEV_API_FILE,
     Settings,
-    SettingsError,
     dev_file_trusted,
-    kafka_problem,
-    read_kafka_file,
+    settings_from,
 )
 
 DEFAULT_API = "http://127.0.0.1:8288"
@@ -77,12 +75,7 @@ def load_settings(env: Mapping[str, str], cwd: Path | None = None) -> Settings:
     """``Settings.from_env`` with the brokers resolved by :func:`resolve_brokers`.
     Raises ``topics.settings.SettingsError`` on a malformed variable."""
     address, _ = resolve_brokers(env, cwd)
-    settings = Settings.from_env(env, brokers=address,
-                                 kafka_file_text=read_kafka_file(env, read_file))
-    problem = kafka_problem(settings, trial_client)
-    if problem:
-        raise SettingsError(problem)
-    return settings
+    return settings_from(env, brokers=address, read_text=read_file, trial_client=trial_client)
 
 
 def trial_client(config: dict[str, Any]) -> None:

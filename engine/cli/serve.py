@@ -49,8 +49,7 @@ from topics.settings import (
     DEV_BROKER_FILE,
     Settings,
     SettingsError,
-    kafka_problem,
-    read_kafka_file,
+    settings_from,
 )
 
 # Written into a dev state directory so that a later `stepstream dev` may wipe it: we
@@ -104,12 +103,8 @@ def _ignore_signals() -> None:
 
 def _load_settings(brokers: str | None = None) -> Settings:
     try:
-        settings = Settings.from_env(os.environ, brokers=brokers,
-                                     kafka_file_text=read_kafka_file(os.environ, read_file))
-        problem = kafka_problem(settings, trial_client)
-        if problem:
-            raise SettingsError(problem)
-        return settings
+        return settings_from(os.environ, brokers=brokers, read_text=read_file,
+                             trial_client=trial_client)
     except SettingsError as exc:
         raise CliError(str(exc), 2) from None
 
