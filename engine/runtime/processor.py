@@ -144,6 +144,7 @@ class Processor:
         self.memory = StateMemory(settings.state_memtable_mb, settings.state_block_cache_mb)
         self.next_trim = 0.0
         self.subscribed_sources: tuple[str, ...] = ()
+        self.subscribed_version = -1
         self.gap_guard = GapGuard(self.consumer)
         self.inputs = InputRouter(self.catalog, settings, self.registry,
                                   emit_target=self._emit_target,
@@ -164,8 +165,11 @@ class Processor:
         try:
             while not self.stopping.is_set():
                 self._drain_registry()
-                if self.inputs.source_topics() != self.subscribed_sources:
-                    self._subscribe()
+                # Only a registry change can add or drop a source topic.
+                if self.registry.version != self.subscribed_version:
+                    self.subscribed_version = self.registry.version
+                    if self.inputs.source_topics() != self.subscribed_sources:
+                        self._subscribe()
                 # Last round's timers and cron ticks go out with this round's flush.
                 batch = self._take_batch(0 if self.unflushed else self._poll_wait_s())
                 if batch:
@@ -185,6 +189,7 @@ class Processor:
         """Our input topics plus the source topics: read as ``events`` is, in the same
         group, so their offsets are committed the same way after their runs are stored.
         A new source topic re-subscribes, which rebalances the group."""
+        self.subscribed_version = self.registry.version
         self.subscribed_sources = self.inputs.source_topics()
         if self.subscribed_sources:
             log.info("reading source topics: %s", ", ".join(self.subscribed_sources))
