@@ -22,6 +22,13 @@ async function postJSON(url, body) {
 
 function show(el, text) { if (el) { el.textContent = text; } }
 
+// A form's JSON "data" field, or undefined (with the reason shown in `out`).
+function formData(form, out) {
+  try { return JSON.parse(form.elements.data.value || "{}"); } catch (e) {
+    show(out, "Data is not valid JSON: " + e.message); return undefined;
+  }
+}
+
 // --- waterfall: positions come from data attributes (no inline styles: CSP) ----------
 function placeBars() {
   $all(".wf-bar").forEach(function (bar) {
@@ -155,10 +162,8 @@ function sendEvent() {
   const out = $("#send-result");
   form.addEventListener("submit", async function (ev) {
     ev.preventDefault();
-    let data;
-    try { data = JSON.parse(form.elements.data.value || "{}"); } catch (e) {
-      show(out, "Data is not valid JSON: " + e.message); return;
-    }
+    const data = formData(form, out);
+    if (data === undefined) { return; }
     try {
       const res = await postJSON("/ui/send-event", { name: form.elements.name.value, data: data });
       show(out, "Sent " + res.ids.join(", "));
@@ -173,10 +178,8 @@ function invokeForms() {
     const out = $(".invoke-error", form);
     form.addEventListener("submit", async function (ev) {
       ev.preventDefault();
-      let data;
-      try { data = JSON.parse(form.elements.data.value || "{}"); } catch (e) {
-        show(out, "Data is not valid JSON: " + e.message); return;
-      }
+      const data = formData(form, out);
+      if (data === undefined) { return; }
       try {
         const res = await postJSON("/v1/functions/" + encodeURIComponent(form.dataset.fn) + "/invoke", { data: data });
         await goToRun(res.run_id);
