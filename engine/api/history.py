@@ -57,9 +57,10 @@ class History:
 
     def list_events(self, *, limit: int, cursor: str | None = None, name: str | None = None,
                     after: int | None = None, before: int | None = None) -> Found:
-        """Events newest first by the time the broker received them; ``name`` reads only
-        that name's partition (events are partitioned by name)."""
-        parts = None if name is None else [event_partition(name, self.settings.partitions)]
+        """Events newest first by the time the broker received them. ``name`` filters
+        every partition: stepstream's clients put a name on one partition, but a JSON
+        event from another producer may be on any."""
+        parts = None
         # An event stored twice (a sender's retry, a step's send produced again after a
         # crash) starts one run; it is listed once per page too.
         seen: set[str] = set()
@@ -85,9 +86,19 @@ class History:
         wanted = event_id.encode("utf-8", "surrogatepass")
 
         def keep(msg: Message) -> dict[str, Any] | None:
-            return self._event_view(msg) if msg.key() == wanted else None
+            if msg.key() == wanted:
+                return self._event_view(msg)
+            value = msg.value()
+            if value and value[:1] == b"{":  # a JSON event: its id may not be its key
+                view = self._event_view(msg)
+                return view if view is not None and view["id"] == event_id else None
+            return None
 
         found = self.events.read(keep, limit=1, partitions=parts)
+        if found.items or parts is None:
+            return found.items[0] if found.items else None
+        # Not in its name's partition: a JSON event from another producer may be anywhere.
+        found = self.events.read(keep, limit=1, partitions=None)
         return found.items[0] if found.items else None
 
     def cancellations(self, *, limit: int) -> list[CancellationCreated]:

@@ -98,3 +98,20 @@ def test_dead_letters_show_topic_offset_and_reason(api: tuple[Stack, Server]) ->
     with urllib.request.urlopen(server.url + "/dead-letters", timeout=30) as resp:
         page = resp.read().decode()
     assert "junk-key" in page and stack.catalog.events in page and "undecodable" in page
+
+
+def test_a_json_event_from_another_producer_is_listed_like_any_event(
+        api: tuple[Stack, Server]) -> None:
+    stack, server = api
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": stack.settings.brokers})
+    producer.produce(stack.catalog.events,
+                     json.dumps({"name": "dash/json", "data": {"via": "kcat"},
+                                 "id": "json-evt-1"}).encode())
+    assert producer.flush(10) == 0
+    found = wait_for(lambda: get(server, "/v1/events?name=dash/json")[1]["data"], 30,
+                     "the JSON event listed")
+    assert [(e["id"], e["data"]) for e in found] == [("json-evt-1", {"via": "kcat"})]
+    status, one = get(server, "/v1/events/json-evt-1")
+    assert status == 200 and one["data"]["name"] == "dash/json"
