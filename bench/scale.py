@@ -35,7 +35,16 @@ from typing import Any
 
 import sdk
 from bench import pipeline_app
-from bench.common import CpuMeter, Observer, completed_run_id, cpu_shares, fmt, jsonable, wait_until
+from bench.common import (
+    CpuMeter,
+    Observer,
+    completed_run_id,
+    cpu_shares,
+    dir_size,
+    fmt,
+    jsonable,
+    wait_until,
+)
 from bench.launch import (
     Child,
     api_get,
@@ -232,6 +241,9 @@ def one_combo(broker: str, partitions: int, engines: int, workers: int, concurre
         # The processes have stopped: their logs hold their producers' final counts.
         seen = started[0].observer.count()
         totals = producer_totals(c.log for c in started[0].children)
+        # RocksDB on disk, every run's final state kept (warm-up runs included).
+        totals["state_bytes"] = int(sum(dir_size(Path(tmp) / f"engine{i}-state")["mb"]
+                                        for i in range(1, engines + 1)) * 1e6)
         r["produced_per_run"] = {"runs_seen": seen, **{
             f"{k}_per_run": v / seen for k, v in totals.items() if seen}}
     return r
@@ -256,7 +268,7 @@ def print_combo(key: str, r: dict[str, Any]) -> None:
     print(f"  {key}: best sustained at p99 < {P99_TARGET_MS:g} ms: "
           f"{fmt(r.get('best_rate'), ' runs/s')}; engines+workers produced "
           f"{fmt(pr.get('records_per_run'))} records, {fmt(pr.get('bytes_per_run'))} bytes "
-          f"per run; load avg {r['loadavg_1m']}", flush=True)
+          f"per run, state on disk {fmt(pr.get('state_bytes_per_run'))} bytes per run; load avg {r['loadavg_1m']}", flush=True)
 
 
 def bench_scale_section(args: Any) -> dict[str, Any]:
@@ -271,6 +283,47 @@ def bench_scale_section(args: Any) -> dict[str, Any]:
                        duration=duration)
 
 
+@dataclass(frozen=True)
+class PerRun:
+    """Figures measured here (docs/scaling.md says by which command)."""
+
+    engine_cpu_ms: float  # engine CPU per completed run
+    worker_cpu_ms: float  # worker CPU per completed run
+    fold_records_per_s: float  # one engine's processor thread (``--only fold``)
+    folded_records: float = 4.0  # ``runs`` records the fold applies per 3-step run
+    records: float = 8.0  # records on every topic per 3-step run
+    bytes: float = 2550.0  # payload bytes on every topic per 3-step run
+    state_bytes: float = 840.0  # RocksDB on disk per run held
+    # Events one engine thread routes from one event name's partition (``--only batch``).
+    routed_events_per_s: float = 6500.0
+
+
+def plan(target: float, m: PerRun, *, hold_s: float, cpu_use: float = 0.7,
+         headroom: float = 2.0, rf: int = 3, broker_write_mb_s: float = 150.0,
+         reads: float = 1.0) -> dict[str, float]:
+    """Processes, partitions and broker load for ``target`` runs/s: each process kept at
+    ``cpu_use`` of a core; ``headroom`` x the processes in partitions (one partition is
+    folded by one thread, and more partitions than members lets the group grow);
+    ``hold_s`` a run's time in a worker slot (Little's law); the broker writes ``rf``
+    copies, its consumers read each record ``reads`` times, and one broker writes at most
+    ``broker_write_mb_s`` (an assumption about the cluster, not a measurement)."""
+    engines = math.ceil(target * m.engine_cpu_ms / 1000 / cpu_use)
+    workers = math.ceil(target * m.worker_cpu_ms / 1000 / cpu_use)
+    partitions = 2 ** math.ceil(math.log2(max(engines, workers) * headroom))
+    in_mb_s = target * m.bytes / 1e6
+    return {"target": target, "engines": engines, "workers": workers,
+            "slots": math.ceil(target * hold_s),
+            "concurrency_per_worker": math.ceil(target * hold_s / workers),
+            "partitions": partitions, "runs_per_partition": target / partitions,
+            "fold_runs_per_partition_max": m.fold_records_per_s / m.folded_records,
+            # Every event of one name is on one ``events`` partition, routed by one thread.
+            "event_names_min": math.ceil(target / m.routed_events_per_s),
+            "records_per_s": target * m.records, "in_mb_s": in_mb_s,
+            "written_mb_s": in_mb_s * rf, "out_mb_s": in_mb_s * (reads + rf - 1),
+            "brokers_for_writes": math.ceil(in_mb_s * rf / broker_write_mb_s),
+            "state_mb_per_partition_per_s": target * m.state_bytes / partitions / 1e6}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -279,7 +332,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partitions", type=int, default=8, help="partitions per topic (8)")
     p.add_argument("--concurrency", type=int, default=100, help="per worker (100)")
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--plan", type=float, nargs=5, metavar=("ENGINE_MS", "WORKER_MS", "FOLD",
+                   "HOLD_S", "STATE_B"), help="measure nothing: print the plan for 100k and"
+                   " 1M runs/s from these per-run figures (docs/scaling.md)")
     a = p.parse_args(argv)
+    if a.plan:
+        m = PerRun(a.plan[0], a.plan[1], a.plan[2], state_bytes=a.plan[4])
+        for target in (100_000, 1_000_000):
+            print(json.dumps(jsonable(plan(target, m, hold_s=a.plan[3]))))
+        return 0
     a.concurrency_list = [a.concurrency]
     r = bench_scale_section(a)
     if a.json:
