@@ -14,7 +14,8 @@
    events/s absorbed, runs/s, acceptance -> run start (:mod:`bench.batch`);
 8. metrics: the engine's added CPU for metrics at 500 runs/s, beside metrics off
    (:mod:`bench.metrics`);
-9. dashboard: the runs page's first page with 10,000 runs stored (:mod:`bench.dashboard`).
+9. dashboard: the runs page's first page with 10,000 runs stored (:mod:`bench.dashboard`);
+10. scale: {1, 2} engines x {1, 3} workers, burst and sustained runs/s (:mod:`bench.scale`).
 
 Peers run in the same invocation on the same broker. Figures are printed as they come,
 then a summary table; all of them go to ``bench/results.json``. ``--quick`` is a short
@@ -50,7 +51,7 @@ FLOOR_BURST_SIZE = 10_000
 FLOOR_DBOS_RATIO = 10.0  # stepstream's best sustained runs/s over DBOS's
 
 SECTIONS = ("fold", "burst", "latency", "timers", "holding", "flow", "batch", "dashboard",
-            "metrics")
+            "metrics", "scale")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -237,6 +238,9 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     if "metrics" in args.only:
         from bench.metrics import bench_metrics_section
         out["metrics"] = _guard("metrics", functools.partial(bench_metrics_section, args))
+    if "scale" in args.only:
+        from bench.scale import bench_scale_section
+        out["scale"] = _guard("scale", functools.partial(bench_scale_section, args))
     return out
 
 
