@@ -17,8 +17,10 @@ class Event:
     """A named fact with data.
 
     ``id`` and ``ts`` (epoch milliseconds) are filled in when the event is sent if
-    left ``None``. Events with the same id within 24 hours start at most one run, so
-    set ``id`` yourself to make a send idempotent.
+    left unset: ``None``, or ``""`` and ``0`` as Inngest writes them. Events with the
+    same id within 24 hours start at most one run, so set ``id`` yourself to make a
+    send idempotent. ``v`` is set on the event of a run started by
+    ``step.invoke(..., v=...)``.
     """
 
     name: str
@@ -29,6 +31,7 @@ class Event:
     # came from, {"topic", "partition", "offset", "timestamp", "key", "headers"}; key
     # and header values are text (UTF-8, invalid bytes replaced), or None.
     source: dict[str, Any] | None = None
+    v: str | None = None
 
     @staticmethod
     def from_wire(body: Any) -> Event:
@@ -44,6 +47,7 @@ class Event:
             id=body.get("id") if isinstance(body.get("id"), str) else None,
             ts=ts if isinstance(ts, int) and not isinstance(ts, bool) else None,
             source=source if isinstance(source, dict) else None,
+            v=body.get("v") if isinstance(body.get("v"), str) else None,
         )
 
 
@@ -159,10 +163,15 @@ def to_record(event: Event, *, default_id: str, now_ms: int, settings: Settings)
         raise EventError(
             f"event {event.name!r}: data must be a dict, got {type(event.data).__name__}"
         )
-    if event.id is not None and (not isinstance(event.id, str) or not event.id):
-        raise EventError(f"event {event.name!r}: id must be a non-empty string or None")
-    if event.ts is not None and (isinstance(event.ts, bool) or not isinstance(event.ts, int)):
-        raise EventError(f"event {event.name!r}: ts must be epoch milliseconds (int) or None")
+    # Inngest's "not set" values: id "" and ts 0.
+    event_id = event.id if event.id != "" else None
+    ts = event.ts if event.ts != 0 else None
+    if event_id is not None and not isinstance(event_id, str):
+        raise EventError(f"event {event.name!r}: id must be a string, or None or \"\" "
+                         f"(not set)")
+    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int)):
+        raise EventError(f"event {event.name!r}: ts must be epoch milliseconds (int), or "
+                         "None or 0 (not set)")
     what = f"event {event.name!r} data"
     try:
         size = check_payload(event.data, what=what, max_depth=settings.max_depth)
@@ -176,8 +185,8 @@ def to_record(event: Event, *, default_id: str, now_ms: int, settings: Settings)
     return records.Event(
         name=event.name,
         data=event.data,
-        id=event.id if event.id is not None else default_id,
-        ts=event.ts if event.ts is not None else now_ms,
+        id=event_id if event_id is not None else default_id,
+        ts=ts if ts is not None else now_ms,
     )
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from sdk import _outcomes
 from sdk._context import Context, ReplayQuietLogger
 from sdk._durations import wall_ms
-from sdk._errors import NonRetriableError, StepError
+from sdk._errors import StepError, is_quiet
 from sdk._events import Event
 from sdk._function import Function
 from sdk._step import ExecutionState, Interrupt, NestedStepError, Step, start_line
@@ -157,13 +157,15 @@ async def execute(
         reported = {o.step_id for o in found}
         return ExecutionResult(found, {k: v for k, v in state.sends.items() if k in reported})
     if error is not None:
-        if not isinstance(error, NonRetriableError | StepError):
+        if not isinstance(error, StepError) and not is_quiet(error):
             # INFO on the worker's logger, not the function's: the engine decides whether
-            # this retries, and `stepstream dev` prints one line saying so.
+            # this retries, and `stepstream dev` prints one line saying so. A StepError's
+            # step was logged when it failed; quiet=True errors asked for no line.
             worker_log.info("run %s: function %s raised %s: %s", task.run_id, function.id,
                             type(error).__name__, error)
         return ExecutionResult([_outcomes.function_failed(error, now_ms=now_ms())])
-    return ExecutionResult([_outcomes.function_completed(function.id, output, settings)])
+    return ExecutionResult([_outcomes.function_completed(function.id, output, settings,
+                                                         function.output_type)])
 
 
 async def _invoke(function: Function, ctx: Context) -> Any:

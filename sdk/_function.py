@@ -18,6 +18,7 @@ from topics.cron import parse_cron
 
 if TYPE_CHECKING:
     from sdk._context import Context
+    from sdk._serializer import OutputType
 
 Handler = Callable[["Context"], Awaitable[Any]]
 Trigger = TriggerEvent | TriggerCron | TriggerTopic
@@ -81,6 +82,8 @@ class Function:
         self.config = config
         # The function created for ``create_function(on_failure=...)``, if any.
         self.on_failure: Function | None = None
+        # create_function(output_type=...): converts the handler's return to JSON.
+        self.output_type: OutputType | None = None
         functools.update_wrapper(self, handler)
 
     @property

@@ -23,11 +23,12 @@ from typing import Any, NoReturn, TypeVar, overload
 
 from sdk import _outcomes
 from sdk._durations import Duration, datetime_ms, duration_ms
-from sdk._errors import EventError, StepError
+from sdk._errors import EventError, NonRetriableError, StepError
 from sdk._events import Event, as_list, to_record
 from sdk._expressions import cel_problem, match_path
 from sdk._function import Function
-from topics import records
+from sdk._serializer import output_type_for
+from topics import error_codes, records
 from topics.codec import PayloadError, check_payload
 from topics.ids import sent_event_id, ulid_ms
 from topics.settings import Settings
@@ -157,7 +158,7 @@ class Step:
                 str(err.get("message", "")),
                 name=str(err.get("name") or "Error"),
                 stack=err.get("stack") if isinstance(err.get("stack"), str) else None,
-                step_id=step_id,
+                step_id=step_id, code=error_codes.code_of(err, error_codes.STEP_ERRORED),
             )
         return entry.get("data") if isinstance(entry, dict) else None
 
@@ -179,22 +180,30 @@ class Step:
     # -- the API ---------------------------------------------------------------------
 
     @overload
-    async def run(self, step_id: str, handler: Callable[..., Awaitable[T]], *args: Any) -> T: ...
+    async def run(self, step_id: str, handler: Callable[..., Awaitable[T]], *args: Any,
+                  output_type: Any = None, output_serializer: Any = None) -> T: ...
 
     @overload
-    async def run(self, step_id: str, handler: Callable[..., T], *args: Any) -> T: ...
+    async def run(self, step_id: str, handler: Callable[..., T], *args: Any,
+                  output_type: Any = None, output_serializer: Any = None) -> T: ...
 
-    async def run(self, step_id: str, handler: Callable[..., Any], *args: Any) -> Any:
+    async def run(self, step_id: str, handler: Callable[..., Any], *args: Any,
+                  output_type: Any = None, output_serializer: Any = None) -> Any:
         """Run ``handler(*args)`` once as step ``step_id`` and return its result.
 
         ``handler`` may be sync (run in a thread) or async. Its result must be
         JSON-compatible; it is memoized, so later executions get the stored value.
+        With ``output_type`` (a pydantic model or type; ``output_serializer`` is
+        Inngest's newer name for it) the result is stored as its JSON form and returned
+        as that type, also on replay (needs ``stepstream[pydantic]``).
         Raises :class:`~sdk.StepError` if the step failed for good.
         """
+        typed = output_type_for(output_type, output_serializer, f"step {step_id!r}",
+                                error=NonRetriableError)
         step_id = self._enter(step_id)
         memo = self._memo(step_id)
         if memo is not _MISSING:
-            return memo
+            return memo if typed is None else typed.load(memo)
         if not callable(handler):
             raise TypeError(f"step {step_id!r}: handler is not callable")
         slot = self._begin_new(step_id)
@@ -208,7 +217,10 @@ class Step:
         token = _in_step.set(step_id)
         try:
             value = await _call(handler, args, state.executor)
+            if typed is not None:
+                value = typed.dump(value)
         except Exception as exc:
+            _outcomes.log_step_failure(state.run_id, step_id, exc)
             self._finish(slot, _outcomes.step_failed(step_id, name, exc,
                                                            now_ms=state.now_ms(),
                                                            started_at=started))
@@ -314,11 +326,12 @@ class Step:
 
     async def invoke(self, step_id: str, *, function: Function,
                      data: dict[str, Any] | None = None,
-                     timeout: Duration | None = None) -> Any:
+                     timeout: Duration | None = None, v: str | None = None) -> Any:
         """Run ``function`` as a child run with ``data`` as its event data, and return
         its output once it completes.
 
-        The child's ``ctx.event`` is a ``stepstream/function.invoked`` event. If the
+        The child's ``ctx.event`` is a ``stepstream/function.invoked`` event (its ``v``
+        is ``v``, as in Inngest). If the
         child fails (or ``timeout`` passes first), this raises
         :class:`~sdk.StepError`. ``data`` must be JSON-compatible: if it is not,
         the step fails without retries, naming it.
@@ -330,11 +343,11 @@ class Step:
             raise TypeError(f"step {step_id!r}: function must be an sdk.Function (what "
                             f"create_function returns), got {type(function).__name__}; "
                             "use invoke_by_id for a function id")
-        return await self._invoke(step_id, function.id, data, timeout)
+        return await self._invoke(step_id, function.id, data, timeout, v)
 
     async def invoke_by_id(self, step_id: str, *, function_id: str, app_id: str | None = None,
                            data: dict[str, Any] | None = None,
-                           timeout: Duration | None = None) -> Any:
+                           timeout: Duration | None = None, v: str | None = None) -> Any:
         """Like :meth:`invoke`, for the function ``function_id`` (the id given to
         ``create_function``) of app ``app_id`` (default: this run's app)."""
         for arg, value in (("function_id", function_id), ("app_id", app_id)):
@@ -344,13 +357,16 @@ class Step:
         if function_id is None:
             raise TypeError(f"step {step_id!r}: function_id is required")
         return await self._invoke(step_id, f"{app_id or self._state.app_id}-{function_id}",
-                                  data, timeout)
+                                  data, timeout, v)
 
     async def _invoke(self, step_id: str, function_id: str, data: dict[str, Any] | None,
-                      timeout: Duration | None) -> Any:
+                      timeout: Duration | None, v: str | None = None) -> Any:
         if data is not None and not isinstance(data, dict):
             raise TypeError(f"step {step_id!r}: invoke data must be a dict or None, "
                             f"got {type(data).__name__}")
+        if v is not None and not isinstance(v, str):
+            raise TypeError(f"step {step_id!r}: v must be a string or None, "
+                            f"got {type(v).__name__}")
         ms = _timeout_ms(step_id, timeout)
         step_id = self._enter(step_id)
         memo = self._memo(step_id)
@@ -374,7 +390,8 @@ class Step:
         self._finish(slot, records.Outcome(
             op=records.STEP_INVOKE, step_id=step_id, name=name,
             until_ms=None if ms is None else now + ms,
-            invoke={"function_id": function_id, "data": data or {}},
+            invoke={"function_id": function_id, "data": data or {},
+                    **({"v": v} if v is not None else {})},
         ))
 
     async def parallel(

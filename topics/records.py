@@ -256,11 +256,14 @@ class InvokeRequested:
 
     KIND: ClassVar[str] = "invoke.requested"
     VERSION: ClassVar[int] = 1
+    OMIT_NONE: ClassVar[tuple[str, ...]] = ("event_version",)
     fn_id: str
     data: dict[str, JSON]
     event_id: str
     parent: dict[str, JSON]
     ts: int
+    # step.invoke(v=...): the invoked event's ``v`` (Inngest's event schema version).
+    event_version: str | None = None
 
 
 @dataclass(slots=True)

@@ -31,6 +31,7 @@ def begin_invoke(tables: Tables, state: RunState, step: StepState, o: Outcome,
     spec = o.invoke or {}
     fn_id = str(spec.get("function_id") or "")
     data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
+    version = spec.get("v") if isinstance(spec.get("v"), str) else None
     step_id = o.step_id or ""
     event_id = derived_ulid(rec.ts, "invoke", state["run_id"], step_id)
     child = run_id_for(fn_id, event_id, rec.ts)
@@ -49,7 +50,7 @@ def begin_invoke(tables: Tables, state: RunState, step: StepState, o: Outcome,
               "step_id": step_id}
     return [Emit("events", event_id, InvokeRequested(fn_id=fn_id, data=data or {},
                                                      event_id=event_id, parent=parent,
-                                                     ts=rec.ts))]
+                                                     ts=rec.ts, event_version=version))]
 
 
 def on_invoke_finished(tables: Tables, rec: InvokeFinished, at: Position | None,

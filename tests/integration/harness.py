@@ -110,7 +110,7 @@ class Stack:
 
     def send(self, name: str, data: dict[str, Any], event_id: str | None = None) -> str:
         """Send one event through the app's client; its id."""
-        [sent] = self.client.send(sdk.Event(name=name, data=data, id=event_id))
+        [sent] = self.client.send_sync(sdk.Event(name=name, data=data, id=event_id))
         return str(sent)
 
     # --- observing ------------------------------------------------------------------

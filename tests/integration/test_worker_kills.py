@@ -52,7 +52,7 @@ class Load:
             due = int((time.monotonic() - started) * RUNS_PER_S)
             if due > n:
                 batch = [sdk.Event(name="ledgered/go", data={"n": n + i}) for i in range(due - n)]
-                self.event_ids.extend(str(i) for i in self.client.send(batch))
+                self.event_ids.extend(str(i) for i in self.client.send_sync(batch))
                 n = due
             self._stop.wait(0.05)
 

@@ -220,7 +220,8 @@ def test_uncaught_step_error_fails_function_without_retry() -> None:
     o = only(run(define(fn), make_task({"charge": err("CardDeclined", "no funds")})))
     assert o.op == records.FUNCTION_FAILED
     assert o.retriable is False
-    assert o.error == {"name": "CardDeclined", "message": "no funds", "stack": "Traceback: ..."}
+    assert o.error == {"name": "CardDeclined", "message": "no funds", "stack": "Traceback: ...",
+                       "code": "step_errored"}
 
 
 def test_step_exception_is_retriable_failure_with_stack() -> None:
