@@ -117,7 +117,7 @@ def test_run_view_fields() -> None:
     assert charge["attempts"][0] == {
         "attempt": 0, "started_at": "2024-05-01T12:00:00.010Z",
         "ended_at": "2024-05-01T12:00:00.020Z",
-        "error": {"name": "IOError", "message": "timeout", "stack": ""}}
+        "error": {"name": "IOError", "message": "timeout", "stack": "", "code": "step_errored"}}
     assert charge["attempts"][1]["started_at"] is None
     assert nap["until"] == "2024-05-01T12:01:00.000Z"
     assert v["timeline"][0] == {"at": "2024-05-01T12:00:00.000Z", "type": "run.requested",
