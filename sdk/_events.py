@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from sdk._durations import Duration, duration_ms
 from sdk._errors import ConfigError, EventError
 from topics import records
 from topics.codec import PayloadError, check_payload
@@ -85,18 +86,43 @@ class TriggerCron:
     other ``@`` shorthands work too. Daylight-saving changes are handled as
     :mod:`topics.cron` describes. The run's ``ctx.cron_tick`` is the tick it is for, and
     ``ctx.event`` a ``stepstream/scheduled.timer`` event.
+
+    ``jitter`` (ms, timedelta or "30s"; at most a day) delays each tick's run by a
+    pseudo-random amount between 0 and ``jitter``, so many schedules on the same minute
+    do not all start at once. The delay is derived from the function id and the tick,
+    so every engine computes the same one; ``ctx.cron_tick`` stays the scheduled tick.
+    A delay never carries a tick past the next one: keep ``jitter`` shorter than the
+    schedule's interval.
     """
 
     cron: str
+    jitter: Duration | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.cron, str) or not self.cron.strip():
             raise ConfigError("TriggerCron.cron must be a non-empty cron expression")
+        if self.jitter is not None:
+            try:
+                ms = duration_ms(self.jitter)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"TriggerCron.jitter: {exc}") from None
+            if ms > MAX_JITTER_MS:
+                raise ConfigError(f"TriggerCron.jitter must be at most a day, got {ms} ms")
+
+    @property
+    def jitter_ms(self) -> int:
+        """``jitter`` in milliseconds (0 without one)."""
+        return 0 if self.jitter is None else duration_ms(self.jitter)
 
     def to_wire(self) -> dict[str, Any]:
-        """The trigger as ``FunctionRegistered.triggers`` carries it."""
+        """The trigger as ``FunctionRegistered.triggers`` carries it (``jitter_ms`` only
+        when set, so schedules without one register as before)."""
+        if self.jitter_ms:
+            return {"cron": self.cron, "jitter_ms": self.jitter_ms}
         return {"cron": self.cron}
 
+
+MAX_JITTER_MS = 24 * 3600 * 1000
 
 # Kafka's rule for topic names.
 _TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")

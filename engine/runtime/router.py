@@ -78,7 +78,11 @@ class Registry:
             cron = trig.get("cron")
             if isinstance(cron, str):
                 try:
-                    crons.append(parse_cron(cron))
+                    schedule = parse_cron(cron)
+                    jitter = trig.get("jitter_ms")
+                    if isinstance(jitter, int) and not isinstance(jitter, bool) and jitter > 0:
+                        schedule.jitter_ms = jitter
+                    crons.append(schedule)
                 except ValueError as exc:
                     log.error("function %s: cron trigger %r skipped: %s", rec.fn_id, cron, exc)
                 continue
