@@ -10,7 +10,7 @@
         await ctx.step.sleep("cool-off", "2s")
         return order
 
-    client.send(sdk.Event(name="shop/order.created", data={"order_id": 7}))
+    client.send_sync(sdk.Event(name="shop/order.created", data={"order_id": 7}))  # or await client.send(...)
     client.worker(concurrency=100).run()
 """
 
