@@ -1,6 +1,6 @@
 """Inngest's shapes on the real broker: ``await client.send`` and ``send_sync``, a
 failed run's error with its code through the HTTP API, typed (pydantic) outputs stored
-as JSON, and a jittered cron tick starting its run after its delay."""
+as JSON, ``invoke(v=...)``, and a jittered cron tick starting its run after its delay."""
 
 from __future__ import annotations
 
@@ -54,6 +54,14 @@ def make_client(settings: Settings) -> sdk.Client:
         assert isinstance(order, Order)  # a model again on replay, not a dict
         return order.model_copy(update={"total": order.total * 2})
 
+    @client.create_function(fn_id="child", trigger=sdk.TriggerEvent(event="port/never"))
+    async def child(ctx: sdk.Context) -> Any:
+        return {"v": ctx.event.v, "data": ctx.event.data}
+
+    @client.create_function(fn_id="parent", trigger=sdk.TriggerEvent(event="port/invoke"))
+    async def parent(ctx: sdk.Context) -> Any:
+        return await ctx.step.invoke("call", function=child, data={"n": 1}, v="2024-06")
+
     @client.create_function(fn_id="jittered",
                             trigger=sdk.TriggerCron(cron=EVERY_2S, jitter=JITTER_MS))
     async def jittered(ctx: sdk.Context) -> int:
@@ -63,7 +71,8 @@ def make_client(settings: Settings) -> sdk.Client:
     return client
 
 
-FUNCTIONS = [f"port-{f}" for f in ("echo", "refuse", "flaky-step", "typed", "jittered")]
+FUNCTIONS = [f"port-{f}" for f in ("echo", "refuse", "flaky-step", "typed", "child", "parent",
+                                    "jittered")]
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +128,11 @@ def test_typed_outputs_are_stored_as_json(stack: Stack) -> None:
     assert run["status"] == "completed", run
     assert run["output"] == {"id": 7, "total": 25.0}
     assert run["steps"]["load"]["output"] == {"id": 7, "total": 12.5}
+
+
+def test_invoke_v_becomes_the_childs_event_v(stack: Stack) -> None:
+    run = stack.finished_run(stack.send("port/invoke", {}))
+    assert run["output"] == {"v": "2024-06", "data": {"n": 1}}, run
 
 
 def test_a_jittered_cron_tick_starts_after_its_delay(stack: Stack) -> None:
