@@ -158,7 +158,7 @@ class Step:
                 str(err.get("message", "")),
                 name=str(err.get("name") or "Error"),
                 stack=err.get("stack") if isinstance(err.get("stack"), str) else None,
-                step_id=step_id, code=error_codes.code_of(err, error_codes.STEP_ERRORED),
+                step_id=step_id, code=error_codes.step_code(err),
             )
         return entry.get("data") if isinstance(entry, dict) else None
 

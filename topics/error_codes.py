@@ -80,6 +80,15 @@ def code_of(error: Mapping[str, Any], default: str = FUNCTION_ERRORED) -> str:
     return code_for_name(str(error.get("name") or ""), default)
 
 
+def step_code(error: Mapping[str, Any]) -> str:
+    """The code of a step's memoized error, as the function sees it in its StepError:
+    an invoked child's plain failure (``function_errored``) is, for the parent, a step
+    that errored; more specific codes (``non_retriable_error``, ``invoke_timeout``, …)
+    are kept."""
+    code = code_of(error, STEP_ERRORED)
+    return STEP_ERRORED if code == FUNCTION_ERRORED else code
+
+
 def coded(error: Any, default: str = FUNCTION_ERRORED) -> Any:
     """A wire error with its ``code`` set (a new dict; the given one is not changed),
     ``default`` if neither it nor its name has one; anything that is not an error map

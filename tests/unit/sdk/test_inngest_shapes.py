@@ -128,6 +128,10 @@ def test_step_errors_carry_their_code_to_the_run() -> None:
     o = only(run(define(fn), make_task({"charge": memo})))
     assert o.error is not None
     assert (o.error["name"], o.error["code"]) == ("NonRetriableError", "non_retriable_error")
+    # An invoked child's plain failure is, for the parent, a step that errored.
+    memo["error"]["code"] = "function_errored"
+    o = only(run(define(fn), make_task({"charge": memo})))
+    assert o.error is not None and o.error["code"] == "step_errored"
 
 
 def test_a_step_failure_is_logged_unless_quiet(caplog: pytest.LogCaptureFixture) -> None:
