@@ -107,8 +107,7 @@ def test_defaults_register_no_options() -> None:
      "function 'f': idempotency 'event.data.id \\+' does not parse as CEL"),
     ({"idempotency": ""}, "function 'f': idempotency '' is empty"),
     ({"idempotency": 5}, "function 'f': idempotency 5 must be a string, got int"),
-    ({"on_failure": lambda ctx: None},
-     "function 'f': on_failure must be an async function"),
+    ({"on_failure": "handler"}, "function 'f': on_failure is not callable"),
 ])
 def test_create_function_rejects_bad_options_naming_the_function(
         kwargs: dict[str, Any], expected: str) -> None:
