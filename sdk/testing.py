@@ -15,7 +15,8 @@ waiting; ``wait_for_event`` and ``invoke`` are resolved by ``step_stubs``. Every
 kept with what it was called with (``step.run``'s handler arguments, ``send_event``'s
 events, ``invoke``'s function and data) and its outcome.
 
-``step_stubs`` maps a step name (the id given to ``ctx.step.*``, for every call of it):
+``step_stubs`` maps a step name (the id given to ``ctx.step.*``: a stub for every call
+of it) or a step's id ("charge:1", its second call) to a stub:
 
 - ``step.run``: the value the step returns instead of calling its handler; an exception
   instance, raised by the step (and retried as a real failure would be); or a callable,
@@ -50,6 +51,8 @@ from topics.settings import Settings
 
 __all__ = ["ErrorInfo", "RunResult", "StepRecord", "UnstubbedStepError", "trigger",
            "trigger_async"]
+
+_NO_STUB: Any = object()
 
 # A run that keeps meeting new steps past this is taken for a loop in the function.
 MAX_PASSES = 10_000
@@ -201,6 +204,10 @@ class _Run:
         # step id -> the arguments its handler was last called with
         self.calls: dict[str, tuple[Any, ...]] = {}
 
+    def stub(self, step_id: str, name: str) -> Any:
+        """The stub for step ``step_id``: given for that id ("w:1"), else for its name."""
+        return self.stubs.get(step_id, self.stubs.get(name, _NO_STUB))
+
     async def to_the_end(self) -> RunResult:
         for seq in range(1, MAX_PASSES + 1):
             task = records.Task(
@@ -260,7 +267,7 @@ class _Run:
                 step = self._record(o, "send_event", [Event.from_wire(_wire(e)) for e in sent])
             else:
                 step = self._record(o, "run", self.calls.get(o.step_id, ()))
-                step.stubbed = name in self.stubs
+                step.stubbed = self.stub(o.step_id, name) is not _NO_STUB
                 step.attempts += 1
             if o.op == records.STEP_COMPLETED:
                 step.output, step.error = o.output, None
@@ -284,8 +291,8 @@ class _Run:
         wait = dict(o.wait or {})
         wait["timeout_ms"] = (o.until_ms or self.clock) - self.clock
         step = self._record(o, "wait_for_event", wait)
-        stub = self.stubs.get(name)
-        if stub is None:
+        stub = self.stub(step.id, name)
+        if stub is None or stub is _NO_STUB:
             self._after(o.until_ms)  # no event came: the wait timed out
             self._settle(step)
             return
@@ -300,11 +307,11 @@ class _Run:
     def _invoke(self, o: records.Outcome, name: str) -> None:
         invoke = dict(o.invoke or {})
         step = self._record(o, "invoke", invoke)
-        if name not in self.stubs:
+        stub = self.stub(step.id, name)
+        if stub is _NO_STUB:
             raise UnstubbedStepError(
                 f"step {name!r} invokes {invoke.get('function_id')!r}, which runs only on "
                 f"an engine: stub its output, step_stubs={{{name!r}: ...}}")
-        stub = self.stubs[name]
         step.stubbed = True
         try:
             output = stub(copy.deepcopy(invoke.get("data"))) if callable(stub) else stub
@@ -332,9 +339,7 @@ class _StubbedStep(Step):
 
     async def run(self, step_id: str, handler: Callable[..., Any], *args: Any) -> Any:
         run = _harness.get()
-        if step_id in run.stubs:
-            handler = _stub_handler(run.stubs[step_id])
-        return await super().run(step_id, _recording(handler, run.calls), *args)
+        return await super().run(step_id, _recording(handler, step_id, run), *args)
 
 
 def _stub_handler(stub: Any) -> Callable[..., Any]:
@@ -347,19 +352,22 @@ def _stub_handler(stub: Any) -> Callable[..., Any]:
     return lambda *_args: copy.deepcopy(stub)
 
 
-def _recording(handler: Callable[..., Any], calls: dict[str, tuple[Any, ...]]
-               ) -> Callable[..., Any]:
-    """``handler``, keeping its arguments under the id of the step calling it (set
-    while a step's handler runs)."""
+def _recording(handler: Callable[..., Any], name: str, run: _Run) -> Callable[..., Any]:
+    """``handler``, or the stub for its step, keeping the arguments under the step's id
+    (the id is known once the step runs: ``_in_step`` is set while a handler runs)."""
+    def chosen(args: tuple[Any, ...]) -> Callable[..., Any]:
+        step_id = _in_step.get() or name
+        run.calls[step_id] = args
+        stub = run.stub(step_id, name)
+        return handler if stub is _NO_STUB else _stub_handler(stub)
+
     if inspect.iscoroutinefunction(handler):
         async def call_async(*args: Any) -> Any:
-            calls[_in_step.get() or ""] = args
-            return await handler(*args)
+            result = chosen(args)(*args)
+            return await result if inspect.isawaitable(result) else result
         return call_async
 
     def call(*args: Any) -> Any:
-        calls[_in_step.get() or ""] = args
-        return handler(*args)
+        return chosen(args)(*args)
 
     return call
-
