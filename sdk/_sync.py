@@ -56,7 +56,12 @@ async def run_sync(handler: Callable[..., Any], ctx: Context) -> Any:
     sync_ctx = ContextSync.of(ctx, step, GroupSync(step))
     # The thread runs in a copy of this task's context: the same line of control.
     context = contextvars.copy_context()
-    return await loop.run_in_executor(_body_pool(), context.run, handler, sync_ctx)
+    try:
+        return await loop.run_in_executor(_body_pool(), context.run, handler, sync_ctx)
+    except asyncio.CancelledError:
+        # The thread cannot be stopped from here; its next step call ends it instead.
+        step.cancelled = True
+        raise
 
 
 class StepSync:
@@ -73,12 +78,17 @@ class StepSync:
         self._step = step
         self._loop = loop
         self._loop_thread = threading.get_ident()
+        # Set when the execution was cancelled (worker shutdown): no step starts after.
+        self.cancelled = False
 
     def _wait(self, call: Coroutine[Any, Any, T]) -> T:
         if threading.get_ident() == self._loop_thread:
             call.close()
             raise RuntimeError("the steps of a sync function block: call them from the "
                                "function's own thread, not from the event loop")
+        if self.cancelled:
+            call.close()
+            raise Interrupt()
         try:
             future = asyncio.run_coroutine_threadsafe(call, self._loop)
         except RuntimeError:  # the loop is closed: the worker is gone, end the body

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -133,3 +135,38 @@ def test_handlers_that_cannot_work_are_refused_naming_the_function() -> None:
     with pytest.raises(sdk.ConfigError, match="'h': on_failure is not callable"):
         client.create_function(fn_id="h", trigger=sdk.TriggerEvent(event="e"),
                                on_failure=5)  # type: ignore[arg-type]
+
+
+def test_a_cancelled_execution_starts_no_step_after() -> None:
+    entered, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def fn(ctx: sdk.ContextSync) -> Any:
+        entered.set()
+        release.wait(10)
+        try:
+            ctx.step.run("after", lambda: ran.append("after"))
+        finally:
+            ran.append("body ended")
+
+    async def main() -> None:
+        from sdk._execution import execute
+        from tests.unit.sdk.test_execution import NOW, SETTINGS
+
+        task = asyncio.ensure_future(execute(define(fn), make_task(), settings=SETTINGS,
+                                             now_ms=lambda: NOW))
+        await asyncio.to_thread(entered.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        await asyncio.to_thread(lambda: wait_until(lambda: bool(ran)))
+
+    asyncio.run(main())
+    assert ran == ["body ended"]  # the step after the cancel never ran its handler
+
+
+def wait_until(condition: Any) -> None:
+    deadline = time.monotonic() + 10
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)

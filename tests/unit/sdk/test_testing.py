@@ -225,3 +225,15 @@ def test_async_form_and_bad_arguments() -> None:
         sdk.testing.trigger(order, ORDER, step_stubs={1: 2})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="at least one"):
         sdk.testing.trigger(order, [])
+
+
+def test_the_readme_example_holds() -> None:
+    from examples.shop import process_order
+
+    result = sdk.testing.trigger(
+        process_order, sdk.Event(name="shop/order.created", data={"order_id": 7, "total": 12.5}),
+        step_stubs={"charge": sdk.NonRetriableError("card declined")})
+    assert result.status == "failed"
+    assert result.error is not None and result.error.message == "card declined"
+    assert result.step("validate").args == (7,)
+    assert result.sent_events == []
