@@ -107,6 +107,20 @@ def test_a_flaky_step_succeeds_on_retry_and_attempts_are_counted() -> None:
     assert attempts[:3] == [0, 1, 2]  # ctx.attempt counts the step's retries
 
 
+def test_retry_after_moves_the_fake_clock() -> None:
+    tries: list[int] = []
+
+    def rate_limited(*args: Any) -> dict[str, Any]:
+        tries.append(1)
+        if len(tries) == 1:
+            raise sdk.RetryAfterError("slow down", 60_000)
+        return {"charged": 1}
+
+    result = sdk.testing.trigger(order, ORDER, now_ms=NOW, step_stubs={"charge": rate_limited})
+    assert (result.status, result.step("charge").attempts) == ("completed", 2)
+    assert result.ended_at_ms == NOW + 60_000 + 3_600_000  # the retry's wait, then the sleep
+
+
 def test_a_failing_function_is_retried_without_rerunning_memoized_steps() -> None:
     @client.create_function(fn_id="fails", trigger=sdk.TriggerEvent(event="x"), retries=1)
     async def fails(ctx: sdk.Context) -> None:
