@@ -36,6 +36,8 @@ T = TypeVar("T")
 # runs at most `concurrency` bodies at once (one per task it holds).
 _MAX_BODIES = 1024
 _bodies: concurrent.futures.ThreadPoolExecutor | None = None
+# How often a body waiting for a step checks that the loop is still there.
+_CHECK_LOOP_S = 1.0
 _bodies_lock = threading.Lock()
 
 
@@ -94,11 +96,20 @@ class StepSync:
         except RuntimeError:  # the loop is closed: the worker is gone, end the body
             call.close()
             raise Interrupt() from None
-        try:
-            return future.result()
-        except concurrent.futures.CancelledError:
-            # The worker cancelled the execution: stop the body, past `except Exception`.
-            raise Interrupt() from None
+        while True:
+            try:
+                return future.result(timeout=_CHECK_LOOP_S)
+            except concurrent.futures.CancelledError:
+                # The worker cancelled the execution: stop the body, past `except Exception`.
+                raise Interrupt() from None
+            except TimeoutError:
+                if future.done():
+                    raise  # the step's own TimeoutError
+                if self._loop.is_closed():
+                    # Closed before it ran the call: nothing will ever answer.
+                    if inspect.getcoroutinestate(call) == inspect.CORO_CREATED:
+                        call.close()
+                    raise Interrupt() from None
 
     def run(self, step_id: str, handler: Callable[..., T], *args: Any) -> T:
         """Run ``handler(*args)`` once as step ``step_id``; see :meth:`sdk.Step.run`."""

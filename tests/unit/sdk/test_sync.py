@@ -170,3 +170,22 @@ def wait_until(condition: Any) -> None:
     deadline = time.monotonic() + 10
     while not condition() and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+def test_a_step_call_ends_the_body_once_the_loop_is_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sdk import _sync
+    from sdk._step import Interrupt
+
+    monkeypatch.setattr(_sync, "_CHECK_LOOP_S", 0.02)
+
+    async def never_run() -> int:
+        return 1
+
+    loop = asyncio.new_event_loop()  # never runs: the call is queued, never answered
+    step = _sync.StepSync(None, loop)  # type: ignore[arg-type]
+    step._loop_thread = -1  # as if made on the loop's thread, which this one is not
+    threading.Timer(0.05, loop.close).start()
+    with pytest.raises(Interrupt):
+        step._wait(never_run())
+    with pytest.raises(Interrupt):  # closed before the call: ends at once
+        step._wait(never_run())
