@@ -111,12 +111,13 @@ class StepSync:
                         call.close()
                     raise Interrupt() from None
 
-    def run(self, step_id: str, handler: Callable[..., T], *args: Any) -> T:
-        """Run ``handler(*args)`` once as step ``step_id``; see :meth:`sdk.Step.run`."""
+    def run(self, step_id: str, handler: Callable[..., T], *args: Any, **options: Any) -> T:
+        """Run ``handler(*args)`` once as step ``step_id``; see :meth:`sdk.Step.run`
+        (``options``: its keyword arguments)."""
         if inspect.iscoroutinefunction(handler):
             raise TypeError(f"step {step_id!r}: in a sync function, step handlers are sync "
                             "callables (def); make the function async def to await one")
-        return self._wait(self._step.run(step_id, handler, *args))
+        return self._wait(self._step.run(step_id, handler, *args, **options))
 
     def sleep(self, step_id: str, duration: Duration) -> None:
         """Pause the run for ``duration``; see :meth:`sdk.Step.sleep`."""
@@ -137,17 +138,18 @@ class StepSync:
                                                     match=match, if_exp=if_exp))
 
     def invoke(self, step_id: str, *, function: Function, data: dict[str, Any] | None = None,
-               timeout: Duration | None = None) -> Any:
+               timeout: Duration | None = None, **options: Any) -> Any:
         """Run ``function`` as a child run; see :meth:`sdk.Step.invoke`."""
         return self._wait(self._step.invoke(step_id, function=function, data=data,
-                                            timeout=timeout))
+                                            timeout=timeout, **options))
 
     def invoke_by_id(self, step_id: str, *, function_id: str, app_id: str | None = None,
                      data: dict[str, Any] | None = None,
-                     timeout: Duration | None = None) -> Any:
+                     timeout: Duration | None = None, **options: Any) -> Any:
         """Run a function by id as a child run; see :meth:`sdk.Step.invoke_by_id`."""
         return self._wait(self._step.invoke_by_id(step_id, function_id=function_id,
-                                                  app_id=app_id, data=data, timeout=timeout))
+                                                  app_id=app_id, data=data, timeout=timeout,
+                                                  **options))
 
     def parallel(self, callables: Iterable[Callable[[], Any]]) -> tuple[Any, ...]:
         """Run several lines of steps; return their results in order.

@@ -337,9 +337,10 @@ class _StubbedStep(Step):
     """``ctx.step`` under :func:`trigger`: ``step.run`` calls the stub for its name, if
     any, instead of the handler, and every handler call's arguments are kept."""
 
-    async def run(self, step_id: str, handler: Callable[..., Any], *args: Any) -> Any:
+    async def run(self, step_id: str, handler: Callable[..., Any], *args: Any,
+                  **options: Any) -> Any:
         run = _harness.get()
-        return await super().run(step_id, _recording(handler, step_id, run), *args)
+        return await super().run(step_id, _recording(handler, step_id, run), *args, **options)
 
 
 def _stub_handler(stub: Any) -> Callable[..., Any]:
