@@ -203,6 +203,7 @@ class _Run:
         self.steps: dict[str, StepRecord] = {}
         # step id -> the arguments its handler was last called with
         self.calls: dict[str, tuple[Any, ...]] = {}
+        self.send_names: set[str] = set()
 
     def stub(self, step_id: str, name: str) -> Any:
         """The stub for step ``step_id``: given for that id ("w:1"), else for its name."""
@@ -263,8 +264,9 @@ class _Run:
         assert o.step_id is not None
         name = o.name or o.step_id
         if o.op in (records.STEP_COMPLETED, records.STEP_FAILED):
-            if sent is not None:
-                step = self._record(o, "send_event", [Event.from_wire(_wire(e)) for e in sent])
+            if sent is not None or name in self.send_names:
+                step = self._record(o, "send_event",
+                                    [Event.from_wire(_wire(e)) for e in sent or []])
             else:
                 step = self._record(o, "run", self.calls.get(o.step_id, ()))
                 step.stubbed = self.stub(o.step_id, name) is not _NO_STUB
@@ -341,6 +343,12 @@ class _StubbedStep(Step):
                   **options: Any) -> Any:
         run = _harness.get()
         return await super().run(step_id, _recording(handler, step_id, run), *args, **options)
+
+    async def send_event(self, step_id: str, events: Event | list[Event]) -> list[str]:
+        # Names the step's kind when it fails (bad events): only a completed one's
+        # events come back with the outcome.
+        _harness.get().send_names.add(step_id)
+        return await super().send_event(step_id, events)
 
 
 def _stub_handler(stub: Any) -> Callable[..., Any]:

@@ -251,3 +251,20 @@ def test_the_readme_example_holds() -> None:
     assert result.error is not None and result.error.message == "card declined"
     assert result.step("validate").args == (7,)
     assert result.sent_events == []
+
+
+def test_a_batch_and_a_send_event_that_fails() -> None:
+    @client.create_function(fn_id="batch", trigger=sdk.TriggerEvent(event="x"))
+    async def batch(ctx: sdk.Context) -> list[int]:
+        try:
+            await ctx.step.send_event("bad", sdk.Event(name=""))
+        except sdk.StepError:
+            pass
+        return [e.data["n"] for e in ctx.events]
+
+    result = sdk.testing.trigger(batch, [sdk.Event(name="x", data={"n": n}) for n in (1, 2)])
+    assert (result.status, result.output) == ("completed", [1, 2])
+    step = result.step("bad")
+    assert (step.kind, step.args, step.error and step.error.name) == ("send_event", [],
+                                                                     "EventError")
+    assert [e.data["n"] for e in result.events] == [1, 2]
