@@ -14,9 +14,11 @@
     client.worker(concurrency=100).run()
 """
 
+# Last: it runs functions as the worker does, so it needs the rest.
+from sdk import testing
 from sdk._client import Client
 from sdk._connect import BrokerUnreachableError
-from sdk._context import Context
+from sdk._context import Context, ContextSync
 from sdk._errors import (
     ConfigError,
     EventError,
@@ -30,6 +32,7 @@ from sdk._flow import Batch, Concurrency, Debounce, Priority, RateLimit, Singlet
 from sdk._function import Function, FunctionConfig
 from sdk._options import Cancel, Timeouts
 from sdk._step import Step
+from sdk._sync import StepSync
 from sdk._worker import Worker
 
 __all__ = [
@@ -40,6 +43,7 @@ __all__ = [
     "Concurrency",
     "ConfigError",
     "Context",
+    "ContextSync",
     "Debounce",
     "Event",
     "EventError",
@@ -53,10 +57,12 @@ __all__ = [
     "Singleton",
     "Step",
     "StepError",
+    "StepSync",
     "Throttle",
     "Timeouts",
     "TriggerCron",
     "TriggerEvent",
     "TriggerTopic",
     "Worker",
+    "testing",
 ]

@@ -84,3 +84,27 @@ def test_a_clear_error_without_pydantic(monkeypatch: pytest.MonkeyPatch) -> None
     o = only(run(define(fn), make_task()))
     assert o.op == records.FUNCTION_FAILED and o.retriable is False
     assert o.error is not None and "stepstream[pydantic]" in str(o.error["message"])
+
+
+def test_typed_outputs_in_a_sync_function_run_by_sdk_testing() -> None:
+    client = sdk.Client(app_id="shop", brokers="unused:9092")
+
+    @client.create_function(fn_id="sync-typed", trigger=sdk.TriggerEvent(event="t"),
+                            output_type=User)
+    def sync_typed(ctx: sdk.ContextSync) -> User:
+        user = ctx.step.run("load", lambda: User(name="Ada"), output_type=User)
+        assert isinstance(user, User)
+        return user.model_copy(update={"age": 37})
+
+    result = sdk.testing.trigger(sync_typed, sdk.Event(name="t"))
+    assert result.status == "completed", result.error
+    assert result.output == {"name": "Ada", "age": 37}
+    assert result.step("load").output == {"name": "Ada", "age": 0}
+
+    @client.create_function(fn_id="refuses", retries=2, trigger=sdk.TriggerEvent(event="t"))
+    def refuses(ctx: sdk.ContextSync) -> None:
+        raise sdk.NonRetriableError("no", quiet=True)
+
+    failed = sdk.testing.trigger(refuses, sdk.Event(name="t"))
+    assert failed.error is not None and failed.error.code == "non_retriable_error"
+    assert failed.attempts == 1
