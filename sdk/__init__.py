@@ -17,6 +17,7 @@
 from sdk._client import Client
 from sdk._connect import BrokerUnreachableError
 from sdk._context import Context
+from sdk._encryption import DecryptionError, EncryptionMiddleware, Encryptor
 from sdk._errors import (
     ConfigError,
     EventError,
@@ -28,6 +29,14 @@ from sdk._errors import (
 from sdk._events import Event, TriggerCron, TriggerEvent, TriggerTopic
 from sdk._flow import Batch, Concurrency, Debounce, Priority, RateLimit, Singleton, Throttle
 from sdk._function import Function, FunctionConfig
+from sdk._middleware import (
+    Middleware,
+    MiddlewareSync,
+    SendEventsResult,
+    StepMemos,
+    TransformOutputResult,
+    TransformOutputStepInfo,
+)
 from sdk._options import Cancel, Timeouts
 from sdk._step import Step
 from sdk._worker import Worker
@@ -41,20 +50,29 @@ __all__ = [
     "ConfigError",
     "Context",
     "Debounce",
+    "DecryptionError",
+    "EncryptionMiddleware",
+    "Encryptor",
     "Event",
     "EventError",
     "Function",
     "FunctionConfig",
+    "Middleware",
+    "MiddlewareSync",
     "NonRetriableError",
     "Priority",
     "RateLimit",
     "RetryAfterError",
     "SendError",
+    "SendEventsResult",
     "Singleton",
     "Step",
     "StepError",
+    "StepMemos",
     "Throttle",
     "Timeouts",
+    "TransformOutputResult",
+    "TransformOutputStepInfo",
     "TriggerCron",
     "TriggerEvent",
     "TriggerTopic",
