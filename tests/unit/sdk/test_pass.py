@@ -60,6 +60,12 @@ def make(recorder: Recorder, settings: Settings = SETTINGS) -> Worker:
         await ctx.step.send_event("tell", sdk.Event(name="shop/told"))
         return first + await ctx.step.run("b", runner("b"))
 
+    @client.create_function(fn_id="tell-last", trigger=sdk.TriggerEvent(event="shop/tell-last"))
+    async def tell_last(ctx: sdk.Context) -> str:
+        first = await ctx.step.run("a", runner("a"))
+        await ctx.step.send_event("tell", sdk.Event(name="shop/told"))
+        return first
+
     @client.create_function(fn_id="fails", trigger=sdk.TriggerEvent(event="shop/fails"))
     async def fails(ctx: sdk.Context) -> str:
         await ctx.step.run("a", runner("a"))
@@ -128,6 +134,16 @@ def test_events_of_a_send_step_go_out_after_the_steps_before_it_are_recorded() -
     assert kinds == ["OutcomesReported:more", "Event", "OutcomesReported:more",
                      "OutcomesReported"]
     assert recorder.starts == [("a", 0), ("b", 3)]
+
+
+def test_events_of_a_send_step_just_before_the_end_still_go_out() -> None:
+    recorder = Recorder()
+    run(make(recorder), "tell-last")
+    kinds = [type(r).__name__ + (":more" if getattr(r, "more", False) else "")
+             for _, _, _, r in recorder.sent]
+    # No step after the send checkpoints it: the pass's end does, events first.
+    assert kinds == ["OutcomesReported:more", "Event", "OutcomesReported:more",
+                     "OutcomesReported"]
 
 
 def test_a_failing_step_ends_the_pass_with_the_steps_before_it() -> None:
