@@ -62,7 +62,8 @@ class Client:
     ``KAFKA_BOOTSTRAP_SERVERS``, else the file ``stepstream dev`` writes, else the
     default dev address. They are resolved when first needed, so a client can be
     created (imported) before its broker is up. ``settings`` replaces the
-    ``STEPSTREAM_*`` environment entirely.
+    ``STEPSTREAM_*`` environment entirely. ``middleware`` lists :class:`~sdk.Middleware`
+    classes run for every function and every send (docs/middleware.md).
     """
 
     def __init__(self, app_id: str, *, brokers: str | None = None,

@@ -93,8 +93,11 @@ class StepMemos:
     ``transform_input`` sees them; change ``memo.data`` to change what the step
     returns (Inngest's ``StepMemos``)."""
 
-    def __init__(self, memos: dict[str, Memo]) -> None:
+    def __init__(self, memos: dict[str, Memo],
+                 entries: dict[str, dict[str, Any]] | None = None) -> None:
         self._memos = memos
+        # The wire entries they came from: keys other than data/error are kept.
+        self._entries = entries or {}
 
     @property
     def size(self) -> int:
@@ -116,11 +119,16 @@ class StepMemos:
     @classmethod
     def from_steps(cls, steps: dict[str, dict[str, Any]]) -> StepMemos:
         return cls({k: Memo(data=v.get("data"), error=v.get("error"))
-                    for k, v in steps.items()})
+                    for k, v in steps.items()}, steps)
 
     def to_steps(self) -> dict[str, dict[str, Any]]:
-        return {k: ({"error": m.error} if m.error is not None else {"data": m.data})
-                for k, m in self._memos.items()}
+        out = {}
+        for k, m in self._memos.items():
+            entry = {n: v for n, v in self._entries.get(k, {}).items()
+                     if n not in ("data", "error")}
+            entry.update({"error": m.error} if m.error is not None else {"data": m.data})
+            out[k] = entry
+        return out
 
 
 class Middleware:

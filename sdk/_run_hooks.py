@@ -3,6 +3,7 @@ called by :func:`sdk._execution.execute` and by ``step.run``/``step.send_event``
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
@@ -38,24 +39,32 @@ class HookFailed(Interrupt):
 class ExecutionHooks:
     """The hooks of one execution, in Inngest's order (see the module docstring)."""
 
-    def __init__(self, manager: Manager) -> None:
+    def __init__(self, manager: Manager, error: Exception | None = None) -> None:
         self.manager = manager
-        self.error: Exception | None = None
+        # The first hook failure: the execution fails with it.
+        self.error = error
         # What the function body raised, for transform_output of its failure.
         self.function_error: Exception | None = None
-        self._executing = False
+        # Set once after_memoization and before_execution are done (or failed); parallel
+        # lines reaching new code meanwhile wait for it.
+        self._started: asyncio.Event | None = None
 
     @classmethod
     def create(cls, function: Function, task: records.Task) -> ExecutionHooks | None:
         """The client's then the function's middleware for ``task``, or None."""
-        client = getattr(function, "client", None)
-        factories = (*getattr(client, "middleware", ()), *getattr(function, "middleware", ()))
-        manager = Manager.create(client, tuple(factories), task)
+        client = function.client
+        factories = (*(client.middleware if client is not None else ()), *function.middleware)
+        try:
+            manager = Manager.create(client, tuple(factories), task)
+        except Exception as exc:  # a middleware's constructor failed
+            return cls(Manager([]), exc)
         return None if manager is None else cls(manager)
 
     async def begin(self, ctx: Context, function: Function, state: ExecutionState) -> bool:
         """transform_input, before_memoization (and the start of execution if nothing
         is memoized); False if a hook failed (the body must not run)."""
+        if self.error is not None:
+            return False
         try:
             memos = StepMemos.from_steps(state.steps)
             await self.manager.call("transform_input", ctx, function, memos)
@@ -71,17 +80,18 @@ class ExecutionHooks:
     async def step(self, state: ExecutionState, step_id: str) -> None:
         """Called by a step before it looks up its memo: past the last memoized step,
         or at a new one, new code starts (after_memoization, before_execution)."""
-        if self._executing:
-            return
-        if step_id in state.steps:
-            seen = len(state.visited) + (step_id not in state.visited)
-            if seen < len(state.steps):
-                return
-        try:
-            await self._start_execution()
-        except Exception as exc:
-            self.error = exc
-            raise HookFailed() from exc
+        if self._started is None:
+            if step_id in state.steps:
+                seen = len(state.visited) + (step_id not in state.visited)
+                if seen < len(state.steps):
+                    return
+            try:
+                await self._start_execution()
+            except Exception as exc:
+                self.error = exc
+        await self._started.wait()  # type: ignore[union-attr]
+        if self.error is not None:
+            raise HookFailed() from self.error
 
     async def before_send(self, state: ExecutionState, slot: int, step_id: str, name: str,
                           events: Event | list[Event]) -> list[Event]:
@@ -98,9 +108,12 @@ class ExecutionHooks:
         return batch
 
     async def _start_execution(self) -> None:
-        self._executing = True
-        await self.manager.call("after_memoization")
-        await self.manager.call("before_execution")
+        self._started = asyncio.Event()
+        try:
+            await self.manager.call("after_memoization")
+            await self.manager.call("before_execution")
+        finally:
+            self._started.set()
 
     async def body_ended(self, error: Exception | None) -> None:
         """after_execution (starting execution first if the body never went past its
@@ -109,7 +122,7 @@ class ExecutionHooks:
         if self.error is not None:
             return
         try:
-            if not self._executing:
+            if self._started is None:
                 await self._start_execution()
             await self.manager.call("after_execution")
         except Exception as exc:

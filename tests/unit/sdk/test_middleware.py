@@ -313,3 +313,43 @@ def test_bad_middleware_arguments_are_named() -> None:
     with pytest.raises(TypeError, match="function 'fn': middleware NotOne must subclass"):
         client.create_function(fn_id="fn", trigger=sdk.TriggerEvent(event="x"),
                                middleware=[NotOne])  # type: ignore[list-item]
+
+
+def test_parallel_lines_wait_for_before_execution_and_each_step_is_transformed() -> None:
+    log: list[str] = []
+
+    class Slow(sdk.Middleware):
+        async def before_execution(self) -> None:
+            await asyncio.sleep(0.01)
+            log.append("before_execution")
+
+        async def transform_output(self, result: sdk.TransformOutputResult) -> None:
+            log.append(f"out:{result.step.id if result.step else 'fn'}")
+
+    async def fn(ctx: sdk.Context) -> Any:
+        return await ctx.step.parallel([
+            lambda: ctx.step.run("x", lambda: log.append("x") or 1),
+            lambda: ctx.step.run("y", lambda: log.append("y") or 2),
+            lambda: ctx.step.run("z", lambda: log.append("z") or 3)])
+
+    # "x" is the last memo: its line starts execution (and sleeps in the hook) while
+    # the other lines reach their new steps; they wait for the hook to finish.
+    result = run(define(fn, [], [Slow]), make_task({"x": {"data": 1}}))
+    assert [o.step_id for o in result.outcomes] == ["y", "z"]
+    assert log[0] == "before_execution"
+    assert sorted(log[1:3]) == ["y", "z"] and log[3:] == ["out:y", "out:z"]
+
+
+def test_a_middleware_that_cannot_be_made_fails_the_execution() -> None:
+    class Unmakeable(sdk.MiddlewareSync):
+        def __init__(self, client: sdk.Client, raw_request: object) -> None:
+            raise RuntimeError("no config")
+
+    ran: list[str] = []
+
+    async def fn(ctx: sdk.Context) -> Any:
+        ran.append("body")
+
+    o = run(define(fn, [Unmakeable], []), make_task()).outcomes
+    assert [(x.op, x.error["message"]) for x in o] == [(records.FUNCTION_FAILED, "no config")]
+    assert ran == []
