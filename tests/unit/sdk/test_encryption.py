@@ -3,7 +3,6 @@ Inngest's shape, the function sees plain values, keys rotate. No broker."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from typing import Any
@@ -13,28 +12,11 @@ import nacl.secret
 import pytest
 
 import sdk
-from sdk._execution import ExecutionResult, execute
 from sdk._middleware import send_with_hooks_sync
+from tests.unit.sdk.test_middleware import NOW, make_task, run
 from topics import records
-from topics.settings import Settings
 
-NOW = 1_700_000_000_000
-RUN_ID = "01HGW1J8Z6Y5Q4B3C2D1E0F9GH"
-SETTINGS = Settings(brokers="unused:9092")
 KEY = "my-secret-key"
-
-
-def make_task(steps: dict[str, Any] | None = None,
-              data: dict[str, Any] | None = None) -> records.Task:
-    event = {"name": "shop/order.created", "data": data or {"order_id": 7},
-             "id": "01HGW1J8Z6Y5Q4B3C2D1E0F9GH", "ts": NOW - 5}
-    return records.Task(run_id=RUN_ID, fn_id="shop-fn", app_id="shop", seq=1,
-                        partition_key=RUN_ID, event=event, events=[event], attempt=0,
-                        steps=steps or {}, step_attempts={}, ts=NOW)
-
-
-def run(function: sdk.Function, task: records.Task) -> ExecutionResult:
-    return asyncio.run(execute(function, task, settings=SETTINGS, now_ms=lambda: NOW))
 
 
 def define(handler: Any, key: sdk.Encryptor | str = KEY, **options: Any) -> sdk.Function:
