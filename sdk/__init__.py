@@ -14,9 +14,11 @@
     client.worker(concurrency=100).run()
 """
 
+# Last: it runs functions as the worker does, so it needs the rest.
+from sdk import testing
 from sdk._client import Client
 from sdk._connect import BrokerUnreachableError
-from sdk._context import Context
+from sdk._context import Context, ContextSync
 from sdk._encryption import DecryptionError, EncryptionMiddleware, Encryptor
 from sdk._errors import (
     ConfigError,
@@ -39,6 +41,7 @@ from sdk._middleware import (
 )
 from sdk._options import Cancel, Timeouts
 from sdk._step import Step
+from sdk._sync import StepSync
 from sdk._worker import Worker
 
 __all__ = [
@@ -49,6 +52,7 @@ __all__ = [
     "Concurrency",
     "ConfigError",
     "Context",
+    "ContextSync",
     "Debounce",
     "DecryptionError",
     "EncryptionMiddleware",
@@ -69,6 +73,7 @@ __all__ = [
     "Step",
     "StepError",
     "StepMemos",
+    "StepSync",
     "Throttle",
     "Timeouts",
     "TransformOutputResult",
@@ -77,4 +82,5 @@ __all__ = [
     "TriggerEvent",
     "TriggerTopic",
     "Worker",
+    "testing",
 ]

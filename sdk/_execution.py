@@ -23,6 +23,7 @@ from sdk._events import Event
 from sdk._function import Function
 from sdk._run_hooks import ExecutionHooks
 from sdk._step import ExecutionState, Interrupt, NestedStepError, Step, start_line
+from sdk._sync import run_sync
 from topics import records
 from topics.settings import Settings
 
@@ -91,6 +92,7 @@ async def execute(
     executor: Executor | None = None,
     logger: logging.Logger | None = None,
     checkpoint: Callable[[], Awaitable[None]] | None = None,
+    step_type: type[Step] = Step,
 ) -> ExecutionResult:
     """Run ``function`` once against ``task``'s memoized steps.
 
@@ -98,13 +100,14 @@ async def execute(
     ``step.parallel``), or else the function's own completion or failure.
     Cancellation (worker shutdown) propagates; nothing is reported then. ``checkpoint``
     is awaited before a new step's handler runs (see :class:`~sdk._step.ExecutionState`);
-    what it raises propagates too. The client's and the function's middleware
+    what it raises propagates too. ``step_type`` makes ``ctx.step`` (sdk.testing's
+    stubs are a subclass). The client's and the function's middleware
     (:mod:`sdk._middleware`) run around it.
     """
     hooks = ExecutionHooks.create(function, task)
     result = await _execute_once(function, task, settings=settings, now_ms=now_ms,
                                  executor=executor, logger=logger, checkpoint=checkpoint,
-                                 hooks=hooks)
+                                 step_type=step_type, hooks=hooks)
     if hooks is None:
         return result
     return await hooks.finish(result, settings=settings, now_ms=now_ms())
@@ -119,7 +122,8 @@ async def _execute_once(
     executor: Executor | None,
     logger: logging.Logger | None,
     checkpoint: Callable[[], Awaitable[None]] | None,
-    hooks: ExecutionHooks | None = None,
+    step_type: type[Step],
+    hooks: ExecutionHooks | None,
 ) -> ExecutionResult:
     base_logger = logger or function_logger
     state = ExecutionState(
@@ -140,7 +144,7 @@ async def _execute_once(
         events=[Event.from_wire(e) for e in task.events] or [event],
         run_id=task.run_id,
         attempt=task.attempt,
-        step=Step(state),
+        step=step_type(state),
         logger=ReplayQuietLogger(base_logger, task.run_id, lambda: state.replaying,
                                  function.id),
         cron_tick=_utc(task.cron_tick_ms),
@@ -194,7 +198,9 @@ async def _execute_once(
 
 
 async def _invoke(function: Function, ctx: Context) -> Any:
-    return await function.handler(ctx)
+    if function.is_sync:
+        return await run_sync(function.handler, ctx)
+    return await function.handler(ctx)  # type: ignore[arg-type]
 
 
 # Steps after which the run waits on something other than time (an event, a child run):

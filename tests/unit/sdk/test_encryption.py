@@ -7,6 +7,7 @@ import base64
 import json
 from typing import Any
 
+import nacl.encoding
 import nacl.hash
 import nacl.secret
 import pytest
@@ -19,8 +20,8 @@ from topics import records
 KEY = "my-secret-key"
 
 
-def define(handler: Any, key: sdk.Encryptor | str = KEY, **options: Any) -> sdk.Function:
-    mw = sdk.EncryptionMiddleware.factory(key, **options)  # type: ignore[arg-type]
+def define(handler: Any, key: str = KEY, **options: Any) -> sdk.Function:
+    mw = sdk.EncryptionMiddleware.factory(key, **options)
     client = sdk.Client(app_id="shop", brokers="unused:9092", middleware=[mw])
     return client.create_function(fn_id="fn", trigger=sdk.TriggerEvent(event="shop/*"))(handler)
 
@@ -131,3 +132,21 @@ def test_client_send_encrypts_the_field_and_leaves_the_callers_event_alone() -> 
     assert event.data == {"encrypted": "secret", "n": 1}
     assert sent[0].data["n"] == 1
     assert sdk.Encryptor(KEY).decrypt(sent[0].data["encrypted"]) == "secret"
+
+
+def test_a_sync_function_run_to_its_end_by_sdk_testing_reads_plain_stores_ciphertext() -> None:
+    seen: list[Any] = []
+
+    def handler(ctx: sdk.ContextSync) -> Any:
+        card = ctx.step.run("card", lambda: {"number": "4242"})
+        seen.append((card, ctx.event.data))
+        return card["number"][-2:]
+
+    crypt = sdk.Encryptor(KEY)
+    trigger = sdk.Event(name="shop/pay", data={"encrypted": crypt.encrypt({"user": 9})})
+    result = sdk.testing.trigger(define(handler), trigger)
+    assert result.status == "completed"
+    assert seen[-1] == ({"number": "4242"}, {"encrypted": {"user": 9}})
+    # What the run stores (and sdk.testing reports) is ciphertext.
+    assert crypt.decrypt(result.output) == "42"
+    assert crypt.decrypt(result.step("card").output) == {"number": "4242"}
