@@ -35,6 +35,12 @@ from sdk._function import (
     check_handler,
     make_config,
 )
+from sdk._middleware import (
+    MiddlewareFactory,
+    check_middleware,
+    send_with_hooks,
+    send_with_hooks_sync,
+)
 from sdk._options import Cancel, Timeouts
 from sdk._producer import Producer
 from sdk._serializer import output_type_for
@@ -59,35 +65,36 @@ class Client:
     ``KAFKA_BOOTSTRAP_SERVERS``, else the file ``stepstream dev`` writes, else the
     default dev address. They are resolved when first needed, so a client can be
     created (imported) before its broker is up. ``settings`` replaces the
-    ``STEPSTREAM_*`` environment entirely.
+    ``STEPSTREAM_*`` environment entirely. ``middleware`` lists :class:`~sdk.Middleware`
+    classes run for every function and every send (docs/middleware.md).
     """
 
     def __init__(self, app_id: str, *, brokers: str | None = None,
                  settings: Settings | None = None,
+                 middleware: list[MiddlewareFactory] | None = None,
                  logger: logging.Logger | None = None,
-                 middleware: list[Any] | None = None,
                  is_production: bool | None = None,
                  event_key: str | None = None,
                  env: str | None = None,
                  **unsupported: Any) -> None:
         """Inngest's constructor arguments that mean something here are accepted (see
-        :mod:`sdk._client_options`): ``logger`` is what ``ctx.logger`` writes to,
-        ``middleware`` a list of middleware, ``is_production=True`` refuses the dev
-        broker fallback, ``event_key`` is kept for HTTP senders (``POST /e/{key}``),
-        and ``env`` selects the topics of an environment. The others raise a TypeError
-        saying why they have no meaning here.
+        :mod:`sdk._client_options`): ``middleware`` lists :class:`~sdk.Middleware`
+        classes, ``logger`` is what ``ctx.logger`` writes to, ``is_production=True``
+        refuses the dev broker fallback, ``event_key`` is kept for HTTP senders
+        (``POST /e/{key}``), and ``env`` selects the topics of an environment. The
+        others raise a TypeError saying why they have no meaning here.
         """
         reject_unsupported(unsupported)
         if not isinstance(app_id, str) or not app_id.strip():
             raise ConfigError("app_id must be a non-empty string")
+        # Run before each function's own middleware (sdk.Middleware).
+        self.middleware = list(check_middleware(middleware, "Client"))
         self.app_id = app_id
         self._brokers = brokers
         self._settings = settings
-        options = ClientOptions.check(logger=logger, middleware=middleware,
-                                      is_production=is_production, event_key=event_key,
-                                      env=env)
+        options = ClientOptions.check(logger=logger, is_production=is_production,
+                                      event_key=event_key, env=env)
         self.logger = options.logger
-        self.middleware: list[Any] = options.middleware
         self.is_production = options.is_production
         self.event_key = options.event_key
         self.env = options.env
@@ -151,6 +158,7 @@ class Client:
         singleton: Singleton | None = None,
         batch_events: Batch | None = None,
         debounce: Debounce | None = None,
+        middleware: list[MiddlewareFactory] | None = None,
         output_type: Any = None,
         output_serializer: Any = None,
     ) -> Callable[[Handler], Function]:
@@ -181,6 +189,9 @@ class Client:
         holds ``function_id``, ``run_id``, ``error`` (name, message, stack, code) and
         ``event`` (the failed run's triggering event). It has the same ``retries``.
 
+        ``middleware`` lists :class:`~sdk.Middleware` classes run for this function
+        (and its failure handler) after the client's.
+
         ``output_type`` (or ``output_serializer``, Inngest's newer name) is a pydantic
         type the function's return value is converted with: it is stored as JSON
         (needs ``stepstream[pydantic]``).
@@ -200,15 +211,18 @@ class Client:
             _check_on_failure(on_failure, fn_id)
             failure_config = self._failure_config(config)
         self._check_free(config, failure_config)
+        own = check_middleware(middleware, f"function {fn_id!r}")
 
         def decorate(handler: Handler) -> Function:
             check_handler(handler, fn_id)
             self._check_free(config, failure_config)
             function = Function(handler, config)
+            function.client, function.middleware = self, own
             function.output_type = typed
             self._functions[fn_id] = function
             if failure_config is not None and on_failure is not None:
                 failure = Function(on_failure, failure_config)
+                failure.client, failure.middleware = self, own
                 self._functions[failure_config.fn_id] = failure
                 function.on_failure = failure
             return function
@@ -258,24 +272,31 @@ class Client:
 
         A coroutine, as in Inngest (``await client.send(...)``); :meth:`send_sync` is the
         blocking form. Raises :class:`~sdk.EventError` for an invalid event (nothing is
-        sent) and :class:`~sdk.SendError` if delivery failed.
+        sent) and :class:`~sdk.SendError` if delivery failed. The client's middleware
+        sees the events first (``before_send_events``).
         """
+        return await send_with_hooks(self, events, self._send_now_async)
+
+    def send_sync(self, events: Event | list[Event]) -> list[str]:
+        """Like :meth:`send`, blocking until the broker acknowledged every event (for
+        sync code: scripts, Flask or Django views)."""
+        return send_with_hooks_sync(self, events, self._send_now)
+
+    def _send_now(self, events: Event | list[Event]) -> list[str]:
+        wire = self._records(events)
+        futures = self._produce(wire)
+        done, _ = concurrent.futures.wait(futures, timeout=_DELIVERY_WAIT_S)
+        _raise_failures(wire, [f.exception() if f in done else TimeoutError("no delivery report")
+                               for f in futures])
+        return [e.id for e in wire]
+
+    async def _send_now_async(self, events: Event | list[Event]) -> list[str]:
         wire = self._records(events)
         # Producing can block briefly when the local queue is full.
         futures = await asyncio.to_thread(self._produce, wire)
         results = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures),
                                        return_exceptions=True)
         _raise_failures(wire, [r if isinstance(r, BaseException) else None for r in results])
-        return [e.id for e in wire]
-
-    def send_sync(self, events: Event | list[Event]) -> list[str]:
-        """Like :meth:`send`, blocking until the broker acknowledged every event (for
-        sync code: scripts, Flask or Django views)."""
-        wire = self._records(events)
-        futures = self._produce(wire)
-        done, _ = concurrent.futures.wait(futures, timeout=_DELIVERY_WAIT_S)
-        _raise_failures(wire, [f.exception() if f in done else TimeoutError("no delivery report")
-                               for f in futures])
         return [e.id for e in wire]
 
     async def send_async(self, events: Event | list[Event]) -> list[str]:

@@ -1,7 +1,8 @@
 """The arguments of Inngest's client constructor, as ``sdk.Client`` takes them.
 
-Those with a meaning here are checked and kept; the others are refused with the reason,
-so code ported from Inngest fails at once rather than quietly ignoring a setting.
+Those with a meaning here are checked and kept (``middleware`` by :mod:`sdk._middleware`);
+the others are refused with the reason, so code ported from Inngest fails at once rather
+than quietly ignoring a setting.
 """
 
 from __future__ import annotations
@@ -50,21 +51,16 @@ class ClientOptions:
     """The checked Inngest-style options of a client."""
 
     logger: logging.Logger
-    middleware: list[Any]
     is_production: bool
     event_key: str | None
     env: str | None
 
     @staticmethod
-    def check(*, logger: Any, middleware: Any, is_production: Any, event_key: Any,
-              env: Any) -> ClientOptions:
+    def check(*, logger: Any, is_production: Any, event_key: Any, env: Any) -> ClientOptions:
         """Check each argument's type (TypeError/ValueError naming it)."""
         if logger is not None and not isinstance(logger, logging.Logger):
             raise TypeError(f"sdk.Client: logger must be a logging.Logger, "
                             f"got {type(logger).__name__}")
-        if middleware is not None and not isinstance(middleware, list | tuple):
-            raise TypeError(f"sdk.Client: middleware must be a list, "
-                            f"got {type(middleware).__name__}")
         if is_production is not None and not isinstance(is_production, bool):
             raise TypeError(f"sdk.Client: is_production must be True, False or None, "
                             f"got {type(is_production).__name__}")
@@ -75,7 +71,6 @@ class ClientOptions:
                              f"(it becomes part of topic names), got {env!r}")
         return ClientOptions(
             logger=logger or logging.getLogger("stepstream.function"),
-            middleware=list(middleware or []),
             is_production=bool(is_production),
             event_key=event_key,
             env=env,

@@ -17,7 +17,9 @@ from topics import records
 from topics.cron import parse_cron
 
 if TYPE_CHECKING:
+    from sdk._client import Client
     from sdk._context import Context, ContextSync
+    from sdk._middleware import MiddlewareFactory
     from sdk._serializer import OutputType
 
 # An async handler takes a Context; a sync one (def) a ContextSync (sdk/_sync.py).
@@ -86,6 +88,10 @@ class Function:
         self.config = config
         # The function created for ``create_function(on_failure=...)``, if any.
         self.on_failure: Function | None = None
+        # Set by create_function: the client (its middleware runs first) and this
+        # function's own middleware (sdk/_middleware.py).
+        self.client: Client | None = None
+        self.middleware: tuple[MiddlewareFactory, ...] = ()
         # create_function(output_type=...): converts the handler's return to JSON.
         self.output_type: OutputType | None = None
         functools.update_wrapper(self, handler)

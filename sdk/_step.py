@@ -93,6 +93,8 @@ class ExecutionState:
     # Awaited before a step's handler runs: a worker running ahead records the steps it
     # completed earlier in the pass first (sdk/_pass.py), so none of them runs again.
     checkpoint: Callable[[], Awaitable[None]] | None = None
+    # The execution's middleware hooks (sdk/_run_hooks.py ExecutionHooks), or None.
+    hooks: Any = None
 
     def next_id(self, user_id: str) -> str:
         """The step id for the next use of ``user_id``: "x", then "x:1", "x:2", ..."""
@@ -201,6 +203,8 @@ class Step:
         typed = output_type_for(output_type, output_serializer, f"step {step_id!r}",
                                 error=NonRetriableError)
         step_id = self._enter(step_id)
+        if self._state.hooks is not None:
+            await self._state.hooks.step(self._state, step_id)
         memo = self._memo(step_id)
         if memo is not _MISSING:
             return memo if typed is None else typed.load(memo)
@@ -259,6 +263,8 @@ class Step:
         executed again sends the same ids and the duplicates are ignored downstream.
         """
         step_id = self._enter(step_id)
+        if self._state.hooks is not None:
+            await self._state.hooks.step(self._state, step_id)
         memo = self._memo(step_id)
         if memo is not _MISSING:
             return memo
@@ -266,6 +272,8 @@ class Step:
         state = self._state
         now = state.now_ms()
         name = self._state.names[step_id]
+        if state.hooks is not None:
+            events = await state.hooks.before_send(state, slot, step_id, name, events)
         try:
             wire = [
                 to_record(e, default_id=sent_event_id(state.run_id, step_id, i,

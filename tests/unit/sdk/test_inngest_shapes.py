@@ -48,11 +48,11 @@ def test_unset_id_and_ts_as_inngest_writes_them() -> None:
 
 def test_client_takes_inngests_meaningful_arguments() -> None:
     logger = logging.getLogger("my-app")
-    marker = object()
-    client = sdk.Client(app_id="a", brokers="b:9092", logger=logger, middleware=[marker],
-                        is_production=True, event_key="k1", env="staging")
+    client = sdk.Client(app_id="a", brokers="b:9092", logger=logger,
+                        middleware=[sdk.MiddlewareSync], is_production=True, event_key="k1",
+                        env="staging")
     assert client.logger is logger
-    assert client.middleware == [marker]
+    assert client.middleware == [sdk.MiddlewareSync]
     assert (client.is_production, client.event_key, client.env) == (True, "k1", "staging")
     # env selects that environment's topics.
     assert client.settings.prefix == "stepstream.staging."
@@ -71,7 +71,7 @@ def test_client_refuses_inngest_arguments_without_meaning(name: str) -> None:
 def test_client_refuses_unknown_and_badly_typed_arguments() -> None:
     with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
         sdk.Client(app_id="a", colour="red")
-    with pytest.raises(TypeError, match="middleware must be a list"):
+    with pytest.raises(TypeError, match="middleware must be a list"):  # sdk._middleware's
         sdk.Client(app_id="a", middleware=object())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="logger"):
         sdk.Client(app_id="a", logger="root")  # type: ignore[arg-type]
