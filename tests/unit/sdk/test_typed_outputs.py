@@ -108,3 +108,21 @@ def test_typed_outputs_in_a_sync_function_run_by_sdk_testing() -> None:
     failed = sdk.testing.trigger(refuses, sdk.Event(name="t"))
     assert failed.error is not None and failed.error.code == "non_retriable_error"
     assert failed.attempts == 1
+
+
+def test_typed_outputs_compose_with_the_encryption_middleware() -> None:
+    key = "k" * 32
+    client = sdk.Client(app_id="shop", brokers="unused:9092",
+                        middleware=[sdk.EncryptionMiddleware.factory(key)])
+
+    @client.create_function(fn_id="enc", trigger=sdk.TriggerEvent(event="t"),
+                            output_type=User)
+    async def enc(ctx: sdk.Context) -> User:
+        user = await ctx.step.run("load", lambda: User(name="Ada"), output_type=User)
+        assert isinstance(user, User)  # decrypted, then validated
+        return user
+
+    result = sdk.testing.trigger(enc, sdk.Event(name="t"))
+    assert result.status == "completed", result.error
+    assert sdk.Encryptor(key).decrypt(result.output) == {"name": "Ada", "age": 0}
+    assert sdk.Encryptor(key).decrypt(result.step("load").output) == {"name": "Ada", "age": 0}
