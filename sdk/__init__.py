@@ -28,6 +28,7 @@ from sdk._errors import (
 from sdk._events import Event, TriggerCron, TriggerEvent, TriggerTopic
 from sdk._flow import Batch, Concurrency, Debounce, Priority, RateLimit, Singleton, Throttle
 from sdk._function import Function, FunctionConfig
+from sdk._group import Group, ParallelMode
 from sdk._options import Cancel, Timeouts
 from sdk._step import Step
 from sdk._worker import Worker
@@ -45,7 +46,9 @@ __all__ = [
     "EventError",
     "Function",
     "FunctionConfig",
+    "Group",
     "NonRetriableError",
+    "ParallelMode",
     "Priority",
     "RateLimit",
     "RetryAfterError",
