@@ -11,6 +11,7 @@ from sdk._execution import ExecutionResult
 from tests.unit.sdk.test_execution import define, err, make_task, ok, only, run
 from tests.unit.sdk.test_waits import PAID, child
 from topics import records
+from topics.codec import decode, encode
 
 
 def ops(result: ExecutionResult) -> list[tuple[str, str | None]]:
@@ -209,3 +210,10 @@ def test_an_empty_group_returns_at_once_and_an_empty_race_is_an_error() -> None:
 
     o = only(run(define(fn), make_task()))
     assert o.output == [[], "parallel with ParallelMode.RACE needs at least one line"]
+
+
+def test_progress_is_on_the_wire_only_when_set() -> None:
+    plain = records.OutcomesReported("R", 1, [], "w", 5)
+    assert b"progress" not in encode(plain) and decode(encode(plain)) == plain
+    marked = records.OutcomesReported("R", 1, [], "w", 5, progress=True)
+    assert decode(encode(marked)) == marked
