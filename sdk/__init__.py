@@ -14,9 +14,11 @@
     client.worker(concurrency=100).run()
 """
 
+# Last: it runs functions as the worker does, so it needs the rest.
+from sdk import testing
 from sdk._client import Client
 from sdk._connect import BrokerUnreachableError
-from sdk._context import Context
+from sdk._context import Context, ContextSync
 from sdk._errors import (
     ConfigError,
     EventError,
@@ -31,6 +33,7 @@ from sdk._function import Function, FunctionConfig
 from sdk._group import Group, ParallelMode
 from sdk._options import Cancel, Timeouts
 from sdk._step import Step
+from sdk._sync import StepSync
 from sdk._worker import Worker
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "Concurrency",
     "ConfigError",
     "Context",
+    "ContextSync",
     "Debounce",
     "Event",
     "EventError",
@@ -56,10 +60,12 @@ __all__ = [
     "Singleton",
     "Step",
     "StepError",
+    "StepSync",
     "Throttle",
     "Timeouts",
     "TriggerCron",
     "TriggerEvent",
     "TriggerTopic",
     "Worker",
+    "testing",
 ]

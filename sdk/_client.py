@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import inspect
 import json
 import threading
 from collections.abc import Callable
@@ -138,8 +137,8 @@ class Client:
         ``priority``, ``debounce`` or ``singleton``. The failure handler gets none of
         them.
 
-        ``on_failure`` is an async handler run once a run of this function has failed
-        for good. As in Inngest it is a function of its own in the same app,
+        ``on_failure`` is a handler (``async def``, or ``def``) run once a run of this
+        function has failed for good. As in Inngest it is a function of its own in the same app,
         ``f"{fn_id}-failure"`` named ``f"{name} (on failure)"``, triggered by the
         ``stepstream/function.failed`` event of this function; its ``ctx.event.data``
         holds ``function_id``, ``run_id``, ``error`` (name, message, stack) and
@@ -260,9 +259,8 @@ class Client:
 
 
 def _check_on_failure(handler: object, fn_id: str) -> None:
-    if not callable(handler) or not inspect.iscoroutinefunction(handler):
-        raise ConfigError(f"function {fn_id!r}: on_failure must be an async function "
-                          "(async def) taking ctx, or None")
+    # async def (taking a Context) or def (taking a ContextSync), like the function.
+    check_handler(handler, fn_id, what="on_failure")
 
 
 def _raise_failures(wire: list[records.Event], errors: list[BaseException | None]) -> None:

@@ -23,6 +23,7 @@ from sdk._events import Event
 from sdk._function import Function
 from sdk._group import Group
 from sdk._step import ExecutionState, Interrupt, NestedStepError, Step, start_line
+from sdk._sync import run_sync
 from topics import records
 from topics.settings import Settings
 
@@ -93,6 +94,7 @@ async def execute(
     executor: Executor | None = None,
     logger: logging.Logger | None = None,
     checkpoint: Callable[[], Awaitable[None]] | None = None,
+    step_type: type[Step] = Step,
 ) -> ExecutionResult:
     """Run ``function`` once against ``task``'s memoized steps.
 
@@ -100,7 +102,8 @@ async def execute(
     ``step.parallel``), or else the function's own completion or failure.
     Cancellation (worker shutdown) propagates; nothing is reported then. ``checkpoint``
     is awaited before a new step's handler runs (see :class:`~sdk._step.ExecutionState`);
-    what it raises propagates too.
+    what it raises propagates too. ``step_type`` makes ``ctx.step`` (sdk.testing's
+    stubs are a subclass).
     """
     base_logger = logger or function_logger
     state = ExecutionState(
@@ -120,7 +123,7 @@ async def execute(
         events=[Event.from_wire(e) for e in task.events] or [event],
         run_id=task.run_id,
         attempt=task.attempt,
-        step=Step(state),
+        step=step_type(state),
         group=Group(state),
         logger=ReplayQuietLogger(base_logger, task.run_id, lambda: state.replaying,
                                  function.id),
@@ -170,7 +173,9 @@ async def execute(
 
 
 async def _invoke(function: Function, ctx: Context) -> Any:
-    return await function.handler(ctx)
+    if function.is_sync:
+        return await run_sync(function.handler, ctx)
+    return await function.handler(ctx)  # type: ignore[arg-type]
 
 
 def _progress(found: list[records.Outcome]) -> bool:

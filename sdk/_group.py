@@ -19,12 +19,13 @@ of the others is started. Otherwise they run as in WAIT mode, until one finishes
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal, overload
 
-from sdk._step import ExecutionState, Interrupt, Line, current_line
+from sdk._step import ExecutionState, Interrupt, Line, NestedStepError, current_line
 
 Lines = Iterable[Callable[[], Awaitable[Any]] | Awaitable[Any]]
 
@@ -69,11 +70,43 @@ class Group:
 
 async def run_parallel(state: ExecutionState, callables: Lines, mode: ParallelMode) -> Any:
     """:meth:`Group.parallel` (and ``ctx.step.parallel``, its synonym)."""
+    items, parent = _begin(callables, mode)
+    if mode is ParallelMode.RACE:
+        # Replay first, starting nothing: a line finished over recorded steps wins.
+        saved = state.mark()
+        won = _winner(parent, *await _run_lines(items, probe=True))
+        if won is not None:
+            return won.result()
+        state.reset(saved)
+    return _end(parent, mode, *await _run_lines(items, probe=False))
+
+
+def run_parallel_sync(state: ExecutionState, callables: Iterable[Callable[[], Any]],
+                      mode: ParallelMode) -> Any:
+    """``parallel`` of a sync function (sdk/_sync.py): the same, with the lines run one
+    after the other in the function's thread, each in a line of control of its own, so
+    their new steps' handlers do not overlap in time (they are reported together all
+    the same)."""
+    items, parent = _begin(callables, mode, sync=True)
+    if mode is ParallelMode.RACE:
+        saved = state.mark()
+        won = _winner(parent, *_run_lines_sync(items, probe=True))
+        if won is not None:
+            return won.result()
+        state.reset(saved)
+    return _end(parent, mode, *_run_lines_sync(items, probe=False))
+
+
+def _begin(callables: Lines, mode: ParallelMode, sync: bool = False) -> tuple[list[Any], Line]:
+    """Check the arguments; the lines and the line of control they branch from."""
     if not isinstance(mode, ParallelMode):
         raise TypeError("parallel_mode must be sdk.ParallelMode.WAIT or "
                         f"sdk.ParallelMode.RACE, got {mode!r}")
     items = list(callables)
     for item in items:
+        if sync and not callable(item):
+            raise TypeError("parallel takes callables (lambda: ctx.step.run(...)), "
+                            f"got {type(item).__name__}")
         if not callable(item) and not inspect.isawaitable(item):
             raise TypeError("parallel takes callables returning awaitables, "
                             f"got {type(item).__name__}")
@@ -85,22 +118,18 @@ async def run_parallel(state: ExecutionState, callables: Lines, mode: ParallelMo
     parent = current_line()
     if parent.stopped:
         raise Interrupt()
-    if mode is ParallelMode.RACE:
-        # Replay first, starting nothing: a line finished over recorded steps wins.
-        saved = state.mark()
-        lines, results = await _run_lines(items, probe=True)
-        won = _winner(parent, lines, results)
-        if won is not None:
-            return _result(won)
-        state.reset(saved)
-    lines, results = await _run_lines(items, probe=False)
+    return items, parent
+
+
+def _end(parent: Line, mode: ParallelMode, lines: list[Line], results: list[Any]) -> Any:
+    """What the group returns (or raises) once its lines ran to their first new step."""
     if any(isinstance(r, Interrupt) for r in results):
         parent.stopped = True
         raise Interrupt()
     if mode is ParallelMode.RACE:
         won = _winner(parent, lines, results)
         assert won is not None  # every line finished
-        return _result(won)
+        return won.result()
     for r in results:
         if isinstance(r, BaseException):
             raise r
@@ -125,6 +154,27 @@ async def _run_line(item: Callable[[], Awaitable[Any]] | Awaitable[Any], line: L
     return result
 
 
+def _run_lines_sync(items: list[Callable[[], Any]], probe: bool
+                    ) -> tuple[list[Line], list[Any]]:
+    lines = [Line() for _ in items]
+    results: list[Any] = []
+    for item, line in zip(items, lines, strict=True):
+        context = contextvars.copy_context()
+        context.run(Line.enter, line, probe)
+        try:
+            result = context.run(item)
+        except (Exception, Interrupt, NestedStepError) as exc:
+            results.append(exc)
+            continue
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()
+            raise TypeError("in a sync function, parallel takes sync callables "
+                            "(lambda: ctx.step.run(...)), not ones returning awaitables")
+        results.append(result)
+    return lines, results
+
+
 def _winner(parent: Line, lines: list[Line], results: list[Any]) -> _Won | None:
     """The result (or error) of the line whose last step was recorded first, among
     those that finished; None if none did. Anything but a line's own error
@@ -141,13 +191,14 @@ def _winner(parent: Line, lines: list[Line], results: list[Any]) -> _Won | None:
 
 
 class _Won:
+    """A RACE's winning line: its value, or the error it raised."""
+
     __slots__ = ("value",)
 
     def __init__(self, value: Any) -> None:
         self.value = value
 
-
-def _result(won: _Won) -> Any:
-    if isinstance(won.value, BaseException):
-        raise won.value
-    return won.value
+    def result(self) -> Any:
+        if isinstance(self.value, BaseException):
+            raise self.value
+        return self.value

@@ -83,7 +83,7 @@ def test_create_function_rejects_bad_config(kwargs: dict[str, Any]) -> None:
         client.create_function(**kwargs)
 
 
-def test_duplicate_and_sync_functions_are_rejected() -> None:
+def test_duplicate_and_generator_functions_are_rejected() -> None:
     client = sdk.Client(app_id="a", brokers="b")
     trigger = sdk.TriggerEvent(event="e")
 
@@ -93,8 +93,9 @@ def test_duplicate_and_sync_functions_are_rejected() -> None:
 
     with pytest.raises(sdk.ConfigError, match="already"):
         client.create_function(fn_id="f", trigger=trigger)
-    with pytest.raises(sdk.ConfigError, match="async"):
-        client.create_function(fn_id="g", trigger=trigger)(lambda ctx: None)  # type: ignore[arg-type, return-value]
+    with pytest.raises(sdk.ConfigError, match="not callable"):
+        client.create_function(fn_id="g", trigger=trigger)(5)  # type: ignore[arg-type]
+    assert client.create_function(fn_id="h", trigger=trigger)(lambda ctx: None).is_sync
 
 
 def test_trigger_validation() -> None:

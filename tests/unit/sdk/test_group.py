@@ -217,3 +217,34 @@ def test_progress_is_on_the_wire_only_when_set() -> None:
     assert b"progress" not in encode(plain) and decode(encode(plain)) == plain
     marked = records.OutcomesReported("R", 1, [], "w", 5, progress=True)
     assert decode(encode(marked)) == marked
+
+
+def test_sync_functions_have_the_same_group() -> None:
+    def fn(ctx: sdk.ContextSync) -> Any:
+        both = ctx.group.parallel((lambda: ctx.step.run("a", lambda: 1),
+                                   lambda: ctx.step.run("b", lambda: 2)))
+        won = ctx.step.parallel((lambda: ctx.step.run("c", lambda: 3),
+                                 lambda: ctx.step.run("d", lambda: 4)),
+                                parallel_mode=sdk.ParallelMode.RACE)
+        return [list(both), won]
+
+    assert ops(run(define(fn), make_task({"a": ok(1), "b": ok(2)}))) == [
+        (records.STEP_COMPLETED, "c"), (records.STEP_COMPLETED, "d")]
+    o = only(run(define(fn), make_task({"a": ok(1), "b": ok(2), "d": ok(4), "c": ok(3)})))
+    assert o.output == [[1, 2], 4]
+
+
+def test_a_fan_out_of_invokes_runs_under_sdk_testing() -> None:
+    target = child()
+
+    async def fn(ctx: sdk.Context) -> Any:
+        async def line(n: int) -> Any:
+            try:
+                return await ctx.step.invoke(f"c{n}", function=target, data={"n": n})
+            except sdk.StepError as exc:
+                return exc.name
+        return list(await ctx.group.parallel([lambda n=n: line(n) for n in range(3)]))
+
+    result = sdk.testing.trigger(define(fn), sdk.Event(name="shop/x"), step_stubs={
+        "c0": lambda data: data["n"] * 10, "c1": ValueError("no"), "c2": 20})
+    assert (result.status, result.output) == ("completed", [0, "ValueError", 20])

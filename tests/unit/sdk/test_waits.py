@@ -97,10 +97,13 @@ def test_wait_then_next_step_and_repeated_ids() -> None:
             await ctx.step.wait_for_event("w", event="e", timeout=1000)
         return await ctx.step.run("after", lambda: "ran")
 
-    o = only(run(define(fn), make_task({"w": ok(None)})))
-    assert (o.op, o.step_id, o.name) == (records.STEP_WAIT, "w:1", "w")
-    o = only(run(define(fn), make_task({"w": ok(None), "w:1": ok(PAID)})))
-    assert (o.op, o.step_id, o.output) == (records.STEP_COMPLETED, "after", "ran")
+    result = sdk.testing.trigger(define(fn), sdk.Event(name="shop/x"), now_ms=NOW,
+                                 step_stubs={"w:1": sdk.Event.from_wire(PAID)})
+    assert [(s.id, s.name, s.kind) for s in result.steps] == [
+        ("w", "w", "wait_for_event"), ("w:1", "w", "wait_for_event"), ("after", "after", "run")]
+    assert result.step("w").output is None  # not stubbed: it timed out
+    assert (result.step("w:1").output.name, result.output) == ("shop/invoice.paid", "ran")
+    assert result.ended_at_ms == NOW + 1000
 
 
 @pytest.mark.parametrize(("kwargs", "expected"), [
