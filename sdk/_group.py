@@ -52,6 +52,9 @@ class Group:
     async def parallel(self, callables: Lines,
                        parallel_mode: Literal[ParallelMode.RACE]) -> Any: ...
 
+    @overload
+    async def parallel(self, callables: Lines, parallel_mode: ParallelMode) -> Any: ...
+
     async def parallel(self, callables: Lines,
                        parallel_mode: ParallelMode = ParallelMode.WAIT) -> Any:
         """Run several lines of steps concurrently.
@@ -63,7 +66,9 @@ class Group:
         :class:`~sdk.StepError` from a failed step or invoke) raises here, the first
         in order. With ``ParallelMode.RACE`` it returns the result of the first line
         to finish as recorded in the run's history, or raises its error; the other
-        lines' steps still pending are left (cleared when the run ends).
+        lines' steps still pending are left (cleared when the run ends). A RACE first
+        replays its lines over recorded steps only, so code outside steps in them may
+        run twice in one execution (as all such code runs again on every replay).
         """
         return await run_parallel(self._state, callables, parallel_mode)
 

@@ -195,3 +195,15 @@ def test_replaying_the_same_records_gives_the_same_state() -> None:
         assert t.runs["R1"]["status"] == "completed"
         snapshots.append(t.snapshot())
     assert snapshots[0] == snapshots[1]
+
+
+def test_views_and_metrics_name_several_pauses() -> None:
+    from engine.api.views import run_view, waiting_text
+    from engine.observe.tally import reason_of
+
+    t = MemTables()
+    fan_out(t, *(f"c{n}" for n in range(7)))
+    state = t.runs["R1"]
+    assert reason_of(state) == "invoke"
+    text = waiting_text(run_view(dict(state))["waiting"])
+    assert text == "waiting for 7 parallel steps (c0, c1, c2, c3, c4 and 2 more)"
