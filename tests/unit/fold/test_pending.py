@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.api.views import run_view, waiting_text
 from engine.fold import apply
+from engine.observe.tally import reason_of
 from tests.unit.fold.builders import PAID, of, report, requested, wait_outcome
 from tests.unit.fold.test_outcomes import done, failed
 from tests.unit.memtables import MemTables
@@ -198,9 +200,6 @@ def test_replaying_the_same_records_gives_the_same_state() -> None:
 
 
 def test_views_and_metrics_name_several_pauses() -> None:
-    from engine.api.views import run_view, waiting_text
-    from engine.observe.tally import reason_of
-
     t = MemTables()
     fan_out(t, *(f"c{n}" for n in range(7)))
     state = t.runs["R1"]
