@@ -112,6 +112,9 @@ def test_fan_out_of_50_invokes_collects_every_output_and_one_failure(stack: Stac
     assert out[:7] + out[8:] == [n * n for n in range(50) if n != 7]
     assert run["steps"]["square-7"]["status"] == "failed"
     assert sum(e["type"] == "invoke.requested" for e in run["timeline"]) == 50
+    # At most one hand-over per child's end, plus the first task: no busy loop.
+    tasks = sum(e["type"] == "task.dispatched" for e in run["timeline"])
+    assert tasks <= 51
 
 
 def test_wait_for_event_beside_step_run(stack: Stack) -> None:
