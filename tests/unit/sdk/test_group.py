@@ -72,7 +72,8 @@ def test_pauses_alone_report_no_progress() -> None:
     assert (o.op, o.output) == (records.FUNCTION_COMPLETED, [0, 10, 20])
 
 
-def test_a_failed_child_raises_step_error_in_its_line_only() -> None:
+def fan_out() -> sdk.Function:
+    """Invokes three children in one group; a failed child's line returns its error name."""
     target = child()
 
     async def fn(ctx: sdk.Context) -> Any:
@@ -83,7 +84,11 @@ def test_a_failed_child_raises_step_error_in_its_line_only() -> None:
                 return f"failed: {exc.name}"
         return list(await ctx.group.parallel([lambda n=n: line(n) for n in range(3)]))
 
-    o = only(run(define(fn), make_task({"c0": ok(0), "c1": err("ValueError"), "c2": ok(2)})))
+    return define(fn)
+
+
+def test_a_failed_child_raises_step_error_in_its_line_only() -> None:
+    o = only(run(fan_out(), make_task({"c0": ok(0), "c1": err("ValueError"), "c2": ok(2)})))
     assert (o.op, o.output) == (records.FUNCTION_COMPLETED, [0, "failed: ValueError", 2])
 
 
@@ -235,16 +240,6 @@ def test_sync_functions_have_the_same_group() -> None:
 
 
 def test_a_fan_out_of_invokes_runs_under_sdk_testing() -> None:
-    target = child()
-
-    async def fn(ctx: sdk.Context) -> Any:
-        async def line(n: int) -> Any:
-            try:
-                return await ctx.step.invoke(f"c{n}", function=target, data={"n": n})
-            except sdk.StepError as exc:
-                return exc.name
-        return list(await ctx.group.parallel([lambda n=n: line(n) for n in range(3)]))
-
-    result = sdk.testing.trigger(define(fn), sdk.Event(name="shop/x"), step_stubs={
+    result = sdk.testing.trigger(fan_out(), sdk.Event(name="shop/x"), step_stubs={
         "c0": lambda data: data["n"] * 10, "c1": ValueError("no"), "c2": 20})
-    assert (result.status, result.output) == ("completed", [0, "ValueError", 20])
+    assert (result.status, result.output) == ("completed", [0, "failed: ValueError", 20])
