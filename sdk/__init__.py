@@ -19,6 +19,7 @@ from sdk import testing
 from sdk._client import Client
 from sdk._connect import BrokerUnreachableError
 from sdk._context import Context, ContextSync
+from sdk._encryption import DecryptionError, EncryptionMiddleware, Encryptor
 from sdk._errors import (
     ConfigError,
     EventError,
@@ -31,6 +32,14 @@ from sdk._events import Event, TriggerCron, TriggerEvent, TriggerTopic
 from sdk._flow import Batch, Concurrency, Debounce, Priority, RateLimit, Singleton, Throttle
 from sdk._function import Function, FunctionConfig
 from sdk._group import Group, ParallelMode
+from sdk._middleware import (
+    Middleware,
+    MiddlewareSync,
+    SendEventsResult,
+    StepMemos,
+    TransformOutputResult,
+    TransformOutputStepInfo,
+)
 from sdk._options import Cancel, Timeouts
 from sdk._step import Step
 from sdk._sync import StepSync
@@ -46,23 +55,32 @@ __all__ = [
     "Context",
     "ContextSync",
     "Debounce",
+    "DecryptionError",
+    "EncryptionMiddleware",
+    "Encryptor",
     "Event",
     "EventError",
     "Function",
     "FunctionConfig",
     "Group",
+    "Middleware",
+    "MiddlewareSync",
     "NonRetriableError",
     "ParallelMode",
     "Priority",
     "RateLimit",
     "RetryAfterError",
     "SendError",
+    "SendEventsResult",
     "Singleton",
     "Step",
     "StepError",
+    "StepMemos",
     "StepSync",
     "Throttle",
     "Timeouts",
+    "TransformOutputResult",
+    "TransformOutputStepInfo",
     "TriggerCron",
     "TriggerEvent",
     "TriggerTopic",

@@ -32,6 +32,12 @@ from sdk._function import (
     check_handler,
     make_config,
 )
+from sdk._middleware import (
+    MiddlewareFactory,
+    check_middleware,
+    send_with_hooks,
+    send_with_hooks_sync,
+)
 from sdk._options import Cancel, Timeouts
 from sdk._producer import Producer
 from topics import records
@@ -55,13 +61,17 @@ class Client:
     ``KAFKA_BOOTSTRAP_SERVERS``, else the file ``stepstream dev`` writes, else the
     default dev address. They are resolved when first needed, so a client can be
     created (imported) before its broker is up. ``settings`` replaces the
-    ``STEPSTREAM_*`` environment entirely.
+    ``STEPSTREAM_*`` environment entirely. ``middleware`` lists :class:`~sdk.Middleware`
+    classes run for every function and every send (docs/middleware.md).
     """
 
     def __init__(self, app_id: str, *, brokers: str | None = None,
-                 settings: Settings | None = None) -> None:
+                 settings: Settings | None = None,
+                 middleware: list[MiddlewareFactory] | None = None) -> None:
         if not isinstance(app_id, str) or not app_id.strip():
             raise ConfigError("app_id must be a non-empty string")
+        # Run before each function's own middleware (sdk.Middleware).
+        self.middleware = list(check_middleware(middleware, "Client"))
         self.app_id = app_id
         self._brokers = brokers
         self._settings = settings
@@ -116,6 +126,7 @@ class Client:
         singleton: Singleton | None = None,
         batch_events: Batch | None = None,
         debounce: Debounce | None = None,
+        middleware: list[MiddlewareFactory] | None = None,
     ) -> Callable[[Handler], Function]:
         """Decorator declaring a durable function.
 
@@ -144,6 +155,9 @@ class Client:
         holds ``function_id``, ``run_id``, ``error`` (name, message, stack) and
         ``event`` (the failed run's triggering event). It has the same ``retries``.
 
+        ``middleware`` lists :class:`~sdk.Middleware` classes run for this function
+        (and its failure handler) after the client's.
+
         The function is registered as ``f"{app_id}-{fn_id}"`` when a worker starts.
         Everything is checked here: a :class:`~sdk.ConfigError` names the
         function and the problem.
@@ -158,14 +172,17 @@ class Client:
             _check_on_failure(on_failure, fn_id)
             failure_config = self._failure_config(config)
         self._check_free(config, failure_config)
+        own = check_middleware(middleware, f"function {fn_id!r}")
 
         def decorate(handler: Handler) -> Function:
             check_handler(handler, fn_id)
             self._check_free(config, failure_config)
             function = Function(handler, config)
+            function.client, function.middleware = self, own
             self._functions[fn_id] = function
             if failure_config is not None and on_failure is not None:
                 failure = Function(on_failure, failure_config)
+                failure.client, failure.middleware = self, own
                 self._functions[failure_config.fn_id] = failure
                 function.on_failure = failure
             return function
@@ -215,7 +232,11 @@ class Client:
 
         Blocks until delivery. Raises :class:`~sdk.EventError` for an invalid
         event (nothing is sent) and :class:`~sdk.SendError` if delivery failed.
+        The client's middleware sees the events first (``before_send_events``).
         """
+        return send_with_hooks_sync(self, events, self._send_now)
+
+    def _send_now(self, events: Event | list[Event]) -> list[str]:
         wire = self._records(events)
         futures = self._produce(wire)
         done, _ = concurrent.futures.wait(futures, timeout=_DELIVERY_WAIT_S)
@@ -225,6 +246,9 @@ class Client:
 
     async def send_async(self, events: Event | list[Event]) -> list[str]:
         """Like :meth:`send`, without blocking the event loop while waiting."""
+        return await send_with_hooks(self, events, self._send_now_async)
+
+    async def _send_now_async(self, events: Event | list[Event]) -> list[str]:
         wire = self._records(events)
         # Producing can block briefly when the local queue is full.
         futures = await asyncio.to_thread(self._produce, wire)

@@ -22,6 +22,7 @@ from sdk._errors import NonRetriableError, StepError
 from sdk._events import Event
 from sdk._function import Function
 from sdk._group import Group
+from sdk._run_hooks import ExecutionHooks
 from sdk._step import ExecutionState, Interrupt, NestedStepError, Step, start_line
 from sdk._sync import run_sync
 from topics import records
@@ -103,8 +104,30 @@ async def execute(
     Cancellation (worker shutdown) propagates; nothing is reported then. ``checkpoint``
     is awaited before a new step's handler runs (see :class:`~sdk._step.ExecutionState`);
     what it raises propagates too. ``step_type`` makes ``ctx.step`` (sdk.testing's
-    stubs are a subclass).
+    stubs are a subclass). The client's and the function's middleware
+    (:mod:`sdk._middleware`) run around it.
     """
+    hooks = ExecutionHooks.create(function, task)
+    result = await _execute_once(function, task, settings=settings, now_ms=now_ms,
+                                 executor=executor, logger=logger, checkpoint=checkpoint,
+                                 step_type=step_type, hooks=hooks)
+    if hooks is None:
+        return result
+    return await hooks.finish(result, settings=settings, now_ms=now_ms())
+
+
+async def _execute_once(
+    function: Function,
+    task: records.Task,
+    *,
+    settings: Settings,
+    now_ms: Callable[[], int],
+    executor: Executor | None,
+    logger: logging.Logger | None,
+    checkpoint: Callable[[], Awaitable[None]] | None,
+    step_type: type[Step],
+    hooks: ExecutionHooks | None,
+) -> ExecutionResult:
     base_logger = logger or function_logger
     state = ExecutionState(
         run_id=task.run_id,
@@ -116,6 +139,7 @@ async def execute(
         logger=logging.LoggerAdapter(base_logger, {"run_id": task.run_id}),
         executor=executor,
         checkpoint=checkpoint,
+        hooks=hooks,
     )
     event = Event.from_wire(task.event)
     ctx = Context(
@@ -129,6 +153,8 @@ async def execute(
                                  function.id),
         cron_tick=_utc(task.cron_tick_ms),
     )
+    if hooks is not None and not await hooks.begin(ctx, function, state):
+        return ExecutionResult([])  # hooks.finish reports the hook's failure
     # The body runs in its own task with a fresh line of control, so its context
     # variables never leak into the caller's.
     body = asyncio.get_running_loop().create_task(_invoke(function, ctx), context=start_line())
@@ -140,6 +166,8 @@ async def execute(
         pass
     except Exception as exc:
         error = exc
+    if hooks is not None:
+        await hooks.body_ended(error)
 
     if state.nested is not None:
         # Checked first: whatever the outer step returned was computed without the

@@ -17,7 +17,9 @@ from topics import records
 from topics.cron import parse_cron
 
 if TYPE_CHECKING:
+    from sdk._client import Client
     from sdk._context import Context, ContextSync
+    from sdk._middleware import MiddlewareFactory
 
 # An async handler takes a Context; a sync one (def) a ContextSync (sdk/_sync.py).
 Handler = Callable[["Context"], Awaitable[Any]] | Callable[["ContextSync"], Any]
@@ -85,6 +87,10 @@ class Function:
         self.config = config
         # The function created for ``create_function(on_failure=...)``, if any.
         self.on_failure: Function | None = None
+        # Set by create_function: the client (its middleware runs first) and this
+        # function's own middleware (sdk/_middleware.py).
+        self.client: Client | None = None
+        self.middleware: tuple[MiddlewareFactory, ...] = ()
         functools.update_wrapper(self, handler)
 
     @property

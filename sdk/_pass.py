@@ -125,8 +125,9 @@ class Pass:
             return False
         if self.state is _Flush.ENDED:
             result = ExecutionResult([], {})
-        elif self._pending and (result.sends
+        elif self._pending and (result.sends or self._pending_sends
                                 or not self._fits(self._pending + result.outcomes)):
+            # Pending sends go out with the checkpoint, before anything after them.
             state = await self._flush()
             if state is _Flush.ABANDONED:
                 return False

@@ -116,6 +116,8 @@ class ExecutionState:
     # completed earlier in the pass first (sdk/_pass.py), so none of them runs again.
     checkpoint: Callable[[], Awaitable[None]] | None = None
     order: dict[str, int] | None = None
+    # The execution's middleware hooks (sdk/_run_hooks.py ExecutionHooks), or None.
+    hooks: Any = None
 
     def next_id(self, user_id: str) -> str:
         """The step id for the next use of ``user_id``: "x", then "x:1", "x:2", ..."""
@@ -231,6 +233,8 @@ class Step:
         Raises :class:`~sdk.StepError` if the step failed for good.
         """
         step_id = self._enter(step_id)
+        if self._state.hooks is not None:
+            await self._state.hooks.step(self._state, step_id)
         memo = self._memo(step_id)
         if memo is not _MISSING:
             return memo
@@ -286,6 +290,8 @@ class Step:
         executed again sends the same ids and the duplicates are ignored downstream.
         """
         step_id = self._enter(step_id)
+        if self._state.hooks is not None:
+            await self._state.hooks.step(self._state, step_id)
         memo = self._memo(step_id)
         if memo is not _MISSING:
             return memo
@@ -293,6 +299,8 @@ class Step:
         state = self._state
         now = state.now_ms()
         name = self._state.names[step_id]
+        if state.hooks is not None:
+            events = await state.hooks.before_send(state, slot, step_id, name, events)
         try:
             wire = [
                 to_record(e, default_id=sent_event_id(state.run_id, step_id, i,
