@@ -243,3 +243,17 @@ def test_a_fan_out_of_invokes_runs_under_sdk_testing() -> None:
     result = sdk.testing.trigger(fan_out(), sdk.Event(name="shop/x"), step_stubs={
         "c0": lambda data: data["n"] * 10, "c1": ValueError("no"), "c2": 20})
     assert (result.status, result.output) == ("completed", [0, "failed: ValueError", 20])
+
+
+def test_sdk_testing_picks_the_race_winner_the_engine_would() -> None:
+    async def fn(ctx: sdk.Context) -> Any:
+        won = await ctx.group.parallel(
+            (lambda: ctx.step.wait_for_event("ok", event="review/approved", timeout="1d"),
+             lambda: ctx.step.run("auto", lambda: "auto")),
+            parallel_mode=sdk.ParallelMode.RACE)
+        return won if isinstance(won, str) else "approved"
+
+    # The wait's event arrives after "auto" was recorded, as on a real engine.
+    result = sdk.testing.trigger(define(fn), sdk.Event(name="shop/x"),
+                                 step_stubs={"ok": sdk.Event(name="review/approved")})
+    assert (result.status, result.output) == ("completed", "auto")
