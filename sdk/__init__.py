@@ -31,6 +31,7 @@ from sdk._errors import (
 from sdk._events import Event, TriggerCron, TriggerEvent, TriggerTopic
 from sdk._flow import Batch, Concurrency, Debounce, Priority, RateLimit, Singleton, Throttle
 from sdk._function import Function, FunctionConfig
+from sdk._group import Group, ParallelMode
 from sdk._middleware import (
     Middleware,
     MiddlewareSync,
@@ -61,9 +62,11 @@ __all__ = [
     "EventError",
     "Function",
     "FunctionConfig",
+    "Group",
     "Middleware",
     "MiddlewareSync",
     "NonRetriableError",
+    "ParallelMode",
     "Priority",
     "RateLimit",
     "RetryAfterError",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sdk._events import Event
+from sdk._group import Group
 from sdk._step import Step
 
 if TYPE_CHECKING:
@@ -24,7 +25,8 @@ class Context:
     (``collect=True``, ``event`` its last); else ``[event]``. ``attempt`` counts the
     function's retries (0 first), ``step`` is the step API and ``logger`` a logger that
     stays quiet while memoized steps are replayed, so each line is logged once per run
-    rather than once per execution. ``cron_tick`` is
+    rather than once per execution. ``group`` runs lines of steps side by side
+    (``ctx.group.parallel``). ``cron_tick`` is
     the scheduled moment (UTC) of a run started by a :class:`~sdk.TriggerCron`,
     and None for other runs.
     """
@@ -35,6 +37,7 @@ class Context:
     attempt: int
     step: Step
     logger: logging.LoggerAdapter[logging.Logger]
+    group: Group
     cron_tick: datetime.datetime | None = None
 
 

@@ -21,6 +21,7 @@ from sdk._durations import wall_ms
 from sdk._errors import StepError, is_quiet
 from sdk._events import Event
 from sdk._function import Function
+from sdk._group import Group
 from sdk._run_hooks import ExecutionHooks
 from sdk._step import ExecutionState, Interrupt, NestedStepError, Step, start_line
 from sdk._sync import run_sync
@@ -42,6 +43,8 @@ class ExecutionResult:
 
     outcomes: list[records.Outcome]
     sends: dict[str, list[records.Event]] = field(default_factory=dict)
+    # A line can go on while another waits (OutcomesReported.progress).
+    progress: bool = False
 
     @property
     def finished(self) -> bool:
@@ -145,6 +148,7 @@ async def _execute_once(
         run_id=task.run_id,
         attempt=task.attempt,
         step=step_type(state),
+        group=Group(state),
         logger=ReplayQuietLogger(base_logger, task.run_id, lambda: state.replaying,
                                  function.id),
         cron_tick=_utc(task.cron_tick_ms),
@@ -183,10 +187,9 @@ async def _execute_once(
                 op=records.FUNCTION_FAILED, retriable=True,
                 error=_outcomes.error_named("Interrupted", "a new step ended without outcome"),
             )])
-        if len(found) > 1 and any(o.op in _ALONE for o in found):
-            return ExecutionResult([_not_alone(found)])
         reported = {o.step_id for o in found}
-        return ExecutionResult(found, {k: v for k, v in state.sends.items() if k in reported})
+        return ExecutionResult(found, {k: v for k, v in state.sends.items() if k in reported},
+                               progress=_progress(found))
     if error is not None:
         if not isinstance(error, StepError) and not is_quiet(error):
             # INFO on the worker's logger, not the function's: the engine decides whether
@@ -205,25 +208,16 @@ async def _invoke(function: Function, ctx: Context) -> Any:
     return await function.handler(ctx)  # type: ignore[arg-type]
 
 
-# Steps after which the run waits on something other than time (an event, a child run):
-# the run's single wait cannot also cover other new steps.
-_ALONE = {records.STEP_WAIT: "wait_for_event", records.STEP_INVOKE: "invoke"}
+def _progress(found: list[records.Outcome]) -> bool:
+    """Whether a line stopped at a step recorded now (it can go on) while another stopped
+    at a sleep, wait or invoke: the engine then hands the run over again at once
+    instead of waiting for the pause (engine/fold/pending.py)."""
+    return (any(o.op in (records.STEP_COMPLETED, records.STEP_FAILED) for o in found)
+            and any(o.op in _PAUSES for o in found))
 
 
-def _not_alone(found: list[records.Outcome]) -> records.Outcome:
-    """The run's failure when wait_for_event/invoke met other new steps in one pass."""
-    alone = [f"step.{_ALONE[o.op]} {o.step_id!r}" for o in found if o.op in _ALONE]
-    others = [repr(o.step_id) for o in found if o.op not in _ALONE]
-    with_what = f"other new steps ({', '.join(others)})" if others else "each other"
-    return records.Outcome(
-        op=records.FUNCTION_FAILED, retriable=False,
-        error=_outcomes.error_named(
-            "UnsupportedParallelStep",
-            f"{' and '.join(alone)} cannot run in parallel with {with_what}: a run waits "
-            "for one event or invoked function at a time, with no other step pending. "
-            "Await it outside step.parallel, before or after the other steps.",
-        ),
-    )
+# Steps only the engine can end.
+_PAUSES = (records.STEP_SLEEP, records.STEP_WAIT, records.STEP_INVOKE)
 
 
 def _utc(ms: int | None) -> datetime.datetime | None:

@@ -178,8 +178,9 @@ def fit_report(report: records.OutcomesReported, max_bytes: int) -> records.Outc
             started_at=o.started_at, ended_at=o.ended_at,
         )
         candidate = records.OutcomesReported(report.run_id, report.task_seq, outcomes,
-                                             report.worker, report.ts)
+                                             report.worker, report.ts,
+                                             progress=report.progress)
         if len(encode(candidate)) <= max_bytes:
             return candidate
     return records.OutcomesReported(report.run_id, report.task_seq, outcomes, report.worker,
-                                    report.ts)
+                                    report.ts, progress=report.progress)

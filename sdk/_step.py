@@ -5,8 +5,8 @@ raises :class:`~sdk.StepError`) at once, without suspending, so replays take
 the same path every time. The first new step of a line of control is executed (or
 planned, for sleeps, waits for events and invocations), its outcome collected, and
 that line is stopped with :class:`Interrupt`. A line of control is the function body,
-or one callable given to :meth:`Step.parallel`; that is how parallel steps get
-reported together.
+or one callable given to ``ctx.group.parallel`` (sdk/_group.py); that is how parallel
+steps get reported together.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
 from sdk import _outcomes
 from sdk._durations import Duration, datetime_ms, duration_ms
@@ -32,6 +32,9 @@ from topics import error_codes, records
 from topics.codec import PayloadError, check_payload
 from topics.ids import sent_event_id, ulid_ms
 from topics.settings import Settings
+
+if TYPE_CHECKING:
+    from sdk._group import ParallelMode
 
 T = TypeVar("T")
 
@@ -54,18 +57,38 @@ class NestedStepError(BaseException):
 
 
 @dataclass(slots=True)
-class _Line:
-    """One line of control; ``stopped`` once it met a new step."""
+class Line:
+    """One line of control; ``stopped`` once it met a new step. ``last`` is the place
+    in the run's history (the memo's order) of the latest recorded step it met: a RACE
+    group's winner is the finished line with the lowest (sdk/_group.py)."""
 
     stopped: bool = False
+    last: int = -1
+
+    @staticmethod
+    def enter(line: Line, probing: bool = False) -> None:
+        """Make ``line`` the current task's line; ``probing``: its new steps stop it
+        unstarted (a RACE looking for its winner among recorded steps)."""
+        _line.set(line)
+        if probing:
+            _probing.set(True)
 
 
 # Parallel callables run as asyncio tasks, which copy the context, so each one sees
 # the line it was started with.
-_line: contextvars.ContextVar[_Line] = contextvars.ContextVar("stepstream_line")
+_line: contextvars.ContextVar[Line] = contextvars.ContextVar("stepstream_line")
 _in_step: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "stepstream_in_step", default=None
 )
+_probing: contextvars.ContextVar[bool] = contextvars.ContextVar("stepstream_probing",
+                                                                default=False)
+
+
+def current_line() -> Line:
+    line = _line.get(None)
+    if line is None:
+        raise RuntimeError("ctx.step was used outside the execution of its function")
+    return line
 
 
 @dataclass(slots=True)
@@ -93,6 +116,7 @@ class ExecutionState:
     # Awaited before a step's handler runs: a worker running ahead records the steps it
     # completed earlier in the pass first (sdk/_pass.py), so none of them runs again.
     checkpoint: Callable[[], Awaitable[None]] | None = None
+    order: dict[str, int] | None = None
     # The execution's middleware hooks (sdk/_run_hooks.py ExecutionHooks), or None.
     hooks: Any = None
 
@@ -124,6 +148,20 @@ class ExecutionState:
     def outcomes(self) -> list[records.Outcome]:
         return [o for o in self.slots if o is not None]
 
+    def index(self, step_id: str) -> int:
+        """Where memoized ``step_id`` stands in the run's history: tasks carry the steps
+        in the order their outcomes were recorded."""
+        if self.order is None or len(self.order) != len(self.steps):
+            self.order = {sid: i for i, sid in enumerate(self.steps)}
+        return self.order.get(step_id, -1)
+
+    def mark(self) -> tuple[set[str], dict[str, str], dict[str, int], set[str]]:
+        """The step ids handed out so far, to :meth:`reset` to after a RACE's replay."""
+        return set(self.used), dict(self.names), dict(self.counters), set(self.visited)
+
+    def reset(self, mark: tuple[set[str], dict[str, str], dict[str, int], set[str]]) -> None:
+        self.used, self.names, self.counters, self.visited = mark
+
 
 _MISSING: Any = object()
 
@@ -153,6 +191,9 @@ class Step:
         if entry is None:
             return _MISSING
         self._state.visited.add(step_id)
+        line = _line.get(None)
+        if line is not None:
+            line.last = max(line.last, self._state.index(step_id))
         if isinstance(entry, dict) and entry.get("error") is not None:
             err = entry["error"]
             err = err if isinstance(err, dict) else {"message": str(err)}
@@ -166,10 +207,8 @@ class Step:
 
     def _begin_new(self, step_id: str) -> int:
         """Claim the current line for the new step ``step_id``; return its slot."""
-        line = _line.get(None)
-        if line is None:
-            raise RuntimeError("ctx.step was used outside the execution of its function")
-        if line.stopped:
+        line = current_line()
+        if line.stopped or _probing.get():
             raise Interrupt()
         line.stopped = True
         self._state.slots.append(None)
@@ -306,9 +345,9 @@ class Step:
         ``async`` (the candidate), e.g. ``"async.data.amount > event.data.amount"``.
         ``timeout`` is required and more than 0 (ms, timedelta or "1h").
 
-        A run waits for one thing at a time: met in one execution together with other
-        new steps (inside ``step.parallel``), it fails the run without retries.
-        Arguments that cannot work raise TypeError or ValueError here.
+        It may stand in a parallel line next to other steps (``ctx.group.parallel``):
+        each wait of a run resolves on its own. Arguments that cannot work raise
+        TypeError or ValueError here.
         """
         if not isinstance(event, str) or not event.strip():
             raise TypeError(f"step {step_id!r}: event must be a non-empty event name, "
@@ -344,8 +383,8 @@ class Step:
         :class:`~sdk.StepError`. ``data`` must be JSON-compatible: if it is not,
         the step fails without retries, naming it.
 
-        A run waits for one thing at a time: met in one execution together with other
-        new steps (inside ``step.parallel``), it fails the run without retries.
+        Invokes may fan out in parallel lines (``ctx.group.parallel``): each child's
+        end resolves its own step, and a failed child fails only that line's step.
         """
         if not isinstance(function, Function):
             raise TypeError(f"step {step_id!r}: function must be an sdk.Function (what "
@@ -403,46 +442,14 @@ class Step:
         ))
 
     async def parallel(
-        self, callables: Iterable[Callable[[], Awaitable[Any]] | Awaitable[Any]]
-    ) -> tuple[Any, ...]:
-        """Run several lines of steps concurrently; return their results in order.
-
-        Each item is a zero-argument callable returning an awaitable (typically
-        ``lambda: ctx.step.run(...)``). New steps met by all of them are run together
-        and reported at once; the function continues past ``parallel`` only when every
-        line's steps are memoized. ``wait_for_event`` and ``invoke`` cannot be among
-        several new steps met at once: the run then fails without retries.
-        """
-        items = list(callables)
-        for item in items:
-            if not callable(item) and not inspect.isawaitable(item):
-                raise TypeError(
-                    "step.parallel takes callables returning awaitables, "
-                    f"got {type(item).__name__}"
-                )
-        line = _line.get(None)
-        if line is None:
-            raise RuntimeError("ctx.step was used outside the execution of its function")
-        if line.stopped:
-            raise Interrupt()
-        tasks = [asyncio.ensure_future(_run_line(item)) for item in items]
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        if any(isinstance(r, Interrupt) for r in results):
-            line.stopped = True
-            raise Interrupt()
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
-        return tuple(results)
-
-
-async def _run_line(item: Callable[[], Awaitable[Any]] | Awaitable[Any]) -> Any:
-    # Runs inside its own task, so this set only affects this line.
-    _line.set(_Line())
-    result = item() if callable(item) else item
-    if inspect.isawaitable(result):
-        result = await result
-    return result
+        self, callables: Iterable[Callable[[], Awaitable[Any]] | Awaitable[Any]],
+        parallel_mode: ParallelMode | None = None,
+    ) -> Any:
+        """A synonym of ``ctx.group.parallel`` (:meth:`sdk.Group.parallel`): run
+        several lines of steps concurrently; by default return their results in order."""
+        from sdk._group import ParallelMode, run_parallel  # imports this module
+        return await run_parallel(self._state, callables,
+                                  ParallelMode.WAIT if parallel_mode is None else parallel_mode)
 
 
 async def _call(handler: Callable[..., Any], args: tuple[Any, ...],
@@ -480,6 +487,6 @@ def _id_time(run_id: str) -> int:
 def start_line() -> contextvars.Context:
     """A context whose line of control is fresh: run the function body in it."""
     ctx = contextvars.copy_context()
-    ctx.run(_line.set, _Line())
+    ctx.run(_line.set, Line())
     ctx.run(_in_step.set, None)
     return ctx

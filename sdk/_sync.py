@@ -28,7 +28,8 @@ from sdk._context import Context, ContextSync
 from sdk._durations import Duration
 from sdk._events import Event
 from sdk._function import Function
-from sdk._step import Interrupt, NestedStepError, Step, _Line, _line
+from sdk._group import ParallelMode, run_parallel_sync
+from sdk._step import Interrupt, Step
 
 T = TypeVar("T")
 
@@ -151,46 +152,16 @@ class StepSync:
                                                   app_id=app_id, data=data, timeout=timeout,
                                                   **options))
 
-    def parallel(self, callables: Iterable[Callable[[], Any]]) -> tuple[Any, ...]:
-        """Run several lines of steps; return their results in order.
+    def parallel(self, callables: Iterable[Callable[[], Any]],
+                 parallel_mode: ParallelMode = ParallelMode.WAIT) -> Any:
+        """Run several lines of steps; see :meth:`sdk.Group.parallel` (WAIT: their
+        results in order; RACE: the first line finished as recorded).
 
-        As :meth:`sdk.Step.parallel`, except that the lines run one after the other in
-        this thread (each in a line of control of its own), so their new steps' handlers
-        do not overlap in time; they are reported together all the same.
+        The lines run one after the other in this thread (each in a line of control of
+        its own), so their new steps' handlers do not overlap in time; they are
+        reported together all the same.
         """
-        items = list(callables)
-        for item in items:
-            if not callable(item):
-                raise TypeError("step.parallel takes callables (lambda: ctx.step.run(...)), "
-                                f"got {type(item).__name__}")
-        line = _line.get(None)
-        if line is None:
-            raise RuntimeError("ctx.step was used outside the execution of its function")
-        if line.stopped:
-            raise Interrupt()
-        results: list[Any] = []
-        errors: list[BaseException] = []
-        for item in items:
-            context = contextvars.copy_context()
-            context.run(_line.set, _Line())
-            try:
-                result = context.run(item)
-            except (Exception, Interrupt, NestedStepError) as exc:
-                errors.append(exc)
-                results.append(None)
-                continue
-            if inspect.isawaitable(result):
-                if inspect.iscoroutine(result):
-                    result.close()
-                raise TypeError("in a sync function, step.parallel takes sync callables "
-                                "(lambda: ctx.step.run(...)), not ones returning awaitables")
-            results.append(result)
-        if any(isinstance(e, Interrupt) for e in errors):
-            line.stopped = True
-            raise Interrupt()
-        if errors:
-            raise errors[0]
-        return tuple(results)
+        return run_parallel_sync(self._step._state, callables, parallel_mode)
 
 
 class GroupSync:
@@ -199,6 +170,7 @@ class GroupSync:
     def __init__(self, step: StepSync) -> None:
         self._step = step
 
-    def parallel(self, callables: Iterable[Callable[[], Any]]) -> tuple[Any, ...]:
+    def parallel(self, callables: Iterable[Callable[[], Any]],
+                 parallel_mode: ParallelMode = ParallelMode.WAIT) -> Any:
         """Run several lines of steps; see :meth:`StepSync.parallel`."""
-        return self._step.parallel(callables)
+        return self._step.parallel(callables, parallel_mode)

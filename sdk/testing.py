@@ -53,6 +53,7 @@ __all__ = ["ErrorInfo", "RunResult", "StepRecord", "UnstubbedStepError", "trigge
            "trigger_async"]
 
 _NO_STUB: Any = object()
+_PAUSES = (records.STEP_SLEEP, records.STEP_WAIT, records.STEP_INVOKE)
 
 # A run that keeps meeting new steps past this is taken for a loop in the function.
 MAX_PASSES = 10_000
@@ -231,6 +232,11 @@ class _Run:
                         continue
                     return self._end("failed", error=ErrorInfo.of(outcome.error))
                 self._apply(outcome, result.sends.get(outcome.step_id or ""))
+            # As the engine records them: a pass's sleeps, waits and invokes end after
+            # its other steps (a RACE's winner is the line recorded first).
+            for o in result.outcomes:
+                if o.op in _PAUSES and o.step_id in self.memo:
+                    self.memo[o.step_id] = self.memo.pop(o.step_id)
         raise RuntimeError(f"function {self.fn.fn_id!r} met new steps in {MAX_PASSES} passes "
                            "without ending: does it loop over steps without end?")
 

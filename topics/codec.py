@@ -87,6 +87,10 @@ def encode(record: Record) -> bytes:
         body[name] = value
     if isinstance(record, OutcomesReported):
         body["outcomes"] = [_outcome_to_wire(o) for o in record.outcomes]
+        if body["progress"] is False:
+            # Written only when set: every other report keeps its bytes, and an engine
+            # from before the field reads it (decode rejects unknown fields).
+            del body["progress"]
     return packb(body)
 
 

@@ -191,6 +191,10 @@ class OutcomesReported:
     worker: str
     ts: int
     more: bool = False
+    # True when the execution completed a step in one parallel line while another
+    # stopped at a sleep, wait or invoke: the completed line can go on, so the engine
+    # hands the run over again instead of waiting for the pause (engine/fold/pending.py).
+    progress: bool = False
 
 
 @dataclass(slots=True)

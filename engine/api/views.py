@@ -396,6 +396,10 @@ def waiting_text(waiting: Any) -> str:
         detail = ", ".join(x for x in (f"function {fn}" if fn else "",
                                        f"step {step}" if step else "") if x)
         return f"waiting for {what}" + (f" ({detail})" if detail else "") + until
+    if kind == "steps":
+        ids = [str(i) for i in waiting.get("step_ids") or []]
+        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        return f"waiting for {len(ids)} parallel step{'s' if len(ids) != 1 else ''} ({shown})"
     return f"waiting: {_detail_text(waiting)}"
 
 
