@@ -42,6 +42,10 @@ class WorkerMetrics:
                                   buckets=STEP_BUCKETS, registry=r)
         self.tasks = Counter("stepstream_worker_tasks_received",
                              "Tasks taken from the tasks topic for this app.", registry=r)
+        self.cancellations = Counter(
+            "stepstream_worker_task_cancellations_received",
+            "task.cancelled records received for this app: a run ended while its task was "
+            "out, so that task stops running ahead.", registry=r)
         self.passes = Counter("stepstream_worker_passes",
                               "Passes run: a task executed until it waits or ends.",
                               ["function"], registry=r)

@@ -277,6 +277,7 @@ class Worker:
         if (isinstance(rec.run_id, str) and isinstance(rec.app_id, str)
                 and isinstance(rec.task_seq, int) and rec.app_id == self.client.app_id):
             self._jobs.cancel(rec.run_id, rec.task_seq)
+            self.metrics.cancellations.inc()
         self._tracker.done(partition, offset)
 
     def _start_queued(self) -> None:

@@ -242,8 +242,19 @@ def test_cancel_by_event_while_a_step_executes(stack: Stack) -> None:
     job = uuid.uuid4().hex
     started = stack.send("flow/job.started", {"job": job})
     assert entered_flag(job).wait(30), "the slow step never started"
+    registry = stack.workers[0][0].metrics.registry
+
+    def told() -> float:
+        return registry.get_sample_value(
+            "stepstream_worker_task_cancellations_received_total") or 0.0
+
+    before = told()
     cancel_id = stack.send("flow/job.cancelled", {"job": job})
     run = stack.finished_run(started)
+    # A step that starts before the worker gets task.cancelled runs (the documented
+    # window): open the gate once the worker has it.
+    wait_for(lambda: told() > before, 30,
+             "the worker to receive task.cancelled")
     gate(job).set()  # the executing step finishes now; its outcome must not resume the run
     assert run["status"] == "cancelled"
     assert run["cancelled_by"]["kind"] == "event" and run["cancelled_by"]["event_id"] == cancel_id
