@@ -238,24 +238,28 @@ def test_if_exp_compares_the_candidate_with_the_trigger(stack: Stack) -> None:
     assert stack.finished_run(opened)["output"] == 150
 
 
+def cancellations_received(stack: Stack) -> float:
+    """How many task.cancelled records the stack's worker has taken."""
+    return stack.workers[0][0].metrics.registry.get_sample_value(
+        "stepstream_worker_task_cancellations_received_total") or 0.0
+
+
+def release_when_told(stack: Stack, job: str, before: float) -> None:
+    """Let the job's slow step finish once the worker has its run's task.cancelled: a
+    step that starts before that runs (the documented window), one after it must not."""
+    wait_for(lambda: cancellations_received(stack) > before, 30,
+             "the worker to receive task.cancelled")
+    gate(job).set()
+
+
 def test_cancel_by_event_while_a_step_executes(stack: Stack) -> None:
     job = uuid.uuid4().hex
     started = stack.send("flow/job.started", {"job": job})
     assert entered_flag(job).wait(30), "the slow step never started"
-    registry = stack.workers[0][0].metrics.registry
-
-    def told() -> float:
-        return registry.get_sample_value(
-            "stepstream_worker_task_cancellations_received_total") or 0.0
-
-    before = told()
+    before = cancellations_received(stack)
     cancel_id = stack.send("flow/job.cancelled", {"job": job})
     run = stack.finished_run(started)
-    # A step that starts before the worker gets task.cancelled runs (the documented
-    # window): open the gate once the worker has it.
-    wait_for(lambda: told() > before, 30,
-             "the worker to receive task.cancelled")
-    gate(job).set()  # the executing step finishes now; its outcome must not resume the run
+    release_when_told(stack, job, before)  # the executing step finishes now; its outcome must not resume the run
     assert run["status"] == "cancelled"
     assert run["cancelled_by"]["kind"] == "event" and run["cancelled_by"]["event_id"] == cancel_id
     # The finished step's report arrives and is ignored: "after" never runs.
@@ -271,6 +275,7 @@ def test_cancel_through_the_api_says_who(stack: Stack) -> None:
     started = stack.send("flow/job.started", {"job": job})
     assert entered_flag(job).wait(30)
     run = run_of(stack, started)
+    before = cancellations_received(stack)
     ingest = EventIngest(stack.settings)
     ingest.start()
     try:
@@ -278,9 +283,12 @@ def test_cancel_through_the_api_says_who(stack: Stack) -> None:
     finally:
         ingest.close()
     done = stack.finished_run(started)
-    gate(job).set()
+    release_when_told(stack, job, before)
     assert done["status"] == "cancelled"
     assert done["cancelled_by"] == {"kind": "api", "reason": "test says so"}
+    ignored = wait_for(lambda: [e for e in stack.run(done["run_id"])["timeline"]
+                                if e["type"] == "outcome.ignored"], 30, "the late report")
+    assert ignored[0]["detail"]["steps"] == ["slow"]
     assert calls["after:" + job] == 0
 
 
