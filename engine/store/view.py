@@ -7,12 +7,22 @@ from typing import Any
 
 from rocksdict import WriteBatch
 
-from engine.runstate import RunState
+from engine.runstate import TERMINAL, RunState
 from engine.store import keys
 from engine.store.partition import PartitionStore, pack, unpack
 
 # Not read from the store yet (None: read, and no such run).
 _UNREAD: Any = object()
+
+
+class NeedsHistory(Exception):
+    """The fold asked for a run the store does not hold while the partition's finished
+    runs are still being loaded from ``history``: it may be one of them, so the record
+    must wait until they are (engine/runtime/history.py)."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} may be a finished run not loaded yet")
+        self.run_id = run_id
 
 
 class BatchView:
@@ -36,12 +46,31 @@ class BatchView:
         self.min_new_expiry: int | None = None
         self.expired_upto: int | None = None
         self.touched_expiry = False
+        # While the store's finished runs load (``store.history_pending``): the one run
+        # id that may be missing because it is new (a run.requested's own run).
+        self.may_be_new: str | None = None
+        self.packed: dict[str, bytes] = {}  # ended runs' states packed by archived()
 
     def get_run(self, run_id: str) -> RunState | None:
         state = self.runs.get(run_id, _UNREAD)
         if state is _UNREAD:
-            state = self.runs[run_id] = self.store.cached_run(run_id)
+            state = self.store.cached_run(run_id)
+            if state is None and self.store.history_pending and run_id != self.may_be_new:
+                raise NeedsHistory(run_id)
+            self.runs[run_id] = state
         return state
+
+    def archived(self) -> list[tuple[bytes, bytes]]:
+        """The keys this batch writes that are not live state (ended runs' states and
+        event-index entries): they go to ``history`` before the batch is committed."""
+        out = []
+        for run_id in self.dirty:
+            state = self.runs[run_id]
+            if state is not None and state["status"] in TERMINAL:
+                raw = self.packed[run_id] = pack(state)
+                out.append((keys.run_key(run_id), raw))
+        out += [(k, self.puts[k]) for k in self.put_keys if k.startswith(keys.EVENT)]
+        return out
 
     def put_run(self, run_id: str, state: RunState) -> None:
         self.runs[run_id] = state
@@ -164,7 +193,13 @@ class BatchView:
         for run_id in self.dirty:
             state = self.runs[run_id]
             assert state is not None
-            batch.put(keys.run_key(run_id), pack(state))
+            raw = self.packed.get(run_id)
+            batch.put(keys.run_key(run_id), raw if raw is not None else pack(state))
+            # The live-run index snapshots read (only ``runs`` databases have runs).
+            if state["status"] in TERMINAL:
+                batch.delete(keys.live_key(run_id))
+            else:
+                batch.put(keys.live_key(run_id), b"")
             self.store.remember(run_id, state)
         for key, value in self.puts.items():
             batch.put(key, value)
