@@ -129,6 +129,7 @@ class Processor:
         self.assignment_changed = threading.Event()
         self.stopping = threading.Event()
         self.applied = 0
+        self.applied_runs = 0  # of them, ``runs`` records (a restore's re-fold, counted)
         self.produce_errors: list[str] = []
         self.consumer = Consumer(settings.client_config({
             **settings.consumer_tuning(),
@@ -455,6 +456,7 @@ class Processor:
                 self._rebuild(topic, p, damage, live_from=msgs[0].offset() or 0)
                 continue
             self.applied += result.applied
+            self.applied_runs += result.applied if runs else 0
             if result.blocked_at is not None:
                 self.restorer.blocked(self.consumer, topic, p, result.blocked_at)
             if runs:
