@@ -354,7 +354,7 @@ class Processor:
                          "read, %.2f s)%s", table, p, r.snapshot_offset, r.snapshot_entries,
                          r.snapshot_records_read, r.snapshot_s,
                          "; finished runs load in the background" if table == "runs" else "")
-        elif table == "runs":
+        elif table == "runs" and self.settings.snapshot_interval_ms:
             self.restorer.backfill(p, store, self.producer)
 
     def _snapshot_round(self) -> None:
@@ -459,7 +459,7 @@ class Processor:
             self.applied_runs += result.applied if runs else 0
             if result.blocked_at is not None:
                 self.restorer.blocked(self.consumer, topic, p, result.blocked_at)
-            if runs:
+            if runs and self.settings.snapshot_interval_ms:
                 out.extend(history_targets(self.catalog, p, result.view.archived(),
                                            result.next_offset, self.settings.max_record_bytes))
             for e in result.emits:

@@ -59,8 +59,10 @@ class Restorer:
         report = Restored(table, p)
         self.restored[(table, p)] = report
         started = time.monotonic()
-        found = read_snapshot(self.settings, table, p) if self.settings.snapshot_interval_ms \
-            else None
+        if not self.settings.snapshot_interval_ms:
+            report.done.set()  # snapshots off: no history either; re-folded from 0
+            return report
+        found = read_snapshot(self.settings, table, p)
         if found is None:
             if table == "runs":
                 # Re-folded from offset 0, so every ended run goes to history again.

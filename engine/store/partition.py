@@ -183,11 +183,13 @@ class PartitionStore:
         it.status()
         return None
 
-    def scan(self, prefix: bytes, upto: bytes | None = None) -> list[tuple[bytes, bytes]]:
-        """Every (key, value) under ``prefix`` (and below ``upto``, if given), in order."""
+    def scan(self, prefix: bytes, upto: bytes | None = None, start: bytes | None = None
+             ) -> list[tuple[bytes, bytes]]:
+        """Every (key, value) under ``prefix`` (from ``start`` and below ``upto``, if
+        given), in order."""
         out = []
         it = self.db.iter()
-        it.seek(prefix)
+        it.seek(start if start is not None and start > prefix else prefix)
         while it.valid():
             key = it.key()
             if not key.startswith(prefix) or (upto is not None and key >= upto):

@@ -107,11 +107,15 @@ class BatchView:
             del self.put_keys[bisect.bisect_left(self.put_keys, key)]
         self.deletes.add(key)
 
-    def scan_raw(self, prefix: bytes, upto: bytes | None = None) -> list[tuple[bytes, bytes]]:
-        """Keys under ``prefix`` (below ``upto``), this batch's changes included."""
-        merged = {k: v for k, v in self.store.scan(prefix, upto) if k not in self.deletes}
+    def scan_raw(self, prefix: bytes, upto: bytes | None = None, start: bytes | None = None
+                 ) -> list[tuple[bytes, bytes]]:
+        """Keys under ``prefix`` (from ``start``, below ``upto``), this batch's changes
+        included."""
+        merged = {k: v for k, v in self.store.scan(prefix, upto, start)
+                  if k not in self.deletes}
         keys = self.put_keys
-        for i in range(bisect.bisect_left(keys, prefix), len(keys)):
+        first = prefix if start is None or start < prefix else start
+        for i in range(bisect.bisect_left(keys, first), len(keys)):
             k = keys[i]
             if not k.startswith(prefix) or (upto is not None and k >= upto):
                 break
@@ -175,9 +179,17 @@ class BatchView:
             low = self.min_new_expiry if low is None else min(low, self.min_new_expiry)
         if low is None or low >= now_ms:
             return []
-        self.min_new_expiry = None
+        # An earlier call in this batch deleted every entry below ``expired_upto``: scan
+        # from there (or from the earliest entry put since), not over those deletions
+        # again — re-folding history older than the dedupe window expires a key at
+        # nearly every record, and rescanning made a batch quadratic (bench/restore.py).
+        start = None
+        if self.expired_upto is not None:
+            since = self.expired_upto if self.min_new_expiry is None else min(
+                self.expired_upto, self.min_new_expiry)
+            start = keys.expiries_before(max(0, since))
         gone = []
-        for xkey, _ in self.scan_raw(keys.EXPIRY, keys.expiries_before(now_ms)):
+        for xkey, _ in self.scan_raw(keys.EXPIRY, keys.expiries_before(now_ms), start):
             _, key = keys.parse_expiry_key(xkey)
             self.delete_raw(xkey)
             if self.get_raw(key) is not None:
@@ -185,6 +197,14 @@ class BatchView:
                 gone.append(key)
         self.touched_expiry = True
         self.expired_upto = max(now_ms, self.expired_upto or now_ms)
+        # The earliest expiry put in this batch that is still to come: it must wake a
+        # later call (forgetting it kept keys past their window when several were put
+        # in one batch, so the state depended on the batching).
+        i = bisect.bisect_left(self.put_keys, keys.expiries_before(max(0, now_ms)))
+        pending = self.put_keys[i] if i < len(self.put_keys) else None
+        self.min_new_expiry = (keys.parse_expiry_key(pending)[0]
+                               if pending is not None and pending.startswith(keys.EXPIRY)
+                               else None)
         return gone
 
     def commit(self, next_offset: int) -> None:
