@@ -12,6 +12,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
 
+from engine.runtime.ranges import fetch_range
 from engine.store.partition import PartitionStore
 from topics import snapshots as wire
 from topics.catalog import Catalog
@@ -144,13 +145,17 @@ def read_snapshot(settings: Settings, table: str, p: int, timeout_s: float = 60
         records: list[tuple[int, wire.SnapshotRecord]] = []
         read = 0
         while start > low:
+            if time.monotonic() > deadline:
+                log.warning("snapshots[%d]: no complete %s snapshot found within %.0f s; "
+                            "restoring from offset 0", p, table, timeout_s)
+                return None
             wanted = max(low, start - WALK_BACK)
             # An end marker seen whose begin lies further back: read back to it at once.
             begins = [r.begin_offset for _o, r in records
                       if isinstance(r, wire.End) and r.table == table]
             if begins:
                 wanted = max(low, min(wanted, min(begins)))
-            fetched = _read_range(consumer, catalog.snapshots, p, wanted, start, deadline)
+            fetched = fetch_range(consumer, catalog.snapshots, p, wanted, start, deadline)
             read += len(fetched)
             records = [*_decoded(fetched), *records]
             start = wanted
@@ -188,24 +193,3 @@ def _bounds(consumer: Consumer, topic: str, p: int, deadline: float) -> tuple[in
                for m in msgs):
             return low, max(high, 0)
     raise TimeoutError(f"no fetch answer from {topic}[{p}] in time")
-
-
-def _read_range(consumer: Consumer, topic: str, p: int, start: int, end: int,
-                deadline: float) -> list[Message]:
-    """The records of ``topic[p]`` in [start, end) (fewer where some were deleted)."""
-    consumer.assign([TopicPartition(topic, p, start)])
-    out: list[Message] = []
-    while time.monotonic() < deadline:
-        for m in consumer.consume(500, 0.2):
-            err = m.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    return out
-                continue
-            offset = m.offset() or 0
-            if offset >= end:
-                return out
-            out.append(m)
-            if offset >= end - 1:
-                return out
-    raise TimeoutError(f"{topic}[{p}] not read from {start} to {end} in time")
