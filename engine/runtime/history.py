@@ -76,6 +76,9 @@ class HistoryLoader(threading.Thread):
         if self.stopping.is_set():
             return
         with self.store.lock:
+            if self.store.closed:
+                return
+            self.store.db.delete(keys.HISTORY_PENDING)
             self.store.history_pending = False
         took = time.monotonic() - started
         log.info("history[%d]: %d finished-run entries loaded in %.1f s", self.p,

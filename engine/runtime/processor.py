@@ -354,8 +354,10 @@ class Processor:
                          "read, %.2f s)%s", table, p, r.snapshot_offset, r.snapshot_entries,
                          r.snapshot_records_read, r.snapshot_s,
                          "; finished runs load in the background" if table == "runs" else "")
-        elif table == "runs" and self.settings.snapshot_interval_ms:
-            self.restorer.backfill(p, store, self.producer)
+        elif table == "runs":
+            self.restorer.load_history(p, store)  # if a load was cut short
+            if self.settings.snapshot_interval_ms:
+                self.restorer.backfill(p, store, self.producer)
 
     def _snapshot_round(self) -> None:
         self.restorer.resume_ready(self.consumer, self.stores)

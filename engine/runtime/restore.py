@@ -69,19 +69,37 @@ class Restorer:
                 store.put_entries([(keys.HISTORY_MARK, b"1")])
             report.done.set()
             return report
-        report.snapshot_entries = store.put_entries(found.entries)
-        report.snapshot_offset = found.begin.offset
+        upto = found.begin.offset
+        pending = [(keys.HISTORY_PENDING, keys.offset_value(upto))] if table == "runs" else []
+        # One WriteBatch: a crash before the history load is done leaves the mark.
+        report.snapshot_entries = store.put_entries([*found.entries, *pending]) - len(pending)
+        report.snapshot_offset = upto
         report.snapshot_records_read = found.records_read
         report.snapshot_s = time.monotonic() - started
         if table == "runs":
-            store.history_pending = True
-            loader = HistoryLoader(self.settings, p, store, found.begin.offset,
-                                   on_done=lambda _p, n, s: self._loaded(report, n, s))
-            self.loaders[p] = loader
-            loader.start()
+            self.load_history(p, store, report)
         else:
             report.done.set()
         return report
+
+    def load_history(self, p: int, store: PartitionStore, report: Restored | None = None
+                     ) -> None:
+        """Load partition ``p``'s finished runs up to the offset its pending mark names
+        (just restored, or a restart before the load was done), in the background."""
+        raw = store.db.get(keys.HISTORY_PENDING)
+        if raw is None:
+            return
+        upto = keys.parse_offset_value(raw)
+        if report is None:
+            report = self.restored[("runs", p)] = Restored("runs", p, snapshot_offset=upto)
+            log.info("runs[%d]: finished runs up to offset %d were still loading; going on",
+                     p, upto)
+        done = report
+        store.history_pending = True
+        loader = HistoryLoader(self.settings, p, store, upto,
+                               on_done=lambda _p, n, s: self._loaded(done, n, s))
+        self.loaders[p] = loader
+        loader.start()
 
     def _loaded(self, report: Restored, n: int, took: float) -> None:
         report.history_entries, report.history_s = n, took

@@ -63,7 +63,14 @@ class SnapshotWriter:
                 if at == offset or at == 0:
                     self.written[(table, p)] = (now, offset)  # nothing new to keep
                     continue
-                end = self.write(table, p, store)
+                try:
+                    end = self.write(table, p, store)
+                except Exception:
+                    # Not fatal: the previous snapshot still stands, the next is tried
+                    # an interval later (a restore meanwhile re-folds a longer tail).
+                    log.exception("%s[%d]: snapshot not written", table, p)
+                    self.written[(table, p)] = (now, offset)
+                    continue
             self.written[(table, p)] = (now, at)
             log.info("%s[%d]: snapshot %s at offset %d: %d entries, %d bytes", table, p,
                      end.snapshot_id, at, end.entries, end.size)

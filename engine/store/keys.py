@@ -27,6 +27,9 @@ OFFSET_KEY = b"m/offset"
 # that every key which left the live state up to the stored offset is on ``history``.
 LIVE = b"l/"
 HISTORY_MARK = b"m/history"
+# Set (to the snapshot's offset) in the WriteBatch that restores a snapshot, deleted
+# when the partition's finished runs are loaded: a restart midway goes on loading.
+HISTORY_PENDING = b"m/history-pending"
 # Keys that leave the live state: a finished run's state and the event -> runs index
 # (written, never read by the fold). They go to ``history``, not into snapshots.
 ARCHIVED_PREFIXES = (EVENT, RUN)
