@@ -188,9 +188,12 @@ def bench_restore(broker: str | None, *, finished: int, live: int = 1000) -> dic
         end = write_runs(off, finished, live)
         out: dict[str, Any] = {"finished": finished, "live": live, "runs_records": end,
                                "write_s": round(time.monotonic() - t, 2), "data": DATA_MADE}
+        print(f"  {end:,} runs records written in {out['write_s']} s", flush=True)
         commit_engine_offsets(off, end)
         out["before"] = timed_restore(off, Path(tmp) / "before", end)
+        print(f"  before: {out['before']}", flush=True)
         out["previous_owner"] = previous_owner(on, Path(tmp) / "before" / "runs-0")
+        print(f"  previous owner: {out['previous_owner']}", flush=True)
         out["after"] = timed_restore(on, Path(tmp) / "after", end)
         return out
 

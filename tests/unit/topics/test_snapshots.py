@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 
 from topics import snapshots as wire
+from topics.catalog import Catalog
+from topics.settings import Settings
 
 
 def snapshot(snapshot_id: str, table: str, entries: list[tuple[bytes, bytes]], *,
@@ -105,3 +107,11 @@ def test_parts_of_an_older_version_of_a_value_are_dropped_for_the_newer() -> Non
     assert joined.add(old[0][1]) is None
     assert joined.add(new[0][1]) is None
     assert joined.add(new[1][1]) == wire.HistoryRecord(b"r/R1", b"b" * 20, 9)
+
+
+def test_the_catalog_provisions_snapshots_per_partition_and_history_compacted() -> None:
+    catalog = Catalog(Settings(prefix="s.", partitions=6))
+    snaps, history = catalog.spec("s.snapshots"), catalog.spec("s.history")
+    assert (snaps.partitions, history.partitions) == (6, 6)  # as many as runs
+    assert snaps.config["cleanup.policy"] == "delete"
+    assert history.config["cleanup.policy"] == "compact"
