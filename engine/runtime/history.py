@@ -17,8 +17,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
+from engine.runtime.ranges import bulk_consumer
 from engine.store import keys
 from engine.store.partition import PartitionStore
 from topics import snapshots as wire
@@ -88,9 +89,7 @@ class HistoryLoader(threading.Thread):
 
     def _load(self) -> None:
         catalog = Catalog(self.settings)
-        consumer = Consumer(self.settings.client_config({
-            **self.settings.consumer_tuning(), "group.id": self.settings.prefix + "restore",
-            "enable.partition.eof": True, "client.id": "stepstream-history"}))
+        consumer = bulk_consumer(self.settings, "stepstream-history", from_start=True)
         try:
             # Offset 0: where compaction removed it, auto.offset.reset=earliest applies.
             consumer.assign([TopicPartition(catalog.history, self.p, 0)])

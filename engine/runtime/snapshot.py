@@ -12,7 +12,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
 
-from engine.runtime.ranges import fetch_range
+from engine.runtime.ranges import bulk_consumer, fetch_range
 from engine.store.partition import PartitionStore
 from topics import snapshots as wire
 from topics.catalog import Catalog
@@ -142,9 +142,7 @@ def read_snapshot(settings: Settings, table: str, p: int, timeout_s: float = 60
     there is none). Reads backwards from the partition's end: the last records first,
     back to the begin marker of the newest end marker whose snapshot is whole."""
     catalog = Catalog(settings)
-    consumer = Consumer(settings.client_config({
-        **settings.consumer_tuning(), "group.id": settings.prefix + "restore",
-        "enable.partition.eof": True, "client.id": "stepstream-restore"}))
+    consumer = bulk_consumer(settings, "stepstream-restore")
     deadline = time.monotonic() + timeout_s
     try:
         low, end = _bounds(consumer, catalog.snapshots, p, deadline)
