@@ -299,7 +299,8 @@ class Processor:
             name = "runs" if runs else "waits"
             store = open_store(self.state_dir / f"{name}-{p}", self.memory,
                                on_corrupt=self._rebuilding(tp.topic, p))
-            self._restore(name, p, store)
+            # Nothing committed: no owner processed it, so no snapshot to look for.
+            self._restore(name, p, store, committed.get((tp.topic, p), 0) > 0)
             with self.stores_lock:
                 (self.stores if runs else self.wait_stores)[p] = store
             start = store.next_offset()
@@ -343,12 +344,13 @@ class Processor:
         # Drops what was fetched beyond the offset too: the restore reads it again.
         self.consumer.seek(TopicPartition(topic, p, store.next_offset()))
 
-    def _restore(self, table: str, p: int, store: PartitionStore) -> None:
-        """An empty database restores from its newest snapshot (engine/runtime/restore.py);
-        one written before history existed puts its ended runs there once."""
+    def _restore(self, table: str, p: int, store: PartitionStore, look: bool = True) -> None:
+        """An empty database restores from its newest snapshot, if it should ``look``
+        for one (engine/runtime/restore.py); one written before history existed puts its
+        ended runs there once."""
         self.snapshots.assigned(table, p)
         if store.is_empty():
-            r = self.restorer.restore(table, p, store)
+            r = self.restorer.restore(table, p, store, look)
             if r.snapshot_offset is not None:
                 log.info("%s[%d]: restored snapshot at offset %d (%d entries, %d records "
                          "read, %.2f s)%s", table, p, r.snapshot_offset, r.snapshot_entries,

@@ -54,15 +54,17 @@ class Restorer:
         self.paused: dict[int, TopicPartition] = {}
         self.restored: dict[tuple[str, int], Restored] = {}
 
-    def restore(self, table: str, p: int, store: PartitionStore) -> Restored:
-        """Fill an empty ``store`` from the newest complete snapshot, if there is one."""
+    def restore(self, table: str, p: int, store: PartitionStore, look: bool = True
+                ) -> Restored:
+        """Fill an empty ``store`` from the newest complete snapshot, if there is one
+        (and ``look`` says to look: not looking only costs a re-fold from offset 0)."""
         report = Restored(table, p)
         self.restored[(table, p)] = report
         started = time.monotonic()
         if not self.settings.snapshot_interval_ms:
             report.done.set()  # snapshots off: no history either; re-folded from 0
             return report
-        found = read_snapshot(self.settings, table, p)
+        found = read_snapshot(self.settings, table, p) if look else None
         if found is None:
             if table == "runs":
                 # Re-folded from offset 0, so every ended run goes to history again.
