@@ -345,21 +345,9 @@ class Processor:
         self.consumer.seek(TopicPartition(topic, p, store.next_offset()))
 
     def _restore(self, table: str, p: int, store: PartitionStore, look: bool = True) -> None:
-        """An empty database restores from its newest snapshot, if it should ``look``
-        for one (engine/runtime/restore.py); one written before history existed puts its
-        ended runs there once."""
+        """Bounded restore of an empty database (engine/runtime/restore.py)."""
         self.snapshots.assigned(table, p)
-        if store.is_empty():
-            r = self.restorer.restore(table, p, store, look)
-            if r.snapshot_offset is not None:
-                log.info("%s[%d]: restored snapshot at offset %d (%d entries, %d records "
-                         "read, %.2f s)%s", table, p, r.snapshot_offset, r.snapshot_entries,
-                         r.snapshot_records_read, r.snapshot_s,
-                         "; finished runs load in the background" if table == "runs" else "")
-        elif table == "runs":
-            self.restorer.load_history(p, store)  # if a load was cut short
-            if self.settings.snapshot_interval_ms:
-                self.restorer.backfill(p, store, self.producer)
+        self.restorer.opened(table, p, store, self.producer, look=look)
 
     def _snapshot_round(self) -> None:
         self.restorer.resume_ready(self.consumer, self.stores)

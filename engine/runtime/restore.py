@@ -54,6 +54,24 @@ class Restorer:
         self.paused: dict[int, TopicPartition] = {}
         self.restored: dict[tuple[str, int], Restored] = {}
 
+    def opened(self, table: str, p: int, store: PartitionStore, producer: Producer, *,
+               look: bool = True) -> None:
+        """A partition database was opened on assignment (or after damage): an empty
+        one restores from its newest snapshot, if it should ``look`` for one; a
+        ``runs`` one goes on loading history cut short, or, written before history
+        existed, puts its ended runs there once."""
+        if store.is_empty():
+            r = self.restore(table, p, store, look)
+            if r.snapshot_offset is not None:
+                log.info("%s[%d]: restored snapshot at offset %d (%d entries, %d records "
+                         "read, %.2f s)%s", table, p, r.snapshot_offset, r.snapshot_entries,
+                         r.snapshot_records_read, r.snapshot_s,
+                         "; finished runs load in the background" if table == "runs" else "")
+        elif table == "runs":
+            self.load_history(p, store)  # if a load was cut short
+            if self.settings.snapshot_interval_ms:
+                self.backfill(p, store, producer)
+
     def restore(self, table: str, p: int, store: PartitionStore, look: bool = True
                 ) -> Restored:
         """Fill an empty ``store`` from the newest complete snapshot, if there is one
