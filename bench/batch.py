@@ -106,7 +106,7 @@ async def send_all(system: System, variant: str, n: int) -> dict[str, int]:
         try:
             ts = now_ms()
             chunk = [make(tag, i, ts) for i in range(start, min(n, start + CHUNK))]
-            await system.sender.send_async(chunk)
+            await system.sender.send(chunk)
             sent.update((e.id or "", ts) for e in chunk)
         finally:
             gate.release()

@@ -251,7 +251,7 @@ def send_chunked(sender: sdk.Client, events: list[sdk.Event], chunk: int = 2000)
     """Send ``events`` in acknowledged chunks; return the seconds it took."""
     t0 = time.monotonic()
     for i in range(0, len(events), chunk):
-        sender.send(events[i:i + chunk])
+        sender.send_sync(events[i:i + chunk])
     return time.monotonic() - t0
 
 

@@ -156,7 +156,7 @@ def run_ours(broker: str, *, n: int, variant: str, partitions: int, concurrency:
         def send_warm(i: int) -> str:
             now = now_ms()
             ev = sdk.Event(name=NAP_EVENT, id=f"{tag}-{i}", ts=now, data={"due_ms": now})
-            sender.send(ev)
+            sender.send_sync(ev)
             return run_id_for(f"{APP_ID}-{NAP_FN}", ev.id or "", now)
 
         warm = warm_up(send_warm, lambda k: k in done.seen, s.check_alive, "stepstream")
@@ -222,7 +222,7 @@ def _resume_some(s: Stepstream, done: Observer, events: list[sdk.Event], run_ids
     assert s.sender is not None
     picks = random.Random(5).sample(range(len(events)), min(k, len(events)))
     t0 = time.time()
-    s.sender.send([sdk.Event(name=RESUME_EVENT, data={"key": events[i].data["key"]})
+    s.sender.send_sync([sdk.Event(name=RESUME_EVENT, data={"key": events[i].data["key"]})
                    for i in picks])
     want = [run_ids[i] for i in picks]
     deadline = time.monotonic() + timeout
@@ -279,7 +279,7 @@ def run_peer(broker: str, *, n: int, partitions: int, work: Path) -> dict[str, A
         def send_warm(i: int) -> str:
             now = now_ms()
             ev = sdk.Event(name=NAP_EVENT, id=f"{tag}-{i}", ts=now, data={"due_ms": now})
-            peer.sender.send(ev)
+            peer.sender.send_sync(ev)
             return ev.id or ""
 
         warm = warm_up(send_warm, lambda k: k in done.seen, peer.check_alive, "faust")

@@ -136,11 +136,11 @@ def main() -> None:
 
             def one_at_a_time(n: int) -> None:
                 for i in range(n):
-                    [eid] = app.send(sdk.Event(name=pipeline_app.EVENT, data={"order_id": i}))
+                    [eid] = app.send_sync(sdk.Event(name=pipeline_app.EVENT, data={"order_id": i}))
                     wait_done(engine, [str(eid)], 30)
 
             def burst(n: int) -> None:
-                ids = app.send([sdk.Event(name=pipeline_app.EVENT, data={"order_id": i})
+                ids = app.send_sync([sdk.Event(name=pipeline_app.EVENT, data={"order_id": i})
                                 for i in range(n)])
                 wait_done(engine, [str(i) for i in ids], 300)
 

@@ -212,7 +212,7 @@ def warm_up(system: System, timeout: float = 90.0, n: int = 50) -> float:
         ev = system.event(tag, i, ts)
         assert ev.id is not None
         key = system.key_for(ev.id, ts)
-        system.sender.send(ev)
+        system.sender.send_sync(ev)
         i += 1
         until = time.monotonic() + 1.0
         while time.monotonic() < until:
@@ -222,7 +222,7 @@ def warm_up(system: System, timeout: float = 90.0, n: int = 50) -> float:
             time.sleep(0.02)
     ts = int(time.time() * 1000)
     batch = [system.event(tag + "b", j, ts) for j in range(n)]
-    system.sender.send(batch)
+    system.sender.send_sync(batch)
     keys = [system.key_for(e.id or "", ts) for e in batch]
     deadline = time.monotonic() + timeout
     while not all(k in system.observer.seen for k in keys):
@@ -242,7 +242,7 @@ def burst(system: System, n: int, timeout: float) -> dict[str, Any]:
     ts = int(t0 * 1000)
     events = [system.event("burst-" + uuid.uuid4().hex[:6], i, ts) for i in range(n)]
     keys = {system.key_for(e.id or "", ts) for e in events}
-    system.sender.send(events)
+    system.sender.send_sync(events)
     t_acked = time.time()
     deadline = time.monotonic() + timeout
     seen = system.observer.seen
@@ -297,7 +297,7 @@ async def offer(client: sdk.Client, rate: float, n: int, tag: str,
                 scheduled[f"{ev.id}\x1f{ev.ts}"] = at
                 batch.append(ev)
             worst_lag = max(worst_lag, now - (start + sent / rate))
-            fut = asyncio.ensure_future(client.send_async(batch))
+            fut = asyncio.ensure_future(client.send(batch))
             sends.append((fut, [f"{ev.id}\x1f{ev.ts}" for ev in batch]))
             sent = due
         await asyncio.sleep(max(0.0, start + sent / rate - time.time()))

@@ -85,7 +85,7 @@ def run_ours(broker: str, *, n: int, window_s: float, lead_s: float, partitions:
         def send_warm(i: int) -> str:
             now = now_ms()
             ev = nap_event(tag, i, now, now)
-            sender.send(ev)
+            sender.send_sync(ev)
             return run_id_for(f"{APP_ID}-{FN_ID}", ev.id or "", now)
 
         warm = warm_up(send_warm, lambda k: k in done.seen, s.check_alive, "stepstream")
@@ -202,7 +202,7 @@ def run_peer(broker: str, *, n: int, window_s: float, lead_s: float, partitions:
         def send_warm(i: int) -> str:
             now = now_ms()
             ev = nap_event(tag, i, now, now)
-            peer.sender.send(ev)
+            peer.sender.send_sync(ev)
             return ev.id or ""
 
         warm = warm_up(send_warm, lambda k: k in done.seen, peer.check_alive, "faust")

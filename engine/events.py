@@ -60,7 +60,8 @@ def validate_event(raw: Any, settings: Settings, *, now: int, index: int = 0,
     elif not isinstance(event_id, str):
         raise IngestError(f"{where}: 'id' must be a string, got {_json_type(event_id)}")
     ts = raw.get("ts")
-    if ts is None:
+    # 0 is Inngest's "not set" for ts too (its SDKs' Event default).
+    if ts is None or (ts == 0 and not isinstance(ts, bool)):
         ts = now
     elif isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= MAX_TS_MS:
         raise IngestError(

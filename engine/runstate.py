@@ -80,8 +80,21 @@ class WaitingThrottle(TypedDict):
     since: int
 
 
+class WaitingSteps(TypedDict):
+    """Paused on several steps at once (parallel lines waiting on events, child runs
+    and timers side by side): the run's ``pending`` entries, by step id. Any one
+    resolving hands the run over again (engine/fold/pending.py)."""
+
+    kind: Literal["steps"]
+    step_ids: list[str]
+
+
 Waiting = (WaitingTask | WaitingTimer | WaitingEvent | WaitingInvoke | WaitingSlot
-           | WaitingThrottle)
+           | WaitingThrottle | WaitingSteps)
+
+# One of several pauses the run has at once, keyed by step id in ``pending`` ("" for a
+# function-level retry): the same shapes as the single pause in ``waiting``.
+Pending = WaitingTimer | WaitingEvent | WaitingInvoke
 
 
 class StepState(TypedDict):
@@ -152,13 +165,19 @@ class RunState(TypedDict):
     # this one, in the order their links were folded.
     rerun_of: NotRequired[str]
     reruns: NotRequired[list[str]]
+    # Several pauses at once (engine/fold/pending.py): each resolves on its own. Absent
+    # while the run has at most one, so single pauses keep their state (and its hash).
+    pending: NotRequired[dict[str, Pending]]
+    # A pending step resolved while a task was out: the worker did not see it, so the
+    # run is handed over again when that task reports.
+    woken: NotRequired[bool]
 
 
 def waiting_timer(waiting: Waiting | None) -> tuple[int, str] | None:
     """``(due_ms, timer_id)`` of the timer the run is paused on, if any (a task has
     none; a wait or an invoke without a timeout has none)."""
     if (waiting is None or waiting["kind"] == "task" or waiting["kind"] == "slot"
-            or waiting["kind"] == "throttle"):
+            or waiting["kind"] == "throttle" or waiting["kind"] == "steps"):
         return None
     timer_id, due = waiting["timer_id"], waiting["due_ms"]
     return (due, timer_id) if timer_id and due is not None else None

@@ -10,13 +10,16 @@
         await ctx.step.sleep("cool-off", "2s")
         return order
 
-    client.send(sdk.Event(name="shop/order.created", data={"order_id": 7}))
+    client.send_sync(sdk.Event(name="shop/order.created", data={"order_id": 7}))  # or await client.send(...)
     client.worker(concurrency=100).run()
 """
 
+# Last: it runs functions as the worker does, so it needs the rest.
+from sdk import testing
 from sdk._client import Client
 from sdk._connect import BrokerUnreachableError
-from sdk._context import Context
+from sdk._context import Context, ContextSync
+from sdk._encryption import DecryptionError, EncryptionMiddleware, Encryptor
 from sdk._errors import (
     ConfigError,
     EventError,
@@ -28,8 +31,18 @@ from sdk._errors import (
 from sdk._events import Event, TriggerCron, TriggerEvent, TriggerTopic
 from sdk._flow import Batch, Concurrency, Debounce, Priority, RateLimit, Singleton, Throttle
 from sdk._function import Function, FunctionConfig
+from sdk._group import Group, ParallelMode
+from sdk._middleware import (
+    Middleware,
+    MiddlewareSync,
+    SendEventsResult,
+    StepMemos,
+    TransformOutputResult,
+    TransformOutputStepInfo,
+)
 from sdk._options import Cancel, Timeouts
 from sdk._step import Step
+from sdk._sync import StepSync
 from sdk._worker import Worker
 
 __all__ = [
@@ -40,23 +53,37 @@ __all__ = [
     "Concurrency",
     "ConfigError",
     "Context",
+    "ContextSync",
     "Debounce",
+    "DecryptionError",
+    "EncryptionMiddleware",
+    "Encryptor",
     "Event",
     "EventError",
     "Function",
     "FunctionConfig",
+    "Group",
+    "Middleware",
+    "MiddlewareSync",
     "NonRetriableError",
+    "ParallelMode",
     "Priority",
     "RateLimit",
     "RetryAfterError",
     "SendError",
+    "SendEventsResult",
     "Singleton",
     "Step",
     "StepError",
+    "StepMemos",
+    "StepSync",
     "Throttle",
     "Timeouts",
+    "TransformOutputResult",
+    "TransformOutputStepInfo",
     "TriggerCron",
     "TriggerEvent",
     "TriggerTopic",
     "Worker",
+    "testing",
 ]

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from sdk._durations import Duration, duration_ms
 from sdk._errors import ConfigError, EventError
 from topics import records
 from topics.codec import PayloadError, check_payload
@@ -17,8 +18,10 @@ class Event:
     """A named fact with data.
 
     ``id`` and ``ts`` (epoch milliseconds) are filled in when the event is sent if
-    left ``None``. Events with the same id within 24 hours start at most one run, so
-    set ``id`` yourself to make a send idempotent.
+    left unset: ``None``, or ``""`` and ``0`` as Inngest writes them. Events with the
+    same id within 24 hours start at most one run, so set ``id`` yourself to make a
+    send idempotent. ``v`` is set on the event of a run started by
+    ``step.invoke(..., v=...)``.
     """
 
     name: str
@@ -29,6 +32,7 @@ class Event:
     # came from, {"topic", "partition", "offset", "timestamp", "key", "headers"}; key
     # and header values are text (UTF-8, invalid bytes replaced), or None.
     source: dict[str, Any] | None = None
+    v: str | None = None
 
     @staticmethod
     def from_wire(body: Any) -> Event:
@@ -44,6 +48,7 @@ class Event:
             id=body.get("id") if isinstance(body.get("id"), str) else None,
             ts=ts if isinstance(ts, int) and not isinstance(ts, bool) else None,
             source=source if isinstance(source, dict) else None,
+            v=body.get("v") if isinstance(body.get("v"), str) else None,
         )
 
 
@@ -81,18 +86,43 @@ class TriggerCron:
     other ``@`` shorthands work too. Daylight-saving changes are handled as
     :mod:`topics.cron` describes. The run's ``ctx.cron_tick`` is the tick it is for, and
     ``ctx.event`` a ``stepstream/scheduled.timer`` event.
+
+    ``jitter`` (ms, timedelta or "30s"; at most a day) delays each tick's run by a
+    pseudo-random amount between 0 and ``jitter``, so many schedules on the same minute
+    do not all start at once. The delay is derived from the function id and the tick,
+    so every engine computes the same one; ``ctx.cron_tick`` stays the scheduled tick.
+    A delay never carries a tick past the next one: keep ``jitter`` shorter than the
+    schedule's interval.
     """
 
     cron: str
+    jitter: Duration | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.cron, str) or not self.cron.strip():
             raise ConfigError("TriggerCron.cron must be a non-empty cron expression")
+        if self.jitter is not None:
+            try:
+                ms = duration_ms(self.jitter)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"TriggerCron.jitter: {exc}") from None
+            if ms > MAX_JITTER_MS:
+                raise ConfigError(f"TriggerCron.jitter must be at most a day, got {ms} ms")
+
+    @property
+    def jitter_ms(self) -> int:
+        """``jitter`` in milliseconds (0 without one)."""
+        return 0 if self.jitter is None else duration_ms(self.jitter)
 
     def to_wire(self) -> dict[str, Any]:
-        """The trigger as ``FunctionRegistered.triggers`` carries it."""
+        """The trigger as ``FunctionRegistered.triggers`` carries it (``jitter_ms`` only
+        when set, so schedules without one register as before)."""
+        if self.jitter_ms:
+            return {"cron": self.cron, "jitter_ms": self.jitter_ms}
         return {"cron": self.cron}
 
+
+MAX_JITTER_MS = 24 * 3600 * 1000
 
 # Kafka's rule for topic names.
 _TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
@@ -159,10 +189,15 @@ def to_record(event: Event, *, default_id: str, now_ms: int, settings: Settings)
         raise EventError(
             f"event {event.name!r}: data must be a dict, got {type(event.data).__name__}"
         )
-    if event.id is not None and (not isinstance(event.id, str) or not event.id):
-        raise EventError(f"event {event.name!r}: id must be a non-empty string or None")
-    if event.ts is not None and (isinstance(event.ts, bool) or not isinstance(event.ts, int)):
-        raise EventError(f"event {event.name!r}: ts must be epoch milliseconds (int) or None")
+    # Inngest's "not set" values: id "" and ts 0.
+    event_id = event.id if event.id != "" else None
+    ts = event.ts if event.ts != 0 else None
+    if event_id is not None and not isinstance(event_id, str):
+        raise EventError(f"event {event.name!r}: id must be a string, or None or \"\" "
+                         f"(not set)")
+    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int)):
+        raise EventError(f"event {event.name!r}: ts must be epoch milliseconds (int), or "
+                         "None or 0 (not set)")
     what = f"event {event.name!r} data"
     try:
         size = check_payload(event.data, what=what, max_depth=settings.max_depth)
@@ -176,8 +211,8 @@ def to_record(event: Event, *, default_id: str, now_ms: int, settings: Settings)
     return records.Event(
         name=event.name,
         data=event.data,
-        id=event.id if event.id is not None else default_id,
-        ts=event.ts if event.ts is not None else now_ms,
+        id=event_id if event_id is not None else default_id,
+        ts=ts if ts is not None else now_ms,
     )
 
 

@@ -18,10 +18,13 @@ from typing import Any
 from sdk import _outcomes
 from sdk._context import Context, ReplayQuietLogger
 from sdk._durations import wall_ms
-from sdk._errors import NonRetriableError, StepError
+from sdk._errors import StepError, is_quiet
 from sdk._events import Event
 from sdk._function import Function
+from sdk._group import Group
+from sdk._run_hooks import ExecutionHooks
 from sdk._step import ExecutionState, Interrupt, NestedStepError, Step, start_line
+from sdk._sync import run_sync
 from topics import records
 from topics.settings import Settings
 
@@ -40,6 +43,8 @@ class ExecutionResult:
 
     outcomes: list[records.Outcome]
     sends: dict[str, list[records.Event]] = field(default_factory=dict)
+    # A line can go on while another waits (OutcomesReported.progress).
+    progress: bool = False
 
     @property
     def finished(self) -> bool:
@@ -90,6 +95,7 @@ async def execute(
     executor: Executor | None = None,
     logger: logging.Logger | None = None,
     checkpoint: Callable[[], Awaitable[None]] | None = None,
+    step_type: type[Step] = Step,
 ) -> ExecutionResult:
     """Run ``function`` once against ``task``'s memoized steps.
 
@@ -97,8 +103,31 @@ async def execute(
     ``step.parallel``), or else the function's own completion or failure.
     Cancellation (worker shutdown) propagates; nothing is reported then. ``checkpoint``
     is awaited before a new step's handler runs (see :class:`~sdk._step.ExecutionState`);
-    what it raises propagates too.
+    what it raises propagates too. ``step_type`` makes ``ctx.step`` (sdk.testing's
+    stubs are a subclass). The client's and the function's middleware
+    (:mod:`sdk._middleware`) run around it.
     """
+    hooks = ExecutionHooks.create(function, task)
+    result = await _execute_once(function, task, settings=settings, now_ms=now_ms,
+                                 executor=executor, logger=logger, checkpoint=checkpoint,
+                                 step_type=step_type, hooks=hooks)
+    if hooks is None:
+        return result
+    return await hooks.finish(result, settings=settings, now_ms=now_ms())
+
+
+async def _execute_once(
+    function: Function,
+    task: records.Task,
+    *,
+    settings: Settings,
+    now_ms: Callable[[], int],
+    executor: Executor | None,
+    logger: logging.Logger | None,
+    checkpoint: Callable[[], Awaitable[None]] | None,
+    step_type: type[Step],
+    hooks: ExecutionHooks | None,
+) -> ExecutionResult:
     base_logger = logger or function_logger
     state = ExecutionState(
         run_id=task.run_id,
@@ -110,6 +139,7 @@ async def execute(
         logger=logging.LoggerAdapter(base_logger, {"run_id": task.run_id}),
         executor=executor,
         checkpoint=checkpoint,
+        hooks=hooks,
     )
     event = Event.from_wire(task.event)
     ctx = Context(
@@ -117,11 +147,14 @@ async def execute(
         events=[Event.from_wire(e) for e in task.events] or [event],
         run_id=task.run_id,
         attempt=task.attempt,
-        step=Step(state),
+        step=step_type(state),
+        group=Group(state),
         logger=ReplayQuietLogger(base_logger, task.run_id, lambda: state.replaying,
                                  function.id),
         cron_tick=_utc(task.cron_tick_ms),
     )
+    if hooks is not None and not await hooks.begin(ctx, function, state):
+        return ExecutionResult([])  # hooks.finish reports the hook's failure
     # The body runs in its own task with a fresh line of control, so its context
     # variables never leak into the caller's.
     body = asyncio.get_running_loop().create_task(_invoke(function, ctx), context=start_line())
@@ -133,6 +166,8 @@ async def execute(
         pass
     except Exception as exc:
         error = exc
+    if hooks is not None:
+        await hooks.body_ended(error)
 
     if state.nested is not None:
         # Checked first: whatever the outer step returned was computed without the
@@ -152,43 +187,37 @@ async def execute(
                 op=records.FUNCTION_FAILED, retriable=True,
                 error=_outcomes.error_named("Interrupted", "a new step ended without outcome"),
             )])
-        if len(found) > 1 and any(o.op in _ALONE for o in found):
-            return ExecutionResult([_not_alone(found)])
         reported = {o.step_id for o in found}
-        return ExecutionResult(found, {k: v for k, v in state.sends.items() if k in reported})
+        return ExecutionResult(found, {k: v for k, v in state.sends.items() if k in reported},
+                               progress=_progress(found))
     if error is not None:
-        if not isinstance(error, NonRetriableError | StepError):
+        if not isinstance(error, StepError) and not is_quiet(error):
             # INFO on the worker's logger, not the function's: the engine decides whether
-            # this retries, and `stepstream dev` prints one line saying so.
+            # this retries, and `stepstream dev` prints one line saying so. A StepError's
+            # step was logged when it failed; quiet=True errors asked for no line.
             worker_log.info("run %s: function %s raised %s: %s", task.run_id, function.id,
                             type(error).__name__, error)
         return ExecutionResult([_outcomes.function_failed(error, now_ms=now_ms())])
-    return ExecutionResult([_outcomes.function_completed(function.id, output, settings)])
+    return ExecutionResult([_outcomes.function_completed(function.id, output, settings,
+                                                         function.output_type)])
 
 
 async def _invoke(function: Function, ctx: Context) -> Any:
-    return await function.handler(ctx)
+    if function.is_sync:
+        return await run_sync(function.handler, ctx)
+    return await function.handler(ctx)  # type: ignore[arg-type]
 
 
-# Steps after which the run waits on something other than time (an event, a child run):
-# the run's single wait cannot also cover other new steps.
-_ALONE = {records.STEP_WAIT: "wait_for_event", records.STEP_INVOKE: "invoke"}
+def _progress(found: list[records.Outcome]) -> bool:
+    """Whether a line stopped at a step recorded now (it can go on) while another stopped
+    at a sleep, wait or invoke: the engine then hands the run over again at once
+    instead of waiting for the pause (engine/fold/pending.py)."""
+    return (any(o.op in (records.STEP_COMPLETED, records.STEP_FAILED) for o in found)
+            and any(o.op in _PAUSES for o in found))
 
 
-def _not_alone(found: list[records.Outcome]) -> records.Outcome:
-    """The run's failure when wait_for_event/invoke met other new steps in one pass."""
-    alone = [f"step.{_ALONE[o.op]} {o.step_id!r}" for o in found if o.op in _ALONE]
-    others = [repr(o.step_id) for o in found if o.op not in _ALONE]
-    with_what = f"other new steps ({', '.join(others)})" if others else "each other"
-    return records.Outcome(
-        op=records.FUNCTION_FAILED, retriable=False,
-        error=_outcomes.error_named(
-            "UnsupportedParallelStep",
-            f"{' and '.join(alone)} cannot run in parallel with {with_what}: a run waits "
-            "for one event or invoked function at a time, with no other step pending. "
-            "Await it outside step.parallel, before or after the other steps.",
-        ),
-    )
+# Steps only the engine can end.
+_PAUSES = (records.STEP_SLEEP, records.STEP_WAIT, records.STEP_INVOKE)
 
 
 def _utc(ms: int | None) -> datetime.datetime | None:

@@ -17,9 +17,13 @@ from topics import records
 from topics.cron import parse_cron
 
 if TYPE_CHECKING:
-    from sdk._context import Context
+    from sdk._client import Client
+    from sdk._context import Context, ContextSync
+    from sdk._middleware import MiddlewareFactory
+    from sdk._serializer import OutputType
 
-Handler = Callable[["Context"], Awaitable[Any]]
+# An async handler takes a Context; a sync one (def) a ContextSync (sdk/_sync.py).
+Handler = Callable[["Context"], Awaitable[Any]] | Callable[["ContextSync"], Any]
 Trigger = TriggerEvent | TriggerCron | TriggerTopic
 
 DEFAULT_RETRIES = 4
@@ -65,10 +69,13 @@ class FunctionConfig:
 
 
 class Function:
-    """A durable function: the user's async handler and its :class:`FunctionConfig`.
+    """A durable function: the user's handler and its :class:`FunctionConfig`.
 
-    Calling it calls the handler directly (handy in tests); the worker runs it through
-    :func:`sdk._execution.execute` instead.
+    The handler is async (``async def``, given a :class:`~sdk.Context`) or sync
+    (``def``, given a :class:`~sdk.ContextSync`; see :attr:`is_sync`). Calling the
+    function calls the handler directly; the worker runs it through
+    :func:`sdk._execution.execute` instead, and :func:`sdk.testing.trigger` runs it as
+    the engine would, without a broker.
     """
 
     # Copied from the handler by functools.update_wrapper; declared for type checkers.
@@ -81,6 +88,12 @@ class Function:
         self.config = config
         # The function created for ``create_function(on_failure=...)``, if any.
         self.on_failure: Function | None = None
+        # Set by create_function: the client (its middleware runs first) and this
+        # function's own middleware (sdk/_middleware.py).
+        self.client: Client | None = None
+        self.middleware: tuple[MiddlewareFactory, ...] = ()
+        # create_function(output_type=...): converts the handler's return to JSON.
+        self.output_type: OutputType | None = None
         functools.update_wrapper(self, handler)
 
     @property
@@ -97,7 +110,12 @@ class Function:
     def name(self) -> str:
         return self.config.name
 
-    def __call__(self, ctx: Context) -> Awaitable[Any]:
+    @property
+    def is_sync(self) -> bool:
+        """True for a ``def`` handler, which gets a :class:`~sdk.ContextSync`."""
+        return is_sync_handler(self.handler)
+
+    def __call__(self, ctx: Any) -> Any:
         return self.handler(ctx)
 
     def __repr__(self) -> str:
@@ -193,13 +211,17 @@ def _check_trigger(trigger: object, where: str) -> None:
                           f"got {type(trigger).__name__}")
 
 
-def check_handler(handler: Any, fn_id: str) -> None:
-    """Only async handlers are supported: steps are awaited."""
-    if not callable(handler):
-        raise ConfigError(f"function {fn_id!r}: the decorated object is not callable")
-    if not inspect.iscoroutinefunction(handler):
-        raise ConfigError(
-            f"function {fn_id!r}: the handler must be an async function (async def), "
-            "because steps are awaited"
-        )
+def is_sync_handler(handler: Any) -> bool:
+    """False for ``async def`` handlers (and callables whose ``__call__`` is one)."""
+    return not (inspect.iscoroutinefunction(handler)
+                or inspect.iscoroutinefunction(type(handler).__call__))
 
+
+def check_handler(handler: Any, fn_id: str, what: str = "the handler") -> None:
+    """A handler is ``async def`` (taking a Context) or ``def`` (taking a ContextSync,
+    its steps blocking); either returns the function's output."""
+    if not callable(handler):
+        raise ConfigError(f"function {fn_id!r}: {what} is not callable")
+    if inspect.isgeneratorfunction(handler) or inspect.isasyncgenfunction(handler):
+        raise ConfigError(f"function {fn_id!r}: {what} is a generator; it must return the "
+                          "function's output (def or async def with return, not yield)")

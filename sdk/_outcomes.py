@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import traceback
 from typing import Any
 
 from sdk._durations import retry_at_ms
-from sdk._errors import NonRetriableError, RetryAfterError, StepError
-from topics import records
+from sdk._errors import NonRetriableError, RetryAfterError, StepError, is_quiet
+from sdk._serializer import OutputType, OutputTypeError
+from topics import error_codes, records
 from topics.codec import PayloadError, check_payload, encode
 from topics.settings import Settings
 
@@ -15,6 +17,8 @@ from topics.settings import Settings
 # whole OutcomesReported record over the record size limit.
 MAX_MESSAGE_CHARS = 16_384
 MAX_STACK_CHARS = 32_768
+
+worker_log = logging.getLogger("stepstream.worker")
 
 
 def _clip(text: str, limit: int) -> str:
@@ -30,24 +34,41 @@ def _safe_str(exc: BaseException) -> str:
         return f"<{type(exc).__name__}: str() failed>"
 
 
-def error_of(exc: BaseException) -> dict[str, Any]:
-    """The wire form of an exception: ``{"name", "message", "stack"}``."""
+def error_of(exc: BaseException, plain_code: str = error_codes.FUNCTION_ERRORED
+             ) -> dict[str, Any]:
+    """The wire form of an exception: ``{"name", "message", "stack", "code"}``.
+
+    The code (:mod:`topics.error_codes`) is Inngest's for its error classes, and
+    ``plain_code`` for any other exception: ``step_errored`` in a step,
+    ``function_errored`` in the function body.
+    """
     if isinstance(exc, StepError):
         # An uncaught step error fails the run with the step's own error, as Inngest
-        # does: the step's name, message and stack say what went wrong and where.
+        # does: the step's name, message, stack and code say what went wrong and where.
         stack = exc.stack or "".join(traceback.format_exception(exc))
         return {"name": exc.name, "message": _clip(exc.message, MAX_MESSAGE_CHARS),
-                "stack": _clip(stack, MAX_STACK_CHARS)}
+                "stack": _clip(stack, MAX_STACK_CHARS), "code": exc.code}
+    if isinstance(exc, OutputTypeError):
+        code = error_codes.OUTPUT_UNSERIALIZABLE
+    elif isinstance(exc, NonRetriableError):
+        code = error_codes.NON_RETRIABLE_ERROR
+    elif isinstance(exc, RetryAfterError):
+        code = error_codes.RETRY_AFTER_ERROR
+    else:
+        code = plain_code
     return {
         "name": type(exc).__name__,
         "message": _clip(_safe_str(exc), MAX_MESSAGE_CHARS),
         "stack": _clip("".join(traceback.format_exception(exc)), MAX_STACK_CHARS),
+        "code": code,
     }
 
 
 def error_named(name: str, message: str) -> dict[str, Any]:
-    """An error raised by the SDK itself, with no Python stack worth keeping."""
-    return {"name": name, "message": _clip(message, MAX_MESSAGE_CHARS), "stack": ""}
+    """An error raised by the SDK itself, with no Python stack worth keeping; its code
+    comes from its name (:func:`topics.error_codes.code_for_name`)."""
+    return {"name": name, "message": _clip(message, MAX_MESSAGE_CHARS), "stack": "",
+            "code": error_codes.code_for_name(name)}
 
 
 def retry_policy(exc: BaseException, now_ms: int) -> tuple[bool, int | None]:
@@ -62,11 +83,20 @@ def retry_policy(exc: BaseException, now_ms: int) -> tuple[bool, int | None]:
     return True, None
 
 
+def log_step_failure(run_id: str, step_id: str, exc: BaseException) -> None:
+    """One INFO line on the worker's logger for a failed step attempt, unless the
+    exception asked for none (``quiet=True``, as in Inngest)."""
+    if not is_quiet(exc):
+        worker_log.info("run %s: step %r raised %s: %s", run_id, step_id,
+                        type(exc).__name__, _safe_str(exc))
+
+
 def step_failed(step_id: str, name: str, exc: BaseException, *, now_ms: int,
                 started_at: int | None = None) -> records.Outcome:
     retriable, retry_after = retry_policy(exc, now_ms)
     return records.Outcome(
-        op=records.STEP_FAILED, step_id=step_id, name=name, error=error_of(exc),
+        op=records.STEP_FAILED, step_id=step_id, name=name,
+        error=error_of(exc, error_codes.STEP_ERRORED),
         retriable=retriable, retry_after_ms=retry_after, started_at=started_at, ended_at=now_ms,
     )
 
@@ -99,7 +129,16 @@ def step_completed(step_id: str, name: str, output: Any, settings: Settings, *,
                            output=output, started_at=started_at, ended_at=ended_at)
 
 
-def function_completed(fn_id: str, output: Any, settings: Settings) -> records.Outcome:
+def function_completed(fn_id: str, output: Any, settings: Settings,
+                       output_type: OutputType | None = None) -> records.Outcome:
+    """The function's completion with ``output`` (converted to JSON by ``output_type``
+    if given), or its non-retriable failure if that output cannot be stored."""
+    if output_type is not None:
+        try:
+            output = output_type.dump(output)
+        except OutputTypeError as exc:
+            return records.Outcome(op=records.FUNCTION_FAILED, error=error_of(exc),
+                                   retriable=False)
     error = output_error(output, f"function {fn_id!r} output", settings)
     if error is not None:
         return records.Outcome(op=records.FUNCTION_FAILED, error=error, retriable=False)
@@ -139,8 +178,9 @@ def fit_report(report: records.OutcomesReported, max_bytes: int) -> records.Outc
             started_at=o.started_at, ended_at=o.ended_at,
         )
         candidate = records.OutcomesReported(report.run_id, report.task_seq, outcomes,
-                                             report.worker, report.ts)
+                                             report.worker, report.ts,
+                                             progress=report.progress)
         if len(encode(candidate)) <= max_bytes:
             return candidate
     return records.OutcomesReported(report.run_id, report.task_seq, outcomes, report.worker,
-                                    report.ts)
+                                    report.ts, progress=report.progress)

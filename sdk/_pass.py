@@ -125,16 +125,18 @@ class Pass:
             return False
         if self.state is _Flush.ENDED:
             result = ExecutionResult([], {})
-        elif self._pending and (result.sends
+        elif self._pending and (result.sends or self._pending_sends
                                 or not self._fits(self._pending + result.outcomes)):
+            # Pending sends go out with the checkpoint, before anything after them.
             state = await self._flush()
             if state is _Flush.ABANDONED:
                 return False
             if state is _Flush.ENDED:
                 result = ExecutionResult([], {})
+        progress = result.progress  # step_events gives a new result without it
         result = await self._delivery.step_events(result)
         report = _outcomes.fit_report(
-            self._report(self._pending + result.outcomes, more=False),
+            self._report(self._pending + result.outcomes, more=False, progress=progress),
             self._settings.max_record_bytes)
         return await self._deliver(report, "report")
 
@@ -155,11 +157,11 @@ class Pass:
         self.checkpoints += 1
         return _Flush.RECORDED
 
-    def _report(self, outcomes: list[records.Outcome], *, more: bool
-                ) -> records.OutcomesReported:
+    def _report(self, outcomes: list[records.Outcome], *, more: bool,
+                progress: bool = False) -> records.OutcomesReported:
         return records.OutcomesReported(run_id=self._task.run_id, task_seq=self._task.seq,
                                         outcomes=outcomes, worker=self._worker_id,
-                                        ts=wall_ms(), more=more)
+                                        ts=wall_ms(), more=more, progress=progress)
 
     def _fits(self, outcomes: list[records.Outcome]) -> bool:
         if len(outcomes) == 1 and len(outcomes[0].step_id or "") + len(

@@ -79,7 +79,8 @@ class TaskRunner:
             try:
                 result = await execute(function, one_pass.view(), settings=self._settings,
                                        executor=self._steps_pool,
-                                       checkpoint=one_pass.checkpoint)
+                                       checkpoint=one_pass.checkpoint,
+                                       logger=self._client.logger)
             except PassEnded:
                 result = ExecutionResult([])
             except Exception as exc:  # a bug in the SDK itself: report it, retry the run

@@ -5,8 +5,8 @@ raises :class:`~sdk.StepError`) at once, without suspending, so replays take
 the same path every time. The first new step of a line of control is executed (or
 planned, for sleeps, waits for events and invocations), its outcome collected, and
 that line is stopped with :class:`Interrupt`. A line of control is the function body,
-or one callable given to :meth:`Step.parallel`; that is how parallel steps get
-reported together.
+or one callable given to ``ctx.group.parallel`` (sdk/_group.py); that is how parallel
+steps get reported together.
 """
 
 from __future__ import annotations
@@ -19,18 +19,22 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
 from sdk import _outcomes
 from sdk._durations import Duration, datetime_ms, duration_ms
-from sdk._errors import EventError, StepError
+from sdk._errors import EventError, NonRetriableError, StepError
 from sdk._events import Event, as_list, to_record
 from sdk._expressions import cel_problem, match_path
 from sdk._function import Function
-from topics import records
+from sdk._serializer import output_type_for
+from topics import error_codes, records
 from topics.codec import PayloadError, check_payload
 from topics.ids import sent_event_id, ulid_ms
 from topics.settings import Settings
+
+if TYPE_CHECKING:
+    from sdk._group import ParallelMode
 
 T = TypeVar("T")
 
@@ -53,18 +57,38 @@ class NestedStepError(BaseException):
 
 
 @dataclass(slots=True)
-class _Line:
-    """One line of control; ``stopped`` once it met a new step."""
+class Line:
+    """One line of control; ``stopped`` once it met a new step. ``last`` is the place
+    in the run's history (the memo's order) of the latest recorded step it met: a RACE
+    group's winner is the finished line with the lowest (sdk/_group.py)."""
 
     stopped: bool = False
+    last: int = -1
+
+    @staticmethod
+    def enter(line: Line, probing: bool = False) -> None:
+        """Make ``line`` the current task's line; ``probing``: its new steps stop it
+        unstarted (a RACE looking for its winner among recorded steps)."""
+        _line.set(line)
+        if probing:
+            _probing.set(True)
 
 
 # Parallel callables run as asyncio tasks, which copy the context, so each one sees
 # the line it was started with.
-_line: contextvars.ContextVar[_Line] = contextvars.ContextVar("stepstream_line")
+_line: contextvars.ContextVar[Line] = contextvars.ContextVar("stepstream_line")
 _in_step: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "stepstream_in_step", default=None
 )
+_probing: contextvars.ContextVar[bool] = contextvars.ContextVar("stepstream_probing",
+                                                                default=False)
+
+
+def current_line() -> Line:
+    line = _line.get(None)
+    if line is None:
+        raise RuntimeError("ctx.step was used outside the execution of its function")
+    return line
 
 
 @dataclass(slots=True)
@@ -92,6 +116,9 @@ class ExecutionState:
     # Awaited before a step's handler runs: a worker running ahead records the steps it
     # completed earlier in the pass first (sdk/_pass.py), so none of them runs again.
     checkpoint: Callable[[], Awaitable[None]] | None = None
+    order: dict[str, int] | None = None
+    # The execution's middleware hooks (sdk/_run_hooks.py ExecutionHooks), or None.
+    hooks: Any = None
 
     def next_id(self, user_id: str) -> str:
         """The step id for the next use of ``user_id``: "x", then "x:1", "x:2", ..."""
@@ -120,6 +147,20 @@ class ExecutionState:
 
     def outcomes(self) -> list[records.Outcome]:
         return [o for o in self.slots if o is not None]
+
+    def index(self, step_id: str) -> int:
+        """Where memoized ``step_id`` stands in the run's history: tasks carry the steps
+        in the order their outcomes were recorded."""
+        if self.order is None or len(self.order) != len(self.steps):
+            self.order = {sid: i for i, sid in enumerate(self.steps)}
+        return self.order.get(step_id, -1)
+
+    def mark(self) -> tuple[set[str], dict[str, str], dict[str, int], set[str]]:
+        """The step ids handed out so far, to :meth:`reset` to after a RACE's replay."""
+        return set(self.used), dict(self.names), dict(self.counters), set(self.visited)
+
+    def reset(self, mark: tuple[set[str], dict[str, str], dict[str, int], set[str]]) -> None:
+        self.used, self.names, self.counters, self.visited = mark
 
 
 _MISSING: Any = object()
@@ -150,6 +191,9 @@ class Step:
         if entry is None:
             return _MISSING
         self._state.visited.add(step_id)
+        line = _line.get(None)
+        if line is not None:
+            line.last = max(line.last, self._state.index(step_id))
         if isinstance(entry, dict) and entry.get("error") is not None:
             err = entry["error"]
             err = err if isinstance(err, dict) else {"message": str(err)}
@@ -157,16 +201,14 @@ class Step:
                 str(err.get("message", "")),
                 name=str(err.get("name") or "Error"),
                 stack=err.get("stack") if isinstance(err.get("stack"), str) else None,
-                step_id=step_id,
+                step_id=step_id, code=error_codes.step_code(err),
             )
         return entry.get("data") if isinstance(entry, dict) else None
 
     def _begin_new(self, step_id: str) -> int:
         """Claim the current line for the new step ``step_id``; return its slot."""
-        line = _line.get(None)
-        if line is None:
-            raise RuntimeError("ctx.step was used outside the execution of its function")
-        if line.stopped:
+        line = current_line()
+        if line.stopped or _probing.get():
             raise Interrupt()
         line.stopped = True
         self._state.slots.append(None)
@@ -179,22 +221,32 @@ class Step:
     # -- the API ---------------------------------------------------------------------
 
     @overload
-    async def run(self, step_id: str, handler: Callable[..., Awaitable[T]], *args: Any) -> T: ...
+    async def run(self, step_id: str, handler: Callable[..., Awaitable[T]], *args: Any,
+                  output_type: Any = None, output_serializer: Any = None) -> T: ...
 
     @overload
-    async def run(self, step_id: str, handler: Callable[..., T], *args: Any) -> T: ...
+    async def run(self, step_id: str, handler: Callable[..., T], *args: Any,
+                  output_type: Any = None, output_serializer: Any = None) -> T: ...
 
-    async def run(self, step_id: str, handler: Callable[..., Any], *args: Any) -> Any:
+    async def run(self, step_id: str, handler: Callable[..., Any], *args: Any,
+                  output_type: Any = None, output_serializer: Any = None) -> Any:
         """Run ``handler(*args)`` once as step ``step_id`` and return its result.
 
         ``handler`` may be sync (run in a thread) or async. Its result must be
         JSON-compatible; it is memoized, so later executions get the stored value.
+        With ``output_type`` (a pydantic model or type; ``output_serializer`` is
+        Inngest's newer name for it) the result is stored as its JSON form and returned
+        as that type, also on replay (needs ``stepstream[pydantic]``).
         Raises :class:`~sdk.StepError` if the step failed for good.
         """
+        typed = output_type_for(output_type, output_serializer, f"step {step_id!r}",
+                                error=NonRetriableError)
         step_id = self._enter(step_id)
+        if self._state.hooks is not None:
+            await self._state.hooks.step(self._state, step_id)
         memo = self._memo(step_id)
         if memo is not _MISSING:
-            return memo
+            return memo if typed is None else typed.load(memo)
         if not callable(handler):
             raise TypeError(f"step {step_id!r}: handler is not callable")
         slot = self._begin_new(step_id)
@@ -208,7 +260,10 @@ class Step:
         token = _in_step.set(step_id)
         try:
             value = await _call(handler, args, state.executor)
+            if typed is not None:
+                value = typed.dump(value)
         except Exception as exc:
+            _outcomes.log_step_failure(state.run_id, step_id, exc)
             self._finish(slot, _outcomes.step_failed(step_id, name, exc,
                                                            now_ms=state.now_ms(),
                                                            started_at=started))
@@ -247,6 +302,8 @@ class Step:
         executed again sends the same ids and the duplicates are ignored downstream.
         """
         step_id = self._enter(step_id)
+        if self._state.hooks is not None:
+            await self._state.hooks.step(self._state, step_id)
         memo = self._memo(step_id)
         if memo is not _MISSING:
             return memo
@@ -254,6 +311,8 @@ class Step:
         state = self._state
         now = state.now_ms()
         name = self._state.names[step_id]
+        if state.hooks is not None:
+            events = await state.hooks.before_send(state, slot, step_id, name, events)
         try:
             wire = [
                 to_record(e, default_id=sent_event_id(state.run_id, step_id, i,
@@ -286,9 +345,9 @@ class Step:
         ``async`` (the candidate), e.g. ``"async.data.amount > event.data.amount"``.
         ``timeout`` is required and more than 0 (ms, timedelta or "1h").
 
-        A run waits for one thing at a time: met in one execution together with other
-        new steps (inside ``step.parallel``), it fails the run without retries.
-        Arguments that cannot work raise TypeError or ValueError here.
+        It may stand in a parallel line next to other steps (``ctx.group.parallel``):
+        each wait of a run resolves on its own. Arguments that cannot work raise
+        TypeError or ValueError here.
         """
         if not isinstance(event, str) or not event.strip():
             raise TypeError(f"step {step_id!r}: event must be a non-empty event name, "
@@ -314,27 +373,28 @@ class Step:
 
     async def invoke(self, step_id: str, *, function: Function,
                      data: dict[str, Any] | None = None,
-                     timeout: Duration | None = None) -> Any:
+                     timeout: Duration | None = None, v: str | None = None) -> Any:
         """Run ``function`` as a child run with ``data`` as its event data, and return
         its output once it completes.
 
-        The child's ``ctx.event`` is a ``stepstream/function.invoked`` event. If the
+        The child's ``ctx.event`` is a ``stepstream/function.invoked`` event (its ``v``
+        is ``v``, as in Inngest). If the
         child fails (or ``timeout`` passes first), this raises
         :class:`~sdk.StepError`. ``data`` must be JSON-compatible: if it is not,
         the step fails without retries, naming it.
 
-        A run waits for one thing at a time: met in one execution together with other
-        new steps (inside ``step.parallel``), it fails the run without retries.
+        Invokes may fan out in parallel lines (``ctx.group.parallel``): each child's
+        end resolves its own step, and a failed child fails only that line's step.
         """
         if not isinstance(function, Function):
             raise TypeError(f"step {step_id!r}: function must be an sdk.Function (what "
                             f"create_function returns), got {type(function).__name__}; "
                             "use invoke_by_id for a function id")
-        return await self._invoke(step_id, function.id, data, timeout)
+        return await self._invoke(step_id, function.id, data, timeout, v)
 
     async def invoke_by_id(self, step_id: str, *, function_id: str, app_id: str | None = None,
                            data: dict[str, Any] | None = None,
-                           timeout: Duration | None = None) -> Any:
+                           timeout: Duration | None = None, v: str | None = None) -> Any:
         """Like :meth:`invoke`, for the function ``function_id`` (the id given to
         ``create_function``) of app ``app_id`` (default: this run's app)."""
         for arg, value in (("function_id", function_id), ("app_id", app_id)):
@@ -344,13 +404,16 @@ class Step:
         if function_id is None:
             raise TypeError(f"step {step_id!r}: function_id is required")
         return await self._invoke(step_id, f"{app_id or self._state.app_id}-{function_id}",
-                                  data, timeout)
+                                  data, timeout, v)
 
     async def _invoke(self, step_id: str, function_id: str, data: dict[str, Any] | None,
-                      timeout: Duration | None) -> Any:
+                      timeout: Duration | None, v: str | None = None) -> Any:
         if data is not None and not isinstance(data, dict):
             raise TypeError(f"step {step_id!r}: invoke data must be a dict or None, "
                             f"got {type(data).__name__}")
+        if v is not None and not isinstance(v, str):
+            raise TypeError(f"step {step_id!r}: v must be a string or None, "
+                            f"got {type(v).__name__}")
         ms = _timeout_ms(step_id, timeout)
         step_id = self._enter(step_id)
         memo = self._memo(step_id)
@@ -374,50 +437,19 @@ class Step:
         self._finish(slot, records.Outcome(
             op=records.STEP_INVOKE, step_id=step_id, name=name,
             until_ms=None if ms is None else now + ms,
-            invoke={"function_id": function_id, "data": data or {}},
+            invoke={"function_id": function_id, "data": data or {},
+                    **({"v": v} if v is not None else {})},
         ))
 
     async def parallel(
-        self, callables: Iterable[Callable[[], Awaitable[Any]] | Awaitable[Any]]
-    ) -> tuple[Any, ...]:
-        """Run several lines of steps concurrently; return their results in order.
-
-        Each item is a zero-argument callable returning an awaitable (typically
-        ``lambda: ctx.step.run(...)``). New steps met by all of them are run together
-        and reported at once; the function continues past ``parallel`` only when every
-        line's steps are memoized. ``wait_for_event`` and ``invoke`` cannot be among
-        several new steps met at once: the run then fails without retries.
-        """
-        items = list(callables)
-        for item in items:
-            if not callable(item) and not inspect.isawaitable(item):
-                raise TypeError(
-                    "step.parallel takes callables returning awaitables, "
-                    f"got {type(item).__name__}"
-                )
-        line = _line.get(None)
-        if line is None:
-            raise RuntimeError("ctx.step was used outside the execution of its function")
-        if line.stopped:
-            raise Interrupt()
-        tasks = [asyncio.ensure_future(_run_line(item)) for item in items]
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        if any(isinstance(r, Interrupt) for r in results):
-            line.stopped = True
-            raise Interrupt()
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
-        return tuple(results)
-
-
-async def _run_line(item: Callable[[], Awaitable[Any]] | Awaitable[Any]) -> Any:
-    # Runs inside its own task, so this set only affects this line.
-    _line.set(_Line())
-    result = item() if callable(item) else item
-    if inspect.isawaitable(result):
-        result = await result
-    return result
+        self, callables: Iterable[Callable[[], Awaitable[Any]] | Awaitable[Any]],
+        parallel_mode: ParallelMode | None = None,
+    ) -> Any:
+        """A synonym of ``ctx.group.parallel`` (:meth:`sdk.Group.parallel`): run
+        several lines of steps concurrently; by default return their results in order."""
+        from sdk._group import ParallelMode, run_parallel  # imports this module
+        return await run_parallel(self._state, callables,
+                                  ParallelMode.WAIT if parallel_mode is None else parallel_mode)
 
 
 async def _call(handler: Callable[..., Any], args: tuple[Any, ...],
@@ -455,6 +487,6 @@ def _id_time(run_id: str) -> int:
 def start_line() -> contextvars.Context:
     """A context whose line of control is fresh: run the function body in it."""
     ctx = contextvars.copy_context()
-    ctx.run(_line.set, _Line())
+    ctx.run(_line.set, Line())
     ctx.run(_in_step.set, None)
     return ctx

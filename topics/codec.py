@@ -27,6 +27,13 @@ _REQUIRED: dict[type, frozenset[str]] = {
     for t in (*RECORD_TYPES.values(), Outcome)
 }
 
+# Fields added to a record after its first release, written only when set: records that
+# do not use them keep their bytes (and a pinned replay hash), and readers from before
+# the field existed keep reading them.
+_OMIT_NONE: dict[type, frozenset[str]] = {
+    t: frozenset(getattr(t, "OMIT_NONE", ())) for t in RECORD_TYPES.values()
+}
+
 # One packer per thread: msgpack.packb builds a new Packer on every call, about a
 # quarter of the cost of packing a small record; a Packer is not safe to share between threads.
 _local = threading.local()
@@ -72,10 +79,18 @@ def _no_ext(code: int, data: bytes) -> Any:
 def encode(record: Record) -> bytes:
     """Serialize a record to its wire form."""
     body: dict[str, Any] = {"k": record.KIND, "v": record.VERSION}
+    omit = _OMIT_NONE[type(record)]
     for name in _FIELDS[type(record)]:
-        body[name] = getattr(record, name)
+        value = getattr(record, name)
+        if value is None and name in omit:
+            continue
+        body[name] = value
     if isinstance(record, OutcomesReported):
         body["outcomes"] = [_outcome_to_wire(o) for o in record.outcomes]
+        if body["progress"] is False:
+            # Written only when set: every other report keeps its bytes, and an engine
+            # from before the field reads it (decode rejects unknown fields).
+            del body["progress"]
     return packb(body)
 
 

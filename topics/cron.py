@@ -62,6 +62,9 @@ class CronSchedule:
         self.expr = expr
         self.zone = zone
         self.fields = fields
+        # TriggerCron(jitter=...): each tick's run starts up to this much later (the
+        # engine's cron service derives the delay from function id and tick).
+        self.jitter_ms = 0
         parts = fields.split()
         # Vixie cron's MIN_STAR / HR_STAR: such schedules follow real time across DST.
         self.follows_real_time = parts[0].startswith("*") or parts[1].startswith("*")

@@ -191,6 +191,10 @@ class OutcomesReported:
     worker: str
     ts: int
     more: bool = False
+    # True when the execution completed a step in one parallel line while another
+    # stopped at a sleep, wait or invoke: the completed line can go on, so the engine
+    # hands the run over again instead of waiting for the pause (engine/fold/pending.py).
+    progress: bool = False
 
 
 @dataclass(slots=True)
@@ -256,11 +260,14 @@ class InvokeRequested:
 
     KIND: ClassVar[str] = "invoke.requested"
     VERSION: ClassVar[int] = 1
+    OMIT_NONE: ClassVar[tuple[str, ...]] = ("event_version",)
     fn_id: str
     data: dict[str, JSON]
     event_id: str
     parent: dict[str, JSON]
     ts: int
+    # step.invoke(v=...): the invoked event's ``v`` (Inngest's event schema version).
+    event_version: str | None = None
 
 
 @dataclass(slots=True)

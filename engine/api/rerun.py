@@ -78,7 +78,10 @@ def rerun_request(state: RunState, run_id: str, from_step: str | None, now: int
         run_id=run_id, rerun_of=state["run_id"],
         rerun_of_key=state.get("partition_key") or state["run_id"], fn_id=state["fn_id"],
         event=event, events=list(state.get("events") or [event]), from_step=from_step,
-        kept=kept, kept_order=list(kept), ts=now, cron=state.get("cron"))
+        # In recorded order (the order of ``steps``), which a RACE group's winner
+        # follows, so a re-run picks the same winner as the original.
+        kept=kept, kept_order=[s for s in state.get("steps") or {} if s in kept], ts=now,
+        cron=state.get("cron"))
 
 
 async def _store(request: web.Request, record: RerunRequested) -> None:

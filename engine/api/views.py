@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.runstate import TERMINAL
+from topics.error_codes import STEP_ERRORED, coded
 from topics.ids import trace_id_for
 
 # Internal run statuses (engine/runstate.py), in lifecycle order; the filter values of
@@ -154,7 +155,7 @@ def api_status(status: str | None) -> str:
 
 def _attempt_view(a: dict[str, Any]) -> dict[str, Any]:
     return {"attempt": a.get("attempt"), "started_at": rfc3339(a.get("started_at")),
-            "ended_at": rfc3339(a.get("ended_at")), "error": a.get("error")}
+            "ended_at": rfc3339(a.get("ended_at")), "error": coded(a.get("error"), STEP_ERRORED)}
 
 
 def _step_view(step_id: str, step: dict[str, Any], run_cancelled: bool) -> dict[str, Any]:
@@ -167,7 +168,7 @@ def _step_view(step_id: str, step: dict[str, Any], run_cancelled: bool) -> dict[
         "name": step.get("name", step_id),
         "status": status,
         "output": step.get("output"),
-        "error": step.get("error"),
+        "error": coded(step.get("error"), STEP_ERRORED),
         "until": rfc3339(step.get("until_ms")),
         "attempts": [_attempt_view(a) for a in step.get("attempts") or []],
     }
@@ -261,7 +262,8 @@ def run_view(state: dict[str, Any]) -> dict[str, Any]:
         "app_id": state.get("app_id"),
         "event_name": event.get("name"),
         "requested_at": rfc3339(state.get("requested_at")),
-        "error": state.get("error"),
+        # Errors recorded before codes existed, and the engine's own, get theirs here.
+        "error": coded(state.get("error")),
         "attempt": state.get("attempt", 0),
         "steps": [_step_view(sid, steps[sid], status == "cancelled")
                   for sid in state.get("step_order") or [] if sid in steps],
@@ -394,6 +396,10 @@ def waiting_text(waiting: Any) -> str:
         detail = ", ".join(x for x in (f"function {fn}" if fn else "",
                                        f"step {step}" if step else "") if x)
         return f"waiting for {what}" + (f" ({detail})" if detail else "") + until
+    if kind == "steps":
+        ids = [str(i) for i in waiting.get("step_ids") or []]
+        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        return f"waiting for {len(ids)} parallel step{'s' if len(ids) != 1 else ''} ({shown})"
     return f"waiting: {_detail_text(waiting)}"
 
 

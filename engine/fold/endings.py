@@ -7,7 +7,7 @@ run that goes on its next task. Pure, like every module of :mod:`engine.fold`.""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from engine.fold import flow
 from engine.fold.core import (
@@ -35,14 +35,14 @@ from topics.records import (
 )
 
 
-def settle(tables: Tables, state: RunState, now: int, *, output: Any = None,
-            error: dict[str, Any] | None = None, ref: list[int] | None = None
-            ) -> dict[str, Any] | None:
-    """End the step the run is paused on (a wait or an invoke): completed with
-    ``output``, or failed with ``error``; its timeout timer goes. ``ref`` says where the
-    value was recorded. Returns the run's error if the output would take its state over
-    the limit (the step is then failed with it)."""
-    waiting = cast("WaitingEvent | WaitingInvoke", state["waiting"])
+def settle(tables: Tables, state: RunState, waiting: WaitingEvent | WaitingInvoke, now: int,
+           *, output: Any = None, error: dict[str, Any] | None = None,
+           ref: list[int] | None = None) -> dict[str, Any] | None:
+    """End the step the run is paused on (``waiting``: a wait or an invoke, the run's one
+    pause or one of its pending ones): completed with ``output``, or failed with
+    ``error``; its timeout timer goes. ``ref`` says where the value was recorded.
+    Returns the run's error if the output would take its state over the limit (the step
+    is then failed with it)."""
     timer = waiting_timer(waiting)
     if timer is not None:
         tables.delete_timer(timer[0], state["run_id"], timer[1])
@@ -61,6 +61,7 @@ def settle(tables: Tables, state: RunState, now: int, *, output: Any = None,
         step["status"] = "failed"
         step["error"] = error
     keep_value(step, size, ref)
+    recorded(state, waiting["step_id"])
     return too_large
 
 
@@ -103,6 +104,7 @@ def finish(tables: Tables, state: RunState, now: int) -> list[Emit]:
     state["deadlines"] = {}
     emits = [clear_wait(ref, now) for ref in state.get("cancel_waits") or []]
     state["cancel_waits"] = []
+    emits.extend(_clear_pending(tables, state, now))
     status = state["status"]
     error = state["error"]
     if status == "cancelled":
@@ -131,6 +133,30 @@ def finish(tables: Tables, state: RunState, now: int) -> list[Emit]:
         elif status == "cancelled":
             emits.append(lifecycle_event(FUNCTION_CANCELLED_EVENT, data, state["run_id"], now))
     return emits
+
+
+def _clear_pending(tables: Tables, state: RunState, now: int) -> list[Emit]:
+    """Drop the pauses still pending when the run ends (a RACE's losers, or every one
+    when the run is cancelled): their timers go and their waits are cleared. Invoked
+    child runs go on; their ends find the run ended and are ignored."""
+    emits: list[Emit] = []
+    for entry in (state.pop("pending", None) or {}).values():
+        timer = waiting_timer(entry)
+        if timer is not None:
+            tables.delete_timer(timer[0], state["run_id"], timer[1])
+        if entry["kind"] == "event":
+            emits.append(clear_wait(entry, now))
+    state.pop("woken", None)
+    return emits
+
+
+def recorded(state: RunState, step_id: str) -> None:
+    """Step ``step_id`` was just completed or failed for good: move it to the end of the
+    run's steps, which are thus in the order their outcomes were recorded. Tasks carry
+    them in that order, and a RACE group's winner is the line recorded first."""
+    steps = state["steps"]
+    if step_id in steps:
+        steps[step_id] = steps.pop(step_id)
 
 
 def lifecycle_event(name: str, data: dict[str, Any], run_id: str, now: int) -> Emit:

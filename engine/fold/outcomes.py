@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 
+from engine.fold import pending
 from engine.fold.core import (
     Emit,
     Limits,
@@ -19,7 +20,7 @@ from engine.fold.core import (
     over_state_limit,
     value_size,
 )
-from engine.fold.endings import fail, finish, hand_over
+from engine.fold.endings import fail, finish, hand_over, recorded
 from engine.fold.invokes import begin_invoke
 from engine.fold.timers import START_DEADLINE, mark_started
 from engine.fold.waits import begin_wait
@@ -71,12 +72,17 @@ def on_outcomes_reported(tables: Tables, rec: OutcomesReported, at: Position | N
         return _apply_checkpoint(tables, state, rec, at)
     timers: list[tuple[int, str, str | None]] = []  # (due, reason, step_id)
     pauses = [o for o in rec.outcomes if o.op in PAUSING_OPS]
+    # A line can go on while others wait: a step completed next to a pause (the worker
+    # says so), or a pending step resolved while the task was out (pending.py).
+    news = bool(state.pop("woken", False)) or rec.progress
     emits: list[Emit] = []
     for index, outcome in enumerate(rec.outcomes):
         if state["status"] in TERMINAL:
             break
         if outcome.op in PAUSING_OPS:
             continue  # after the others, below
+        if pending.is_pending(state, outcome.step_id):
+            continue  # a sleep still pending, reported again by a line that met it
         if outcome.op in (STEP_COMPLETED, STEP_FAILED, STEP_SLEEP):
             timer = _apply_step_outcome(state, outcome, rec, at.ref(index) if at else None)
             if timer is not None:
@@ -105,25 +111,19 @@ def on_outcomes_reported(tables: Tables, rec: OutcomesReported, at: Position | N
 
     if state["status"] in TERMINAL:
         state["waiting"] = None
-    elif pauses and (len(pauses) > 1 or timers):
-        # A run waits on one thing at a time; the SDK never reports this.
-        state["status"] = "failed"
-        state["error"] = {"name": "UnsupportedParallelWait",
-                          "message": "wait_for_event and invoke must be the only new step "
-                                     "of an execution (not inside step.parallel)",
-                          "stack": ""}
-        state["ended_at"] = rec.ts
-        note(state, rec.ts, "run.failed", detail=error_brief(state["error"]))
-        emits.extend(finish(tables, state, rec.ts))
+    elif pending.several(state, len(pauses), len(timers), news):
+        emits.extend(_pause_several(tables, state, rec, pauses, timers, news))
     elif pauses:
         o = pauses[0]
         step = _step(state, o)
         if step["status"] in ("completed", "failed"):
             emits.extend(hand_over(tables, state, rec.ts))
-        elif o.op == STEP_WAIT:
-            emits.extend(begin_wait(tables, state, step, o, rec))
         else:
-            emits.extend(begin_invoke(tables, state, step, o, rec))
+            begin = begin_wait if o.op == STEP_WAIT else begin_invoke
+            kind = "wait" if o.op == STEP_WAIT else "invoke"
+            state["waiting"], more = begin(tables, state, step, o, rec,
+                                           f"{kind}:{state['task_seq']}")
+            emits.extend(more)
     elif timers:
         # One wait per run: wake when every requested time has come. A retry may start
         # later than its backoff, never earlier; a sleep never wakes early.
@@ -138,6 +138,27 @@ def on_outcomes_reported(tables: Tables, rec: OutcomesReported, at: Position | N
         emits.extend(hand_over(tables, state, rec.ts))
     tables.put_run(rec.run_id, state)
     return emits
+
+
+def _pause_several(tables: Tables, state: RunState, rec: OutcomesReported,
+                   pauses: list[Outcome], timers: list[tuple[int, str, str | None]],
+                   news: bool) -> list[Emit]:
+    """Hold each new pause of the report as a pending step of its own (pending.py),
+    then hand the run over or wait for one of them."""
+    emits: list[Emit] = []
+    for o in pauses:
+        step = _step(state, o)
+        step_id = o.step_id or ""
+        if pending.is_pending(state, step_id) or step["status"] in ("completed", "failed"):
+            continue  # still pending, or resolved while the task was out: reported again
+        begin = begin_wait if o.op == STEP_WAIT else begin_invoke
+        kind = "wait" if o.op == STEP_WAIT else "invoke"
+        entry, more = begin(tables, state, step, o, rec, pending.timer_id(state, kind, step_id))
+        pending.add(state, step_id, entry)
+        emits.extend(more)
+    for due, reason, timed_step in timers:
+        pending.add_timer(tables, state, due, reason, timed_step)
+    return emits + pending.go_on(tables, state, rec.ts, news)
 
 
 def _note_ignored(state: RunState, rec: OutcomesReported) -> None:
@@ -176,6 +197,8 @@ def validate_outcomes(rec: OutcomesReported) -> None:
     """Reject a report whose outcomes are malformed, before anything is applied."""
     if not isinstance(rec.more, bool):
         raise NotApplicable("outcomes.reported more must be a boolean")
+    if not isinstance(rec.progress, bool):
+        raise NotApplicable("outcomes.reported progress must be a boolean")
     if rec.more and any(o.op != STEP_COMPLETED for o in rec.outcomes):
         raise NotApplicable("a checkpoint (more=True) may hold only step.completed outcomes")
     for o in rec.outcomes:
@@ -248,6 +271,7 @@ def _apply_step_outcome(state: RunState, o: Outcome, rec: OutcomesReported,
         step["output"] = o.output
         step["error"] = None
         keep_value(step, size, ref)
+        recorded(state, step_id or "")
         note(state, rec.ts, "step.completed", step_id, attempt)
         return None
     step["error"] = o.error
@@ -260,6 +284,7 @@ def _apply_step_outcome(state: RunState, o: Outcome, rec: OutcomesReported,
         return (due, "retry", step_id)
     step["status"] = "failed"
     keep_value(step, size, ref)
+    recorded(state, step_id or "")
     note(state, rec.ts, "step.errored", step_id, attempt,
           detail="not retriable" if not o.retriable else "retries exhausted")
     return None

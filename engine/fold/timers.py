@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from engine.fold import batching
+from engine.fold import batching, pending
 from engine.fold.admission import GATE_TIMER_RUN, on_gate_timer
 from engine.fold.cancel import cancel
 from engine.fold.core import (
@@ -18,10 +18,10 @@ from engine.fold.core import (
     Tables,
     note,
 )
-from engine.fold.endings import hand_over
+from engine.fold.endings import hand_over, recorded
 from engine.fold.invokes import invoke_timed_out
 from engine.fold.waits import wait_timed_out
-from engine.runstate import TERMINAL, waiting_timer
+from engine.runstate import TERMINAL, Pending, waiting_timer
 from topics.records import (
     RunStarted,
     TimerFired,
@@ -57,6 +57,13 @@ def on_timer_fired(tables: Tables, rec: TimerFired, at: Position | None,
         emits = deadline_passed(tables, state, rec.timer_id, rec.ts)
         tables.put_run(rec.run_id, state)
         return emits
+    held = pending.timed(state, rec.timer_id)
+    if held is not None:
+        if rec.ts < (waiting_timer(held[1]) or (0, ""))[0]:
+            return []  # never early, as below
+        emits = _pending_timer(tables, state, held[0], held[1], rec.ts)
+        tables.put_run(rec.run_id, state)
+        return emits
     waiting = state["waiting"]
     timer = waiting_timer(waiting)
     if (waiting is None or waiting["kind"] == "task" or timer is None
@@ -68,26 +75,53 @@ def on_timer_fired(tables: Tables, rec: TimerFired, at: Position | None,
         # in the table and the timer service fires it again when it is due.
         return []
     if waiting["kind"] == "event":
-        emits = wait_timed_out(tables, state, rec.ts)
+        emits = [*wait_timed_out(tables, state, waiting, rec.ts),
+                 *hand_over(tables, state, rec.ts)]
         tables.put_run(rec.run_id, state)
         return emits
     if waiting["kind"] == "invoke":
-        emits = invoke_timed_out(tables, state, rec.ts)
+        invoke_timed_out(tables, state, waiting, rec.ts)
+        emits = hand_over(tables, state, rec.ts)
         tables.put_run(rec.run_id, state)
         return emits
     tables.delete_timer(due, rec.run_id, rec.timer_id)
     note(state, rec.ts, "timer.fired", cast("str | None", waiting.get("step_id")),
          detail={"timer_id": rec.timer_id, "due_ms": due, "late_ms": rec.ts - due})
-    for step in state["steps"].values():
+    for step_id, step in list(state["steps"].items()):
         until = step["until_ms"]
         if step["status"] == "sleeping" and until is not None and until <= rec.ts:
             step["status"] = "completed"
             step["output"] = None
             step["attempts"].append({"attempt": 0, "started_at": None, "ended_at": rec.ts,
                                      "error": None})
+            recorded(state, step_id)
     emits = hand_over(tables, state, rec.ts)
     tables.put_run(rec.run_id, state)
     return emits
+
+
+def _pending_timer(tables: Tables, state: RunState, key: str, entry: Pending,
+                   now: int) -> list[Emit]:
+    """The timer of one of the run's pending steps (pending.py) is due."""
+    emits: list[Emit] = []
+    if entry["kind"] == "event":
+        emits = wait_timed_out(tables, state, entry, now)
+    elif entry["kind"] == "invoke":
+        invoke_timed_out(tables, state, entry, now)
+    else:
+        tables.delete_timer(entry["due_ms"], state["run_id"], entry["timer_id"])
+        note(state, now, "timer.fired", entry["step_id"],
+             detail={"timer_id": entry["timer_id"], "due_ms": entry["due_ms"],
+                     "late_ms": now - entry["due_ms"]})
+        step = state["steps"].get(key)
+        if entry["reason"] == "sleep" and step is not None:
+            step["status"] = "completed"
+            step["output"] = None
+            step["attempts"].append({"attempt": 0, "started_at": None, "ended_at": now,
+                                     "error": None})
+            recorded(state, key)
+        # A retry's step stays "retrying": the next task carries its attempt count.
+    return emits + pending.resolved(tables, state, key, now)
 
 
 def arm_deadline(tables: Tables, state: RunState, timer_id: str, due: int) -> None:

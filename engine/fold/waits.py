@@ -3,8 +3,9 @@ rules) and their timeouts. Pure, like every module of :mod:`engine.fold`."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
+from engine.fold import pending
 from engine.fold.cancel import cancel
 from engine.fold.core import (
     Emit,
@@ -54,8 +55,10 @@ def register_cancel_waits(state: RunState, now: int) -> list[Emit]:
 
 
 def begin_wait(tables: Tables, state: RunState, step: StepState, o: Outcome,
-               rec: OutcomesReported) -> list[Emit]:
-    """``step.wait``: register the wait with the matcher and arm its timeout."""
+               rec: OutcomesReported, timer_id: str) -> tuple[WaitingEvent, list[Emit]]:
+    """``step.wait``: register the wait with the matcher and arm its timeout
+    (``timer_id``); the pause to keep (the caller puts it in ``waiting`` or in
+    ``pending``)."""
     spec = o.wait or {}
     name = str(spec.get("event"))  # validate_outcomes checked it is a string
     until = int(o.until_ms or rec.ts)
@@ -63,13 +66,11 @@ def begin_wait(tables: Tables, state: RunState, step: StepState, o: Outcome,
     path = field_path(spec.get("match") if isinstance(spec.get("match"), str) else None)
     value = value_at(state["event"], path) if path else None
     wait_id = f"{state['run_id']}/{step_id}"
-    timer_id = f"wait:{state['task_seq']}"
     step["status"] = "waiting"
     step["until_ms"] = until
     waiting: WaitingEvent = {"kind": "event", "step_id": step_id, "wait_id": wait_id,
                              "event": name, "match_field": path, "match_value": value,
                              "timer_id": timer_id, "due_ms": until}
-    state["waiting"] = waiting
     tables.put_timer(until, state["run_id"], timer_id)
     detail: dict[str, Any] = {"event": name, "timeout_ms": until}
     if path:
@@ -80,9 +81,9 @@ def begin_wait(tables: Tables, state: RunState, step: StepState, o: Outcome,
         # Nothing can equal a missing value: the wait can only time out.
         detail["unmatchable"] = "the triggering event has no value at the match field"
         note(state, rec.ts, "wait.registered", step_id, detail=detail)
-        return []
+        return waiting, []
     note(state, rec.ts, "wait.registered", step_id, detail=detail)
-    return [Emit("waits", str(name), WaitRegistered(
+    return waiting, [Emit("waits", str(name), WaitRegistered(
         wait_id=wait_id, run_id=state["run_id"], partition_key=state["partition_key"],
         kind="step", event=str(name), match_field=path, match_value=value,
         if_exp=spec.get("if_exp") or None, trigger=state["event"], expires_ms=until,
@@ -101,20 +102,32 @@ def on_wait_resolved(tables: Tables, rec: WaitResolved, at: Position | None,
         tables.put_run(rec.run_id, state)
         return emits
     waiting = state["waiting"]
-    if waiting is None or waiting["kind"] != "event" or waiting["wait_id"] != rec.wait_id:
-        return []  # timed out first, or a duplicate
-    too_large = settle(tables, state, rec.ts, output=rec.event, ref=at.ref(0) if at else None)
-    note(state, rec.ts, "wait.resolved", waiting["step_id"],
+    paused: WaitingEvent | None
+    if waiting is not None and waiting["kind"] == "event" and waiting["wait_id"] == rec.wait_id:
+        paused = waiting
+    else:
+        paused = pending.event_entry(state, rec.wait_id)
+        if paused is None:
+            return []  # timed out first, or a duplicate
+    too_large = settle(tables, state, paused, rec.ts, output=rec.event,
+                       ref=at.ref(0) if at else None)
+    note(state, rec.ts, "wait.resolved", paused["step_id"],
          detail={"event_id": rec.event.get("id"), "event": rec.event.get("name")})
-    emits = (fail(tables, state, too_large, rec.ts) if too_large
-             else hand_over(tables, state, rec.ts))
+    if too_large:
+        emits = fail(tables, state, too_large, rec.ts)
+    elif paused is waiting:
+        emits = hand_over(tables, state, rec.ts)
+    else:
+        emits = pending.resolved(tables, state, paused["step_id"], rec.ts)
     tables.put_run(rec.run_id, state)
     return emits
 
 
-def wait_timed_out(tables: Tables, state: RunState, now: int) -> list[Emit]:
-    waiting = cast(WaitingEvent, state["waiting"])
-    settle(tables, state, now, output=None)
+def wait_timed_out(tables: Tables, state: RunState, waiting: WaitingEvent,
+                   now: int) -> list[Emit]:
+    """``waiting`` (the run's one pause or a pending one) timed out: the step's value
+    is None and the matcher forgets the wait. The caller hands the run on."""
+    settle(tables, state, waiting, now, output=None)
     note(state, now, "wait.timed_out", waiting["step_id"],
          detail={"due_ms": waiting["due_ms"], "late_ms": now - waiting["due_ms"]})
-    return [clear_wait(waiting, now), *hand_over(tables, state, now)]
+    return [clear_wait(waiting, now)]

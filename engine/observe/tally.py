@@ -34,6 +34,13 @@ def reason_of(state: Mapping[str, Any]) -> str | None:
     if waiting is None:
         return "starting"
     kind = waiting["kind"]
+    if kind == "steps":
+        # Several pauses at once (engine/fold/pending.py): counted by the first.
+        held = list((state.get("pending") or {}).values())
+        if not held:
+            return "starting"
+        waiting = held[0]
+        kind = waiting["kind"]
     if kind == "timer":
         return "sleep" if waiting.get("reason") == "sleep" else "retry"
     return _BY_KIND.get(kind, "starting")

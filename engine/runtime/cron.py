@@ -10,10 +10,15 @@ rebalance, or again after a crash) starts one run.
 After downtime the service fires only the latest tick that was missed, once: a
 schedule that should have run hourly during a 5-hour outage runs once on recovery,
 not five times. A schedule that has never fired counts from its registration.
+
+With ``TriggerCron(jitter=...)`` a tick is due a little after its time
+(:func:`jitter_for`); the run still carries the scheduled tick, and the fold, which only
+compares ticks, is unchanged.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +29,7 @@ from engine.runtime.recovery import StateCorrupt, is_corruption, reason_of
 from engine.runtime.router import Registry, request_for
 from engine.store.partition import PartitionStore
 from topics.catalog import Catalog, partition_for
+from topics.cron import CronSchedule
 from topics.ids import dedupe_key_for, derived_ulid
 from topics.records import CRON_EVENT, RunRequested
 
@@ -38,6 +44,29 @@ RECHECK_MS = 100
 
 def cron_partition_key(fn_id: str) -> str:
     return f"cron/{fn_id}"
+
+
+def jitter_for(fn_id: str, schedule: CronSchedule, tick: int) -> int:
+    """How long after ``tick`` its run starts: 0 without jitter, else a number in
+    ``[0, schedule.jitter_ms]`` derived from the function, the expression and the tick
+    alone, so every engine (an old and a new owner during a rebalance, a replay) picks
+    the same one, and ticks of many functions on the same minute spread out."""
+    if schedule.jitter_ms <= 0:
+        return 0
+    digest = hashlib.blake2b(f"{fn_id}\0{schedule.expr}\0{tick}".encode(),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "big") % (schedule.jitter_ms + 1)
+
+
+def latest_due_tick(fn_id: str, schedule: CronSchedule, now: int) -> int:
+    """The latest tick whose (jittered) start is at or before ``now``; the caller knows
+    one is due. Without jitter that is the latest tick; with it, the latest tick may still
+    be waiting out its delay, and then the one before it is due, whatever its own delay:
+    a delay never carries a tick past the next tick (TriggerCron documents that)."""
+    tick = schedule.latest_at_or_before(now)
+    if tick + jitter_for(fn_id, schedule, tick) <= now:
+        return tick
+    return schedule.latest_at_or_before(tick - 1)
 
 
 class CronService:
@@ -85,10 +114,11 @@ class CronService:
                     raise
                 baseline = max(last if last is not None else -1, fn.definition.ts)
                 first = schedule.next_after(baseline)
-                if first > now:
-                    next_due = first if next_due is None else min(next_due, first)
+                first_due = first + jitter_for(fn_id, schedule, first)
+                if first_due > now:
+                    next_due = first_due if next_due is None else min(next_due, first_due)
                     continue
-                tick = schedule.latest_at_or_before(now)
+                tick = latest_due_tick(fn_id, schedule, now)
                 sent = self._inflight.get((fn_id, schedule.expr))
                 recheck = now + RECHECK_MS
                 if sent is None or sent[0] != tick or now - sent[1] >= REFIRE_MS:

@@ -78,7 +78,11 @@ class Registry:
             cron = trig.get("cron")
             if isinstance(cron, str):
                 try:
-                    crons.append(parse_cron(cron))
+                    schedule = parse_cron(cron)
+                    jitter = trig.get("jitter_ms")
+                    if isinstance(jitter, int) and not isinstance(jitter, bool) and jitter > 0:
+                        schedule.jitter_ms = jitter
+                    crons.append(schedule)
                 except ValueError as exc:
                     log.error("function %s: cron trigger %r skipped: %s", rec.fn_id, cron, exc)
                 continue
@@ -225,7 +229,10 @@ def route_invoke(rec: InvokeRequested, registry: Registry, *, now_ms: int,
             run_id=str(parent["run_id"]), step_id=str(parent["step_id"]),
             child_run_id=run_id_for(rec.fn_id, rec.event_id, rec.ts), output=None,
             error=error, ts=now_ms))]
-    event = {"name": FUNCTION_INVOKED, "data": rec.data, "id": rec.event_id, "ts": rec.ts}
+    event: dict[str, Any] = {"name": FUNCTION_INVOKED, "data": rec.data, "id": rec.event_id,
+                             "ts": rec.ts}
+    if rec.event_version is not None:
+        event["v"] = rec.event_version
     req = request_for(fn, event, run_id=run_id_for(rec.fn_id, rec.event_id, rec.ts),
                       dedupe_key=dedupe_key_for(rec.fn_id, "event", rec.event_id), now_ms=now_ms,
                       backoff_base_ms=backoff_base_ms, parent=dict(parent) or None,

@@ -110,7 +110,7 @@ class Stack:
 
     def send(self, name: str, data: dict[str, Any], event_id: str | None = None) -> str:
         """Send one event through the app's client; its id."""
-        [sent] = self.client.send(sdk.Event(name=name, data=data, id=event_id))
+        [sent] = self.client.send_sync(sdk.Event(name=name, data=data, id=event_id))
         return str(sent)
 
     # --- observing ------------------------------------------------------------------
@@ -129,7 +129,14 @@ class Stack:
             if runs and runs[0]["status"] in ("completed", "failed", "cancelled"):
                 return runs[0]
             return None
-        return wait_for(done, timeout, f"a finished run for event {event_id}")
+        try:
+            return wait_for(done, timeout, f"a finished run for event {event_id}")
+        except AssertionError as exc:
+            # Say where it stopped, so a failure in CI can be understood from its log.
+            runs = self.runs_for(event_id)
+            seen = [{k: r.get(k) for k in ("run_id", "status", "waiting", "task_seq")}
+                    | {"timeline": (r.get("timeline") or [])[-6:]} for r in runs]
+            raise AssertionError(f"{exc}; its runs: {seen or 'none'}") from None
 
     def api(self, path: str, port: int = 8288) -> Any:
         return self.api_at(port, path)

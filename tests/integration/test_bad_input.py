@@ -44,7 +44,7 @@ def test_undecodable_records_go_to_dlq_and_partitions_go_on(stack: Stack) -> Non
     stack.start_engine()
     stack.start_worker(client)
     stack.wait_functions("bad-echo")
-    [event_id] = client.send(sdk.Event(name="bad/echo", data={"n": 21}, id=good_id))
+    [event_id] = client.send_sync(sdk.Event(name="bad/echo", data={"n": 21}, id=good_id))
     run = stack.finished_run(event_id)
     assert run["status"] == "completed" and run["output"] == 42
 
@@ -57,7 +57,7 @@ def test_undecodable_records_go_to_dlq_and_partitions_go_on(stack: Stack) -> Non
     assert "unsupported version" in by_topic[cat.tasks].reason
     assert "must be a map" in by_topic[cat.runs].reason
     # Both runs partitions went on past their junk.
-    ids = client.send([sdk.Event(name="bad/echo", data={"n": i}) for i in range(10)])
+    ids = client.send_sync([sdk.Event(name="bad/echo", data={"n": i}) for i in range(10)])
     runs = [stack.finished_run(i) for i in ids]
     client.close()
     assert [r["output"] for r in runs] == [i * 2 for i in range(10)]

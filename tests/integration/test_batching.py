@@ -48,7 +48,7 @@ def running(stack: Stack) -> Stack:
 
 
 def send(stack: Stack, name: str, data: list[dict[str, Any]]) -> list[str]:
-    return [str(i) for i in stack.client.send([sdk.Event(name=name, data=d) for d in data])]
+    return [str(i) for i in stack.client.send_sync([sdk.Event(name=name, data=d) for d in data])]
 
 
 def runs_of(stack: Stack, event_ids: list[str]) -> list[dict[str, Any]]:
@@ -147,7 +147,7 @@ def test_a_debounce_timeout_caps_the_delay_and_a_new_one_begins(running: Stack) 
 
 def test_an_older_event_is_ignored_and_collect_gets_the_window(running: Stack) -> None:
     now = int(time.time() * 1000)
-    ids = [str(i) for i in running.client.send([
+    ids = [str(i) for i in running.client.send_sync([
         sdk.Event(name="debounce/collect", data={"k": "x", "n": 1}, ts=now),
         sdk.Event(name="debounce/collect", data={"k": "x", "n": 2}, ts=now - 60_000),
         sdk.Event(name="debounce/collect", data={"k": "x", "n": 3}, ts=now + 1),

@@ -53,7 +53,7 @@ def test_a_key_runs_one_at_a_time_in_send_order_and_keys_run_in_parallel(
     # One burst: the events spread over the `events` partitions and reach the engine
     # interleaved; the runs of a key still execute in the order they were sent.
     keys = [k for _ in range(10) for k in ("a", "b", "c", "d", "e")]
-    ids = [str(e) for e in stack.client.send(
+    ids = [str(e) for e in stack.client.send_sync(
         [sdk.Event(name="flow/per-key", data={"k": k, "i": n}) for n, k in enumerate(keys)])]
     sent: dict[str, list[str]] = defaultdict(list)
     for k, event_id in zip(keys, ids, strict=True):

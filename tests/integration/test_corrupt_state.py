@@ -82,9 +82,9 @@ def test_corrupt_partitions_are_moved_aside_and_rebuilt_from_the_topics(
                          for f in (api(port, "/v1/functions") or {"data": []})["data"]),
              60, "functions registered")
     client = sdk.Client(app_id="durable", settings=stack.settings)
-    loads = client.send([sdk.Event(name="durable/load", data={"n": i}) for i in range(24)])
+    loads = client.send_sync([sdk.Event(name="durable/load", data={"n": i}) for i in range(24)])
     keys = [f"k{i}" for i in range(6)]
-    awaiting = client.send([sdk.Event(name="durable/awaiting", data={"key": k})
+    awaiting = client.send_sync([sdk.Event(name="durable/awaiting", data={"key": k})
                             for k in keys])
     wait_for(lambda: all(status(port, i) == "Completed" for i in loads), 60, "load runs")
     wait_for(lambda: all(is_waiting(port, i) for i in awaiting), 60, "runs waiting")
@@ -115,8 +115,8 @@ def test_corrupt_partitions_are_moved_aside_and_rebuilt_from_the_topics(
     assert took < 30, f"rebuild took {took:.1f} s"
 
     # The rebuilt matcher still holds every wait: answers and cancels land.
-    client.send([sdk.Event(name="durable/go", data={"key": k, "n": 1}) for k in keys[:3]])
-    client.send([sdk.Event(name="durable/abort", data={"key": k}) for k in keys[3:]])
+    client.send_sync([sdk.Event(name="durable/go", data={"key": k, "n": 1}) for k in keys[:3]])
+    client.send_sync([sdk.Event(name="durable/abort", data={"key": k}) for k in keys[3:]])
     wait_for(lambda: [status(port, i) for i in awaiting] ==
              ["Completed"] * 3 + ["Cancelled"] * 3, 60, "waits resolved and cancelled")
     assert runs_of(port, awaiting[0])[0]["output"] == {"key": "k0", "n": 1}
@@ -198,14 +198,14 @@ def test_damage_found_while_running_rebuilds_the_partition_in_place(
     stack.wait_functions("rot-waiter")
     pad = "x" * 3000  # big states: a partition's runs span many blocks
     keys = [f"k{i}" for i in range(40)]
-    ids = client.send([sdk.Event(name="rot/start", data={"key": k, "pad": pad})
+    ids = client.send_sync([sdk.Event(name="rot/start", data={"key": k, "pad": pad})
                        for k in keys])
     waiting_all(stack, ids, "event")
     engine = restart_with_state_in_ssts(stack, state)
     assert not list(state.glob("*.corrupt-*"))
     damage_data_blocks(state / "runs-0")
 
-    client.send([sdk.Event(name="rot/go", data={"key": k, "n": i})
+    client.send_sync([sdk.Event(name="rot/go", data={"key": k, "n": i})
                  for i, k in enumerate(keys)])
     assert outputs_once_completed(stack, ids) == list(range(40))
     [aside] = state.glob("*.corrupt-*")
@@ -232,7 +232,7 @@ def test_damage_found_by_the_timer_pass_rebuilds_the_partition_in_place(
     stack.start_worker(client)
     stack.wait_functions("rotnap-napper")
     wake_ms = int(time.time() * 1000) + 15_000
-    ids = client.send([sdk.Event(name="rot/nap", data={"n": i, "wake_ms": wake_ms,
+    ids = client.send_sync([sdk.Event(name="rot/nap", data={"n": i, "wake_ms": wake_ms,
                                                        "pad": "x" * 3000})
                        for i in range(40)])
     waiting_all(stack, ids, "timer")

@@ -77,7 +77,7 @@ def test_cron_ticks_start_runs_with_their_tick_and_restart_fires_latest_missed_o
         for tick in journal.ticks():
             assert schedule.latest_at_or_before(tick) == tick  # a real tick time
         # The event trigger of the same function still works, without a tick.
-        [event_id] = client.send(sdk.Event(name="crona/manual", data={}))
+        [event_id] = client.send_sync(sdk.Event(name="crona/manual", data={}))
         manual = stack.finished_run(event_id)
         assert manual["output"] == {"tick": None, "event": "crona/manual"}
 

@@ -49,7 +49,7 @@ def kill_worker_mid_slow_step(stack: Stack, tmp_path: Path, event: str, *fn_ids:
         first = stack.spawn("worker", APP, log="worker1")
         stack.wait_functions(*fn_ids)
         client = sdk.Client(app_id="durable", settings=stack.settings)
-        [event_id] = client.send(sdk.Event(name=event, data={}))
+        [event_id] = client.send_sync(sdk.Event(name=event, data={}))
         wait_for(lambda: any(w[0] == "slow-start" for w in journal_lines(journal)), 60,
                  "the slow step to start")
         os.kill(first.pid, signal.SIGKILL)
@@ -98,7 +98,7 @@ def test_two_workers_both_execute_runs(stack: Stack) -> None:
     def both_seen() -> bool:
         # Until the second worker has joined the group the first may hold every task
         # partition, so keep offering work until both have executed some.
-        ids = client.send([sdk.Event(name="durable/load", data={"n": i}) for i in range(20)])
+        ids = client.send_sync([sdk.Event(name="durable/load", data={"n": i}) for i in range(20)])
         for event_id in ids:
             run = stack.finished_run(event_id, timeout=60)
             assert run["status"] == "completed", run
@@ -127,13 +127,13 @@ def test_engine_killed_under_load_restarts_and_applies_each_outcome_once(
     wait_for(lambda: any(f["id"] == "durable-three-steps"
                          for f in Stack.api_at(port, "/v1/functions")["data"]), 60,
              "function registered")
-    ids = client.send([sdk.Event(name="durable/load", data={"n": i}) for i in range(150)])
+    ids = client.send_sync([sdk.Event(name="durable/load", data={"n": i}) for i in range(150)])
     # Kill the engine while runs are in flight: some done, most not.
     wait_for(lambda: sum(1 for i in ids[:30] if _finished(port, i)) >= 5, 60,
              "some runs to finish")
     os.kill(engine.pid, signal.SIGKILL)
     engine.wait()
-    ids += client.send([sdk.Event(name="durable/load", data={"n": i}) for i in range(150, 200)])
+    ids += client.send_sync([sdk.Event(name="durable/load", data={"n": i}) for i in range(150, 200)])
     stack.spawn("engine", "--port", str(port), "--state-dir", str(state),
                 "--no-create-topics", log="engine2")
     wait_for(lambda: _api_up(port), 60, "engine API after restart")
@@ -160,7 +160,7 @@ def test_engine_killed_while_runs_wait_resolves_and_cancels_them_after_restart(
              "function registered")
     client = sdk.Client(app_id="durable", settings=stack.settings)
     keys = [f"k{i}" for i in range(20)]
-    ids = client.send([sdk.Event(name="durable/awaiting", data={"key": k}) for k in keys])
+    ids = client.send_sync([sdk.Event(name="durable/awaiting", data={"key": k}) for k in keys])
 
     def waiting(event_id: str) -> bool:
         runs = _runs_via_api(port, event_id)
@@ -169,12 +169,12 @@ def test_engine_killed_while_runs_wait_resolves_and_cancels_them_after_restart(
     os.kill(engine.pid, signal.SIGKILL)
     engine.wait()
     # Some answers arrive while the engine is down, the rest after it is back.
-    client.send([sdk.Event(name="durable/go", data={"key": k, "n": 1}) for k in keys[:5]])
+    client.send_sync([sdk.Event(name="durable/go", data={"key": k, "n": 1}) for k in keys[:5]])
     stack.spawn("engine", "--port", str(port), "--state-dir", str(state),
                 "--no-create-topics", log="engine2")
     wait_for(lambda: _api_up(port), 60, "engine API after restart")
-    client.send([sdk.Event(name="durable/go", data={"key": k, "n": 2}) for k in keys[5:15]])
-    client.send([sdk.Event(name="durable/abort", data={"key": k}) for k in keys[15:]])
+    client.send_sync([sdk.Event(name="durable/go", data={"key": k, "n": 2}) for k in keys[5:15]])
+    client.send_sync([sdk.Event(name="durable/abort", data={"key": k}) for k in keys[15:]])
 
     def ended(event_id: str) -> bool:
         runs = _runs_via_api(port, event_id)
@@ -208,7 +208,7 @@ def test_replay_hash_equals_live_hash(stack: Stack, tmp_path: Path) -> None:
     stack.spawn("worker", APP, log="worker")
     stack.wait_functions("durable-three-steps")
     client = sdk.Client(app_id="durable", settings=stack.settings)
-    ids = client.send([sdk.Event(name="durable/load", data={"n": i}) for i in range(40)])
+    ids = client.send_sync([sdk.Event(name="durable/load", data={"n": i}) for i in range(40)])
     for event_id in ids:
         assert stack.finished_run(event_id)["status"] == "completed"
     client.close()
@@ -230,12 +230,12 @@ def test_workers_joining_and_dying_under_load_lose_no_run(stack: Stack) -> None:
     stack.spawn("worker", APP, "--concurrency", "8", log="steady")
     stack.wait_functions("durable-three-steps")
     client = sdk.Client(app_id="durable", settings=stack.settings)
-    ids = client.send([sdk.Event(name="durable/load", data={"n": i}) for i in range(100)])
+    ids = client.send_sync([sdk.Event(name="durable/load", data={"n": i}) for i in range(100)])
     joiner = stack.spawn("worker", APP, "--concurrency", "8", log="joiner")
 
     def joiner_worked() -> bool:
         # Keep the load on until the joiner has taken partitions and executed runs.
-        more = client.send([sdk.Event(name="durable/load", data={"n": len(ids) + i})
+        more = client.send_sync([sdk.Event(name="durable/load", data={"n": len(ids) + i})
                             for i in range(20)])
         ids.extend(more)
         return any(stack.finished_run(i, timeout=60)["output"]["pid"] == joiner.pid
@@ -243,11 +243,11 @@ def test_workers_joining_and_dying_under_load_lose_no_run(stack: Stack) -> None:
 
     wait_for(joiner_worked, 90, "the joining worker to execute runs", every=0.1)
     # Kill it while runs are in flight: tasks it held queued or running move back.
-    ids += client.send([sdk.Event(name="durable/load", data={"n": len(ids) + i})
+    ids += client.send_sync([sdk.Event(name="durable/load", data={"n": len(ids) + i})
                         for i in range(100)])
     os.kill(joiner.pid, signal.SIGKILL)
     joiner.wait()
-    ids += client.send([sdk.Event(name="durable/load", data={"n": len(ids) + i})
+    ids += client.send_sync([sdk.Event(name="durable/load", data={"n": len(ids) + i})
                         for i in range(100)])
     runs = [stack.finished_run(i, timeout=120) for i in ids]
     client.close()

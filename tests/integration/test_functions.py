@@ -74,7 +74,7 @@ def test_app_sync_removes_a_function_its_worker_no_longer_defines_and_its_cron_s
                           "a cron run queued while the app has no worker")
         assert {r["status"] for r in queued} == {"Queued"}
         assert all(r["started_at"] is None for r in queued)
-        [ping_id] = v1.send(sdk.Event(name="sync/ping", data={}))
+        [ping_id] = v1.send_sync(sdk.Event(name="sync/ping", data={}))
         [ping] = wait_for(lambda: engine.get(f"/v1/events/{ping_id}/runs")[1]["data"], 30,
                           "the ping run")
         assert ping["status"] == "Queued"
@@ -174,7 +174,7 @@ def test_functions_list_show_remove_through_cli_and_api(
         assert code == 0 and "function cat-echo removed" in out, err
         wait_for(lambda: "cat-echo" not in engine.function_ids(), 30, "cat-echo removed")
         # An event both functions matched now starts only the one still registered.
-        [event_id] = client.send(sdk.Event(name="cat/report", data={}))
+        [event_id] = client.send_sync(sdk.Event(name="cat/report", data={}))
         done = wait_for(lambda: [r for r in engine.get(f"/v1/events/{event_id}/runs")[1]["data"]
                                  if r["status"] == "Completed"], 30, "the report run")
         assert [r["function_id"] for r in engine.get(

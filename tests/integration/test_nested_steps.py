@@ -34,7 +34,7 @@ def test_nested_step_fails_the_run_naming_both_steps(broker: str, tmp_path: Path
         run = stack.finished_run(stack.send("nesting/go", {}))
     assert run["status"] == "failed", run
     error = run["error"]
-    assert error["name"] == "NestedStepError", error
+    assert (error["name"], error["code"]) == ("NestedStepError", "step_nested"), error
     assert "'inner'" in error["message"] and "'outer'" in error["message"], error
     # Failed for good on the first attempt: retrying would nest again.
     assert [e["type"] for e in run["timeline"]].count("task.dispatched") == 1, run["timeline"]

@@ -153,7 +153,7 @@ def test_from_step_keeps_the_earlier_steps_and_runs_the_rest(
 
 
 def test_a_batch_run_is_re_run_with_all_its_events(stack: Stack, api: ApiThread) -> None:
-    ids = [str(i) for i in stack.client.send([sdk.Event(name="rr/batch", data={"n": n})
+    ids = [str(i) for i in stack.client.send_sync([sdk.Event(name="rr/batch", data={"n": n})
                                               for n in range(3)])]
     original = stack.finished_run(ids[0])
     assert original["output"] == ids

@@ -52,7 +52,7 @@ class Load:
             due = int((time.monotonic() - started) * RUNS_PER_S)
             if due > n:
                 batch = [sdk.Event(name="ledgered/go", data={"n": n + i}) for i in range(due - n)]
-                self.event_ids.extend(str(i) for i in self.client.send(batch))
+                self.event_ids.extend(str(i) for i in self.client.send_sync(batch))
                 n = due
             self._stop.wait(0.05)
 
@@ -103,7 +103,14 @@ def test_steps_recorded_before_a_worker_kill_do_not_run_again(
                  "both workers to execute steps after the last kill", every=0.1)
     finally:
         event_ids = load.stop()
-    runs = [stack.finished_run(i, timeout=120) for i in event_ids]
+    try:
+        runs = [stack.finished_run(i, timeout=120) for i in event_ids]
+    except AssertionError as exc:
+        # Who held which task partition and what each handover found, for the log.
+        lines = sorted(line for log in tmp_path.glob("w*.log")
+                       for line in log.read_text(errors="replace").splitlines()
+                       if any(w in line for w in ("assigned", "revoked", "lost", "handover")))
+        raise AssertionError(f"{exc}\nworker logs:\n" + "\n".join(lines[-60:])) from None
     client.close()
 
     executions = read_ledger(ledger)

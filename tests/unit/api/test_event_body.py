@@ -9,6 +9,7 @@ import pytest
 
 from engine.api.event_body import MAX_EVENTS_PER_REQUEST, Seed, parse_seed, seeded_event_id
 from engine.api.ingest import IngestError, prepare_body
+from engine.events import validate_event
 from topics.ids import ulid_ms
 from topics.settings import Settings
 
@@ -70,3 +71,10 @@ def test_events_per_request_are_capped() -> None:
     assert info.value.status == 413
     assert f"{MAX_EVENTS_PER_REQUEST + 1} events" in info.value.message
     assert f"limit of {MAX_EVENTS_PER_REQUEST}" in info.value.message
+
+
+def test_empty_id_and_zero_ts_mean_not_set_as_in_inngest() -> None:
+    event = validate_event({"name": "n", "id": "", "ts": 0}, Settings(), now=1234)
+    assert event.ts == 1234 and event.id  # a generated id, as for a missing one
+    kept = validate_event({"name": "n", "id": "mine", "ts": 5}, Settings(), now=1234)
+    assert (kept.id, kept.ts) == ("mine", 5)

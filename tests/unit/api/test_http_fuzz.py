@@ -122,7 +122,9 @@ def test_no_post_body_or_header_is_a_server_error(api: _Api, path: str, body: by
 
 @settings(max_examples=200, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(segment=st.text(_chars, min_size=1, max_size=20),
+# "." and ".." are dot-segments: the client resolves them away (/v1/events/./runs is
+# GET /v1/events/runs, an event lookup this broker-less app answers with 503).
+@given(segment=st.text(_chars, min_size=1, max_size=20).filter(lambda s: s not in (".", "..")),
        query=st.lists(st.tuples(st.sampled_from(["limit", "cursor", "status", "since",
                                                  "until", "function", "x"]), _text),
                       max_size=4))

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from engine.api.http import make_app
+from engine.api.rerun import rerun_request
 from tests.unit.api.test_http import FakeIngest, FakeQueries, state
 from topics.catalog import Catalog
 from topics.ids import ulid_ms
@@ -148,3 +149,15 @@ def test_bulk_refusals() -> None:
         r = await c.post("/v1/reruns", json={"all": True, "dry_run": True})
         assert (await r.json())["matched"] == len(RUNS)
     serve(t)
+
+
+def test_kept_steps_follow_the_order_they_were_recorded_in() -> None:
+    # b was met after a but recorded first (parallel lines): a RACE over them picks b,
+    # and so must the re-run, which sees the kept steps in this order.
+    original = {**state("R1"), "step_order": ["a", "b", "c"], "steps": {
+        "b": {"name": "b", "status": "completed", "output": 2},
+        "a": {"name": "a", "status": "completed", "output": 1},
+        "c": {"name": "c", "status": "failed", "output": None}}}
+    request = rerun_request(original, "N1", "c", 5000)
+    assert request.kept_order == ["b", "a"]
+    assert request.kept == {"a": {"name": "a", "output": 1}, "b": {"name": "b", "output": 2}}

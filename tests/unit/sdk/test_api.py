@@ -83,7 +83,7 @@ def test_create_function_rejects_bad_config(kwargs: dict[str, Any]) -> None:
         client.create_function(**kwargs)
 
 
-def test_duplicate_and_sync_functions_are_rejected() -> None:
+def test_duplicate_and_generator_functions_are_rejected() -> None:
     client = sdk.Client(app_id="a", brokers="b")
     trigger = sdk.TriggerEvent(event="e")
 
@@ -93,8 +93,9 @@ def test_duplicate_and_sync_functions_are_rejected() -> None:
 
     with pytest.raises(sdk.ConfigError, match="already"):
         client.create_function(fn_id="f", trigger=trigger)
-    with pytest.raises(sdk.ConfigError, match="async"):
-        client.create_function(fn_id="g", trigger=trigger)(lambda ctx: None)  # type: ignore[arg-type, return-value]
+    with pytest.raises(sdk.ConfigError, match="not callable"):
+        client.create_function(fn_id="g", trigger=trigger)(5)  # type: ignore[arg-type]
+    assert client.create_function(fn_id="h", trigger=trigger)(lambda ctx: None).is_sync
 
 
 def test_trigger_validation() -> None:
@@ -124,7 +125,6 @@ def test_to_record_fills_id_and_ts() -> None:
     (sdk.Event(name="n", data={"x": object()}), "not JSON"),
     (sdk.Event(name="n", data={"x": "y" * 200}), r"too large.*100-byte limit"),
     (sdk.Event(name="n", ts=True), "ts"),
-    (sdk.Event(name="n", id=""), "id"),
 ])
 def test_to_record_rejects_bad_events(event: sdk.Event, match: str) -> None:
     with pytest.raises(sdk.EventError, match=match):
@@ -134,9 +134,9 @@ def test_to_record_rejects_bad_events(event: sdk.Event, match: str) -> None:
 def test_send_rejects_bad_event_before_touching_a_broker() -> None:
     client = sdk.Client(app_id="a", brokers="127.0.0.1:1")
     with pytest.raises(sdk.EventError):
-        client.send([sdk.Event(name="ok"), sdk.Event(name="")])
+        client.send_sync([sdk.Event(name="ok"), sdk.Event(name="")])
     with pytest.raises(sdk.EventError):
-        client.send("not an event")  # type: ignore[arg-type]
+        client.send_sync("not an event")  # type: ignore[arg-type]
     assert client._producer is None
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import subprocess
 import sys
@@ -12,12 +11,10 @@ from typing import Any
 import pytest
 
 import sdk
-from sdk._execution import execute
 from sdk._expressions import cel_problem, match_path
-from tests.unit.sdk.test_execution import NOW, only
+from tests.unit.sdk.test_execution import NOW
 from topics import records
 from topics.codec import decode, encode
-from topics.settings import Settings
 
 
 def client() -> sdk.Client:
@@ -107,8 +104,7 @@ def test_defaults_register_no_options() -> None:
      "function 'f': idempotency 'event.data.id \\+' does not parse as CEL"),
     ({"idempotency": ""}, "function 'f': idempotency '' is empty"),
     ({"idempotency": 5}, "function 'f': idempotency 5 must be a string, got int"),
-    ({"on_failure": lambda ctx: None},
-     "function 'f': on_failure must be an async function"),
+    ({"on_failure": "handler"}, "function 'f': on_failure is not callable"),
 ])
 def test_create_function_rejects_bad_options_naming_the_function(
         kwargs: dict[str, Any], expected: str) -> None:
@@ -207,19 +203,15 @@ def test_on_failure_handler_runs_with_the_failed_event() -> None:
     main = c.create_function(fn_id="charge", trigger=sdk.TriggerEvent(event="shop/charge"),
                              on_failure=on_failure)(noop)
     assert main.on_failure is not None
-    event = {"name": records.FUNCTION_FAILED_EVENT, "id": "E1", "ts": NOW, "data": {
+    assert c.get_function("shop-charge-failure") is main.on_failure
+    event = sdk.Event(name=records.FUNCTION_FAILED_EVENT, data={
         "function_id": "shop-charge", "run_id": "R1",
         "error": {"name": "ValueError", "message": "card declined", "stack": ""},
-        "event": {"name": "shop/charge", "data": {"order_id": 7}, "id": "E0", "ts": NOW}}}
-    task = records.Task(run_id="R2", fn_id="shop-charge-failure", app_id="shop", seq=1,
-                        partition_key="R2", event=event, events=[event], attempt=0, steps={},
-                        step_attempts={}, ts=NOW)
-    function = c.get_function(task.fn_id)
-    assert function is main.on_failure
-    o = only(asyncio.run(execute(function, task, settings=Settings(brokers="x"),
-                                 now_ms=lambda: NOW)))
-    assert (o.op, o.output) == (records.STEP_COMPLETED,
-                                "shop-charge run R1: card declined (order 7)")
+        "event": {"name": "shop/charge", "data": {"order_id": 7}, "id": "E0", "ts": NOW}})
+    result = sdk.testing.trigger(main.on_failure, event)
+    assert result.status == "completed"
+    assert result.output == result.step("alert").output == (
+        "shop-charge run R1: card declined (order 7)")
 
 
 def test_sdk_checks_leave_the_engine_its_compiled_cel_runner() -> None:

@@ -10,6 +10,8 @@ import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
+
 import sdk
 from sdk._producer import DeliveryError
 from sdk._worker import Worker
@@ -59,6 +61,12 @@ def make(recorder: Recorder, settings: Settings = SETTINGS) -> Worker:
         first = await ctx.step.run("a", runner("a"))
         await ctx.step.send_event("tell", sdk.Event(name="shop/told"))
         return first + await ctx.step.run("b", runner("b"))
+
+    @client.create_function(fn_id="tell-last", trigger=sdk.TriggerEvent(event="shop/tell-last"))
+    async def tell_last(ctx: sdk.Context) -> str:
+        first = await ctx.step.run("a", runner("a"))
+        await ctx.step.send_event("tell", sdk.Event(name="shop/told"))
+        return first
 
     @client.create_function(fn_id="fails", trigger=sdk.TriggerEvent(event="shop/fails"))
     async def fails(ctx: sdk.Context) -> str:
@@ -119,15 +127,17 @@ def test_a_pass_records_each_step_before_the_next_starts_and_ends_with_the_funct
     assert worker._tracker.position(1) == 11  # committed after the last report only
 
 
-def test_events_of_a_send_step_go_out_after_the_steps_before_it_are_recorded() -> None:
+@pytest.mark.parametrize("fn", ["tell", "tell-last"])
+def test_events_of_a_send_step_go_out_after_the_steps_before_it_are_recorded(fn: str) -> None:
     recorder = Recorder()
-    run(make(recorder), "tell")
+    run(make(recorder), fn)
     kinds = [type(r).__name__ + (":more" if getattr(r, "more", False) else "")
              for _, _, _, r in recorder.sent]
-    # a's checkpoint, then the event, then tell's checkpoint before b, then the end.
+    # a's checkpoint, then the event, then tell's checkpoint (before b, or before the end
+    # when the send is the last step), then the end.
     assert kinds == ["OutcomesReported:more", "Event", "OutcomesReported:more",
                      "OutcomesReported"]
-    assert recorder.starts == [("a", 0), ("b", 3)]
+    assert recorder.starts == ([("a", 0), ("b", 3)] if fn == "tell" else [("a", 0)])
 
 
 def test_a_failing_step_ends_the_pass_with_the_steps_before_it() -> None:

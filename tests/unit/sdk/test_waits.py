@@ -1,4 +1,4 @@
-"""wait_for_event, invoke, their limits inside parallel, and ctx.cron_tick. No broker."""
+"""wait_for_event, invoke, and ctx.cron_tick. No broker."""
 
 from __future__ import annotations
 
@@ -97,10 +97,13 @@ def test_wait_then_next_step_and_repeated_ids() -> None:
             await ctx.step.wait_for_event("w", event="e", timeout=1000)
         return await ctx.step.run("after", lambda: "ran")
 
-    o = only(run(define(fn), make_task({"w": ok(None)})))
-    assert (o.op, o.step_id, o.name) == (records.STEP_WAIT, "w:1", "w")
-    o = only(run(define(fn), make_task({"w": ok(None), "w:1": ok(PAID)})))
-    assert (o.op, o.step_id, o.output) == (records.STEP_COMPLETED, "after", "ran")
+    result = sdk.testing.trigger(define(fn), sdk.Event(name="shop/x"), now_ms=NOW,
+                                 step_stubs={"w:1": sdk.Event.from_wire(PAID)})
+    assert [(s.id, s.name, s.kind) for s in result.steps] == [
+        ("w", "w", "wait_for_event"), ("w:1", "w", "wait_for_event"), ("after", "after", "run")]
+    assert result.step("w").output is None  # not stubbed: it timed out
+    assert (result.step("w:1").output.name, result.output) == ("shop/invoice.paid", "ran")
+    assert result.ended_at_ms == NOW + 1000
 
 
 @pytest.mark.parametrize(("kwargs", "expected"), [
@@ -220,41 +223,7 @@ def test_invoke_rejects_bad_arguments_when_called(call: Any, expected: str) -> N
     assert message_of(call).startswith(expected)
 
 
-# -- not in parallel with other new steps --------------------------------------------
-
-
-def test_wait_in_parallel_with_a_new_step_fails_the_run_naming_them() -> None:
-    async def fn(ctx: sdk.Context) -> Any:
-        await ctx.step.parallel((
-            lambda: ctx.step.run("a", lambda: 1),
-            lambda: ctx.step.wait_for_event("w", event="e", timeout="1h"),
-            lambda: ctx.step.send_event("tell", sdk.Event(name="x")),
-        ))
-
-    result = run(define(fn), make_task())
-    o = only(result)
-    assert (o.op, o.retriable) == (records.FUNCTION_FAILED, False)
-    assert o.error is not None and o.error["name"] == "UnsupportedParallelStep"
-    message = o.error["message"]
-    assert "step.wait_for_event 'w'" in message and "('a', 'tell')" in message
-    assert "outside step.parallel" in message
-    assert result.sends == {}  # nothing is delivered for a failed pass
-
-
-def test_invoke_and_wait_together_fail_the_run() -> None:
-    target = child()
-
-    async def fn(ctx: sdk.Context) -> Any:
-        await ctx.step.parallel((
-            lambda: ctx.step.invoke("i", function=target),
-            lambda: ctx.step.wait_for_event("w", event="e", timeout="1h"),
-        ))
-
-    o = only(run(define(fn), make_task()))
-    assert (o.op, o.retriable) == (records.FUNCTION_FAILED, False)
-    assert o.error is not None
-    assert "step.invoke 'i' and step.wait_for_event 'w'" in o.error["message"]
-    assert "each other" in o.error["message"]
+# -- inside parallel (more in test_group.py) -----------------------------------------
 
 
 def test_wait_in_parallel_alone_is_fine() -> None:
