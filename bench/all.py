@@ -16,6 +16,8 @@
    (:mod:`bench.metrics`);
 9. dashboard: the runs page's first page with 10,000 runs stored (:mod:`bench.dashboard`);
 10. scale: {1, 2} engines x {1, 3} workers, burst and sustained runs/s (:mod:`bench.scale`).
+11. restore: one partition with 1M finished and 1k live runs, full re-fold vs snapshot
+    + history (:mod:`bench.restore`).
 
 Peers run in the same invocation on the same broker. Figures are printed as they come,
 then a summary table; all of them go to ``bench/results.json``. ``--quick`` is a short
@@ -51,7 +53,7 @@ FLOOR_BURST_SIZE = 10_000
 FLOOR_DBOS_RATIO = 10.0  # stepstream's best sustained runs/s over DBOS's
 
 SECTIONS = ("fold", "burst", "latency", "timers", "holding", "flow", "batch", "dashboard",
-            "metrics", "scale")
+            "metrics", "scale", "restore")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -241,6 +243,9 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     if "scale" in args.only:
         from bench.scale import bench_scale_section
         out["scale"] = _guard("scale", functools.partial(bench_scale_section, args))
+    if "restore" in args.only:
+        from bench.restore import bench_restore_section
+        out["restore"] = _guard("restore", functools.partial(bench_restore_section, args))
     return out
 
 

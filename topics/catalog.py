@@ -34,6 +34,8 @@ class Catalog:
         self.waits = p + "waits"
         self.cancellations = p + "cancellations"
         self.engines = p + "engines"
+        self.snapshots = p + "snapshots"
+        self.history = p + "history"
         self.partitions = n
         delete = {"cleanup.policy": "delete", "max.message.bytes": max_bytes}
         self.specs: list[TopicSpec] = [
@@ -62,6 +64,15 @@ class Catalog:
             TopicSpec(self.engines, 1, {"cleanup.policy": "compact,delete",
                                         "retention.ms": str(86_400_000)},
                       "engine API URL", "engine advertisements (peer table)"),
+            # Bounded restore (docs/architecture.md, "Restore"): periodic snapshots of
+            # each partition's live state, kept a few days (only the newest complete one
+            # is read), and finished runs' final states, compacted: how long finished runs
+            # stay queryable after a partition moves is how long this topic keeps them.
+            TopicSpec(self.snapshots, n, {**delete, "retention.ms": str(7 * 86_400_000)},
+                      "table/partition", "snapshots of each partition's live state"),
+            TopicSpec(self.history, n, {"cleanup.policy": "compact",
+                                        "max.message.bytes": max_bytes},
+                      "state key", "finished runs' final states (restored in the background)"),
         ]
 
     def spec(self, name: str) -> TopicSpec:

@@ -221,6 +221,10 @@ class Settings:
     advertised_url: str | None = None
     peer_timeout_ms: int = 2000
     peer_heartbeat_ms: int = 2000
+    # How often the engine writes each partition's live state to ``snapshots``, so a
+    # moved partition restores from there, not from all of ``runs`` (0: never; restore
+    # then re-folds from offset 0). docs/architecture.md, "Restore".
+    snapshot_interval_ms: int = 60_000
 
     @staticmethod
     def from_env(env: Mapping[str, str], *, kafka_file_text: str | None = None,
@@ -262,6 +266,9 @@ class Settings:
                      "pass_max_ms", "peer_timeout_ms", "peer_heartbeat_ms"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.snapshot_interval_ms < 0:
+            raise SettingsError(f"snapshot_interval_ms must be 0 (off) or more, got "
+                                f"{self.snapshot_interval_ms}")
         if self.lifecycle_events not in LIFECYCLE_EVENT_MODES:
             raise SettingsError(f"lifecycle_events must be one of {LIFECYCLE_EVENT_MODES}, "
                                 f"got {self.lifecycle_events!r}")

@@ -27,6 +27,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Message, TopicPartition
 
+from engine.runtime.ranges import fetch_range
 from topics.settings import Settings
 
 # Records fetched per partition per step backwards.
@@ -203,24 +204,7 @@ class TopicReader:
     def _fetch(self, consumer: Consumer, p: int, start: int, end: int,
                deadline: float) -> list[Message]:
         """The records of partition ``p`` in [start, end) (fewer if some were deleted)."""
-        consumer.assign([TopicPartition(self.topic, p, start)])
-        out: list[Message] = []
-        while time.monotonic() < deadline:
-            batch = consumer.consume(CHUNK, 0.2)
-            for m in batch:
-                if m.error() is not None:
-                    if m.partition() == p and m.topic() == self.topic:
-                        return out  # end of partition (eof) or an error: what we have
-                    continue
-                if m.partition() != p:
-                    continue
-                offset = m.offset() or 0
-                if offset >= end:
-                    return out
-                out.append(m)
-                if offset >= end - 1:
-                    return out
-        return out
+        return fetch_range(consumer, self.topic, p, start, end, deadline, CHUNK)
 
 
 def _ts(msg: Message) -> int:

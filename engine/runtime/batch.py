@@ -17,9 +17,9 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 from engine import fold
 from engine.runtime.recovery import StateCorrupt, is_corruption, reason_of
 from engine.store.partition import PartitionStore
-from engine.store.view import BatchView
+from engine.store.view import BatchView, NeedsHistory
 from topics.codec import DecodeError, decode
-from topics.records import DeadLetter, Task, bounded_dead_letter
+from topics.records import DeadLetter, RunRequested, Task, bounded_dead_letter
 from topics.settings import Settings
 
 log = logging.getLogger("stepstream.processor")
@@ -65,6 +65,9 @@ class BatchResult:
     dead: list[DeadLetter] = field(default_factory=list)
     next_offset: int = 0
     applied: int = 0
+    # The offset of a record that must wait for the partition's finished runs to load
+    # (engine/runtime/history.py): the batch stops before it.
+    blocked_at: int | None = None
 
 
 def apply_batch(store: PartitionStore, records: Sequence[RawRecord], settings: Settings, *,
@@ -79,9 +82,17 @@ def apply_batch(store: PartitionStore, records: Sequence[RawRecord], settings: S
     reporting the store corrupt raises :class:`StateCorrupt` instead.
     """
     poisoned: dict[int, str] = {}
+    blocked_at: int | None = None
     while True:
         try:
-            return _fold_all(store, records, settings, live_from, now_ms, poisoned, folder)
+            result = _fold_all(store, records, settings, live_from, now_ms, poisoned, folder)
+            result.blocked_at = blocked_at
+            return result
+        except _Blocked as blocked:
+            # Fold what comes before it; the processor reads it again once loaded.
+            blocked.view.discard()
+            blocked_at = blocked.offset
+            records = [m for m in records if (m.offset() or 0) < blocked.offset]
         except _FoldCrash as crash:
             crash.view.discard()
             poisoned[crash.offset] = crash.reason
@@ -90,6 +101,24 @@ def apply_batch(store: PartitionStore, records: Sequence[RawRecord], settings: S
             if is_corruption(exc):
                 raise StateCorrupt(store.path, reason_of(exc)) from exc
             raise
+
+
+class _Blocked(Exception):
+    def __init__(self, offset: int, view: BatchView) -> None:
+        super().__init__(f"offset {offset} waits for history")
+        self.offset = offset
+        self.view = view
+
+
+def _may_be_new(rec: object) -> str | None:
+    """The run a record may create while finished runs still load: a routed
+    ``run.requested``'s own, whose dedupe key (kept in the live state for its window)
+    tells a re-delivery from a new run. A forwarded one was admitted elsewhere, so the
+    run it names may have ended here: it waits, like every other record."""
+    if isinstance(rec, RunRequested) and rec.dedupe_key and not (rec.flow or {}).get(
+            "admitted"):
+        return rec.run_id
+    return None
 
 
 class _FoldCrash(Exception):
@@ -117,8 +146,11 @@ def _fold_all(store: PartitionStore, records: Sequence[RawRecord], settings: Set
                 rec = decode(msg.value(), max_bytes=settings.max_record_bytes,
                              max_depth=settings.max_depth, expect=folder.expect)
                 at = fold.Position(msg.partition() or 0, offset)
+                result.view.may_be_new = _may_be_new(rec)
                 emits = folder.apply(result.view, rec, at, limits,
                                      log_time_ms(msg) if folder.log_time else None)
+            except NeedsHistory:
+                raise _Blocked(offset, result.view) from None
             except DecodeError as exc:
                 reason = f"undecodable: {exc}"
             except fold.NotApplicable as exc:

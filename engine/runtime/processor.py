@@ -49,10 +49,13 @@ from engine.runtime import lifecycle
 from engine.runtime.batch import RUNS_FOLD, WAITS_FOLD, apply_batch, dead_letter
 from engine.runtime.cron import CronService
 from engine.runtime.gaps import GapGuard
+from engine.runtime.history import history_targets
 from engine.runtime.inputs import InputRouter
 from engine.runtime.lag import LagMeter, producer_stats
 from engine.runtime.recovery import StateCorrupt, is_corruption, open_store, reason_of, set_aside
+from engine.runtime.restore import Restorer
 from engine.runtime.router import Registry
+from engine.runtime.snapshot import SnapshotWriter
 from engine.runtime.timers import TimerService
 from engine.store.partition import PartitionStore, StateMemory
 from topics.catalog import Catalog, partition_for
@@ -126,6 +129,7 @@ class Processor:
         self.assignment_changed = threading.Event()
         self.stopping = threading.Event()
         self.applied = 0
+        self.applied_runs = 0  # of them, ``runs`` records (a restore's re-fold, counted)
         self.produce_errors: list[str] = []
         self.consumer = Consumer(settings.client_config({
             **settings.consumer_tuning(),
@@ -154,6 +158,10 @@ class Processor:
         # Metrics and traces, taken at this edge after each batch (engine/observe).
         self.metrics = EngineMetrics(enabled=metrics_enabled(), lag=self.lag.partitions)
         self.tracer = RunTracer.from_env()
+        # Bounded restore: snapshots of live state, finished runs on history.
+        self.restorer = Restorer(settings, self.catalog, self.assignment_changed)
+        self.snapshots = SnapshotWriter(self.catalog, self.producer,
+                                        settings.snapshot_interval_ms, clock_ms)
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -174,6 +182,7 @@ class Processor:
                 batch = self._take_batch(0 if self.unflushed else self._poll_wait_s())
                 if batch:
                     self._process(batch)
+                self._snapshot_round()
                 self._flush_fired()
                 self._fire_timers()
                 self._fire_cron()
@@ -210,8 +219,8 @@ class Processor:
         owned = []
         for p, store in stores:
             with store.lock:
-                if store.closed:
-                    continue
+                if store.closed or store.history_pending:
+                    continue  # its finished runs are loading: it cannot answer for all
                 if store.next_offset() >= self.live_from.get((self.catalog.runs, p), 0):
                     owned.append(p)
         return owned
@@ -290,6 +299,8 @@ class Processor:
             name = "runs" if runs else "waits"
             store = open_store(self.state_dir / f"{name}-{p}", self.memory,
                                on_corrupt=self._rebuilding(tp.topic, p))
+            # Nothing committed: no owner processed it, so no snapshot to look for.
+            self._restore(name, p, store, committed.get((tp.topic, p), 0) > 0)
             with self.stores_lock:
                 (self.stores if runs else self.wait_stores)[p] = store
             start = store.next_offset()
@@ -316,10 +327,13 @@ class Processor:
         table = self.stores if runs else self.wait_stores
         with self.stores_lock:
             old = table.pop(p)
+        if runs:
+            self.restorer.forget(p)
         old.close()
         report = self._rebuilding(topic, p)
         report(set_aside(old.path, damage.reason))
         store = open_store(old.path, self.memory, on_corrupt=report)
+        self._restore("runs" if runs else "waits", p, store)
         with self.stores_lock:
             table[p] = store
         key = (topic, p)
@@ -328,7 +342,19 @@ class Processor:
             self.timers.forget(p)
             self.metrics.assigned(p, store)
         # Drops what was fetched beyond the offset too: the restore reads it again.
-        self.consumer.seek(TopicPartition(topic, p, 0))
+        self.consumer.seek(TopicPartition(topic, p, store.next_offset()))
+
+    def _restore(self, table: str, p: int, store: PartitionStore, look: bool = True) -> None:
+        """Bounded restore of an empty database (engine/runtime/restore.py)."""
+        self.snapshots.assigned(table, p)
+        self.restorer.opened(table, p, store, self.producer, look=look)
+
+    def _snapshot_round(self) -> None:
+        self.restorer.resume_ready(self.consumer, self.stores)
+        with self.stores_lock:
+            owned = [("runs", p, s) for p, s in self.stores.items()]
+            owned += [("waits", p, s) for p, s in self.wait_stores.items()]
+        self.snapshots.write_due(owned)
 
     @staticmethod
     def _rebuilding(topic: str, p: int) -> Callable[[StateCorrupt], None]:
@@ -346,8 +372,12 @@ class Processor:
             table = self.stores if tp.topic == self.catalog.runs else self.wait_stores
             with self.stores_lock:
                 store = table.pop(tp.partition, None)
+            if tp.topic == self.catalog.runs:
+                self.restorer.forget(tp.partition)
             if store is not None:
                 store.close()
+            self.snapshots.forget("runs" if tp.topic == self.catalog.runs else "waits",
+                                  tp.partition)
             if tp.topic == self.catalog.runs:
                 self.timers.forget(tp.partition)
                 self.metrics.forget(tp.partition)
@@ -418,6 +448,12 @@ class Processor:
                 self._rebuild(topic, p, damage, live_from=msgs[0].offset() or 0)
                 continue
             self.applied += result.applied
+            self.applied_runs += result.applied if runs else 0
+            if result.blocked_at is not None:
+                self.restorer.blocked(self.consumer, topic, p, result.blocked_at)
+            if runs and self.settings.snapshot_interval_ms:
+                out.extend(history_targets(self.catalog, p, result.view.archived(),
+                                           result.next_offset, self.settings.max_record_bytes))
             for e in result.emits:
                 out.append(self._emit_target(lifecycle.place(
                     e, self.registry, self.settings.lifecycle_events)))

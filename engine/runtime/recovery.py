@@ -1,10 +1,10 @@
 """Damaged local state: find it, move it aside, and let the partition be rebuilt.
 
-A partition's RocksDB database is only a cache of what its topic holds (``runs`` and
-``waits`` are kept for ever), so a database RocksDB reports corrupt is not repaired: it
-is moved to ``<dir>.corrupt-<UTC time>`` (kept for inspection, never deleted) and an
-empty one takes its place, which the processor restores from offset 0 as a fresh
-machine would.
+A partition's RocksDB database is only a cache of what the topics hold, so a database
+RocksDB reports corrupt is not repaired: it is moved to ``<dir>.corrupt-<UTC time>``
+(kept for inspection, never deleted) and an empty one takes its place, which the
+processor restores as a fresh machine would: from the newest snapshot and the tail of
+its topic, or from offset 0 (engine/runtime/restore.py).
 """
 
 from __future__ import annotations

@@ -22,6 +22,17 @@ DEDUPE = b"i/"  # the bytes predate the name: a dedupe key's holder, not "meta"
 CRON = b"c/"
 EXPIRY = b"x/"
 OFFSET_KEY = b"m/offset"
+# Bounded restore (docs/architecture.md, "Restore"). The ids of the runs not ended yet,
+# so a snapshot reads the live runs without scanning every run ever kept; and the mark
+# that every key which left the live state up to the stored offset is on ``history``.
+LIVE = b"l/"
+HISTORY_MARK = b"m/history"
+# Set (to the snapshot's offset) in the WriteBatch that restores a snapshot, deleted
+# when the partition's finished runs are loaded: a restart midway goes on loading.
+HISTORY_PENDING = b"m/history-pending"
+# Keys that leave the live state: a finished run's state and the event -> runs index
+# (written, never read by the fold). They go to ``history``, not into snapshots.
+ARCHIVED_PREFIXES = (EVENT, RUN)
 # Flow control (engine/flow): a gate's state, its backlog in rank order, and where each
 # queued run sits in that backlog (so a run is found without scanning the backlog).
 GATE = b"g/"
@@ -53,6 +64,15 @@ def run_key(run_id: str) -> bytes:
 
 def parse_run_key(key: bytes) -> str:
     return key[len(RUN):].decode()
+
+
+def live_key(run_id: str) -> bytes:
+    """The live-run index entry of a run not ended yet (empty value)."""
+    return LIVE + run_id.encode()
+
+
+def parse_live_key(key: bytes) -> str:
+    return key[len(LIVE):].decode()
 
 
 def timer_key(due_ms: int, run_id: str, timer_id: str) -> bytes:

@@ -26,7 +26,7 @@ from rocksdict import (
     WriteBufferManager,
 )
 
-from engine.runstate import RunState
+from engine.runstate import TERMINAL, RunState
 from engine.store import keys
 from topics.codec import packb
 
@@ -94,6 +94,9 @@ class PartitionStore:
         self.lock = threading.RLock()
         self.closed = False
         self._next_expiry: object = _UNKNOWN
+        # Set while the partition's finished runs are loaded from ``history`` after a
+        # restore from a snapshot: a run the store lacks may be one of them.
+        self.history_pending = False
 
     def next_offset(self) -> int:
         return keys.parse_offset_value(self.db.get(keys.OFFSET_KEY))
@@ -180,11 +183,13 @@ class PartitionStore:
         it.status()
         return None
 
-    def scan(self, prefix: bytes, upto: bytes | None = None) -> list[tuple[bytes, bytes]]:
-        """Every (key, value) under ``prefix`` (and below ``upto``, if given), in order."""
+    def scan(self, prefix: bytes, upto: bytes | None = None, start: bytes | None = None
+             ) -> list[tuple[bytes, bytes]]:
+        """Every (key, value) under ``prefix`` (from ``start`` and below ``upto``, if
+        given), in order."""
         out = []
         it = self.db.iter()
-        it.seek(prefix)
+        it.seek(start if start is not None and start > prefix else prefix)
         while it.valid():
             key = it.key()
             if not key.startswith(prefix) or (upto is not None and key >= upto):
@@ -290,6 +295,68 @@ class PartitionStore:
             n += 1
             it.next()
         it.status()
+        return n
+
+    # --- bounded restore (engine/runtime/snapshot.py, history.py) -----------------
+
+    def is_empty(self) -> bool:
+        it = self.db.iter()
+        it.seek_to_first()
+        empty = not it.valid()
+        it.status()
+        return empty
+
+    def live_entries(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every entry of the live state, for a snapshot: all keys but those that left
+        it (:data:`keys.ARCHIVED_PREFIXES`), and the states of the runs not ended (the
+        live-run index names them). Read from one RocksDB snapshot, so the entries are
+        those of the last committed batch: call it from the thread that writes batches
+        (rocksdict's snapshot iterators do not hold to their snapshot)."""
+        it = self.db.iter()
+        it.seek_to_first()
+        while it.valid():
+            key = it.key()
+            skip = next((p for p in keys.ARCHIVED_PREFIXES if key.startswith(p)), None)
+            if skip is not None:
+                it.seek(skip[:-1] + bytes([skip[-1] + 1]))  # past the whole prefix
+                continue
+            yield key, it.value()
+            if key.startswith(keys.LIVE):
+                run_key = keys.run_key(keys.parse_live_key(key))
+                state = self.db.get(run_key)
+                if state is not None:
+                    yield run_key, state
+            it.next()
+        it.status()
+
+    def archived_items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every entry that is not live state: ended runs' states, the event index."""
+        for key, raw in self.iterate(keys.EVENT):
+            yield key, raw
+        for key, raw in self.iterate(keys.RUN):
+            if unpack(raw).get("status") in TERMINAL:
+                yield key, raw
+
+    def index_live_runs(self) -> int:
+        """Build the live-run index of a database written before it existed; the count."""
+        batch = WriteBatch(raw_mode=True)
+        n = 0
+        for key, raw in self.iterate(keys.RUN):
+            if unpack(raw).get("status") not in TERMINAL:
+                batch.put(keys.live_key(keys.parse_run_key(key)), b"")
+                n += 1
+        self.db.write(batch)
+        return n
+
+    def put_entries(self, entries: Iterable[tuple[bytes, bytes]]) -> int:
+        """Write raw entries (a snapshot's, history's) in one WriteBatch; the count."""
+        batch = WriteBatch(raw_mode=True)
+        n = 0
+        for key, value in entries:
+            batch.put(key, value)
+            n += 1
+        self.db.write(batch)
+        self.forget_next_expiry()
         return n
 
     def write(self, batch: WriteBatch) -> None:

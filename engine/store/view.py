@@ -7,12 +7,22 @@ from typing import Any
 
 from rocksdict import WriteBatch
 
-from engine.runstate import RunState
+from engine.runstate import TERMINAL, RunState
 from engine.store import keys
 from engine.store.partition import PartitionStore, pack, unpack
 
 # Not read from the store yet (None: read, and no such run).
 _UNREAD: Any = object()
+
+
+class NeedsHistory(Exception):
+    """The fold asked for a run the store does not hold while the partition's finished
+    runs are still being loaded from ``history``: it may be one of them, so the record
+    must wait until they are (engine/runtime/history.py)."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} may be a finished run not loaded yet")
+        self.run_id = run_id
 
 
 class BatchView:
@@ -36,12 +46,31 @@ class BatchView:
         self.min_new_expiry: int | None = None
         self.expired_upto: int | None = None
         self.touched_expiry = False
+        # While the store's finished runs load (``store.history_pending``): the one run
+        # id that may be missing because it is new (a run.requested's own run).
+        self.may_be_new: str | None = None
+        self.packed: dict[str, bytes] = {}  # ended runs' states packed by archived()
 
     def get_run(self, run_id: str) -> RunState | None:
         state = self.runs.get(run_id, _UNREAD)
         if state is _UNREAD:
-            state = self.runs[run_id] = self.store.cached_run(run_id)
+            state = self.store.cached_run(run_id)
+            if state is None and self.store.history_pending and run_id != self.may_be_new:
+                raise NeedsHistory(run_id)
+            self.runs[run_id] = state
         return state
+
+    def archived(self) -> list[tuple[bytes, bytes]]:
+        """The keys this batch writes that are not live state (ended runs' states and
+        event-index entries): they go to ``history`` before the batch is committed."""
+        out = []
+        for run_id in self.dirty:
+            state = self.runs[run_id]
+            if state is not None and state["status"] in TERMINAL:
+                raw = self.packed[run_id] = pack(state)
+                out.append((keys.run_key(run_id), raw))
+        out += [(k, self.puts[k]) for k in self.put_keys if k.startswith(keys.EVENT)]
+        return out
 
     def put_run(self, run_id: str, state: RunState) -> None:
         self.runs[run_id] = state
@@ -78,11 +107,15 @@ class BatchView:
             del self.put_keys[bisect.bisect_left(self.put_keys, key)]
         self.deletes.add(key)
 
-    def scan_raw(self, prefix: bytes, upto: bytes | None = None) -> list[tuple[bytes, bytes]]:
-        """Keys under ``prefix`` (below ``upto``), this batch's changes included."""
-        merged = {k: v for k, v in self.store.scan(prefix, upto) if k not in self.deletes}
+    def scan_raw(self, prefix: bytes, upto: bytes | None = None, start: bytes | None = None
+                 ) -> list[tuple[bytes, bytes]]:
+        """Keys under ``prefix`` (from ``start``, below ``upto``), this batch's changes
+        included."""
+        merged = {k: v for k, v in self.store.scan(prefix, upto, start)
+                  if k not in self.deletes}
         keys = self.put_keys
-        for i in range(bisect.bisect_left(keys, prefix), len(keys)):
+        first = prefix if start is None or start < prefix else start
+        for i in range(bisect.bisect_left(keys, first), len(keys)):
             k = keys[i]
             if not k.startswith(prefix) or (upto is not None and k >= upto):
                 break
@@ -146,9 +179,17 @@ class BatchView:
             low = self.min_new_expiry if low is None else min(low, self.min_new_expiry)
         if low is None or low >= now_ms:
             return []
-        self.min_new_expiry = None
+        # An earlier call in this batch deleted every entry below ``expired_upto``: scan
+        # from there (or from the earliest entry put since), not over those deletions
+        # again — re-folding history older than the dedupe window expires a key at
+        # nearly every record, and rescanning made a batch quadratic (bench/restore.py).
+        start = None
+        if self.expired_upto is not None:
+            since = self.expired_upto if self.min_new_expiry is None else min(
+                self.expired_upto, self.min_new_expiry)
+            start = keys.expiries_before(max(0, since))
         gone = []
-        for xkey, _ in self.scan_raw(keys.EXPIRY, keys.expiries_before(now_ms)):
+        for xkey, _ in self.scan_raw(keys.EXPIRY, keys.expiries_before(now_ms), start):
             _, key = keys.parse_expiry_key(xkey)
             self.delete_raw(xkey)
             if self.get_raw(key) is not None:
@@ -156,6 +197,14 @@ class BatchView:
                 gone.append(key)
         self.touched_expiry = True
         self.expired_upto = max(now_ms, self.expired_upto or now_ms)
+        # The earliest expiry put in this batch that is still to come: it must wake a
+        # later call (forgetting it kept keys past their window when several were put
+        # in one batch, so the state depended on the batching).
+        i = bisect.bisect_left(self.put_keys, keys.expiries_before(max(0, now_ms)))
+        pending = self.put_keys[i] if i < len(self.put_keys) else None
+        self.min_new_expiry = (keys.parse_expiry_key(pending)[0]
+                               if pending is not None and pending.startswith(keys.EXPIRY)
+                               else None)
         return gone
 
     def commit(self, next_offset: int) -> None:
@@ -164,7 +213,13 @@ class BatchView:
         for run_id in self.dirty:
             state = self.runs[run_id]
             assert state is not None
-            batch.put(keys.run_key(run_id), pack(state))
+            raw = self.packed.get(run_id)
+            batch.put(keys.run_key(run_id), raw if raw is not None else pack(state))
+            # The live-run index snapshots read (only ``runs`` databases have runs).
+            if state["status"] in TERMINAL:
+                batch.delete(keys.live_key(run_id))
+            else:
+                batch.put(keys.live_key(run_id), b"")
             self.store.remember(run_id, state)
         for key, value in self.puts.items():
             batch.put(key, value)
