@@ -46,6 +46,7 @@ from engine.api.dashboard import auth as dash_auth
 from engine.api.dashboard import routes as dashboard
 from engine.api.event_body import SEED_HEADER, BodyError, load_json
 from engine.api.ingest import IngestError
+from engine.api.request_body import HANDLER_ARGS, BodyProblem, read_body
 from engine.api.views import (
     MAX_CANCEL_REASON_CHARS,
     RunFilter,
@@ -219,21 +220,11 @@ async def send_events(request: web.Request) -> web.Response:
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes | web.Response:
-    """The request body (decompressed per Content-Encoding), or the error response."""
-    if request.content_length is not None and request.content_length > limit:
-        return error(413, f"request body is {request.content_length} bytes, over the "
-                          f"{limit}-byte limit")
+    """The request body (decoded per Content-Encoding), or the error response."""
     try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return error(413, f"request body is over the {limit}-byte limit")
-    except web.RequestPayloadError as exc:
-        # A body that does not match its Content-Encoding (say gzip on plain JSON).
-        encoding = request.headers.get("Content-Encoding", "")
-        log.debug("unreadable body on %s: %s", request.path, exc.__cause__ or exc)
-        return error(400, f"the body is not valid {encoding!r} data, as its "
-                          f"Content-Encoding header says; send plain JSON without that "
-                          f"header, or encode the body")
+        return await read_body(request, limit)
+    except BodyProblem as exc:
+        return error(exc.status, exc.message)
 
 
 def _partial_fields(found: Any) -> dict[str, Any]:
@@ -518,7 +509,7 @@ def make_app(queries: RunQueries, ingest: Ingest, *, dev: bool, event_keys: froz
         max_body_bytes = record_bytes * 4 if isinstance(record_bytes, int) else (
             DEFAULT_MAX_BODY_BYTES)
     app = web.Application(middlewares=[_json_errors, _api_keys],
-                          client_max_size=max_body_bytes)
+                          client_max_size=max_body_bytes, handler_args=HANDLER_ARGS)
     app[QUERIES] = queries
     app[INGEST] = ingest
     app[CONFIG] = {"dev": dev, "event_keys": frozenset(event_keys),
