@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from tests.chaos.scenarios import Options, Result, finish, start
 from tests.chaos.stack import EVENT_KEY, ChaosStack, Load
+from tests.checkers.verdict import Check
 from tests.integration.harness import API_KEY, wait_for
 
 # (method, path template); {id} is filled with fuzz or, for reads, a real id.
@@ -161,10 +162,11 @@ def send(port: int, req: Request, timeout: float = 30) -> int:
 
 
 def fuzz_for(stack: ChaosStack, seconds: float, real: dict[str, list[str]]
-             ) -> tuple[int, int]:
-    """Hypothesis-generated requests for ``seconds``; how many were sent, and how many
-    got no answer at all."""
+             ) -> tuple[int, int, list[tuple[float, str]]]:
+    """Hypothesis-generated requests for ``seconds``: how many were sent, how many got no
+    answer at all, and the slowest few (ms, what) — the ones that may hold up /health."""
     sent = unanswered = 0
+    slowest: list[tuple[float, str]] = []
     deadline = time.monotonic() + seconds
 
     @settings(max_examples=50, deadline=None, database=None, phases=[Phase.generate],
@@ -174,7 +176,14 @@ def fuzz_for(stack: ChaosStack, seconds: float, real: dict[str, list[str]]
         nonlocal sent, unanswered
         if time.monotonic() > deadline:
             return
+        began = time.perf_counter()
         code = send(stack.port, req)
+        took = (time.perf_counter() - began) * 1000
+        body = req.body or b""
+        slowest.append((took, f"{req.method} {req.path[:60]} ({code}) body {len(body)} B "
+                              f"{body[:24]!r}"))
+        slowest.sort(reverse=True)
+        del slowest[5:]
         sent += 1
         stack.no_5xx.case(code == 0 or code < 500,
                           {"method": req.method, "path": req.path[:200], "status": code,
@@ -184,7 +193,7 @@ def fuzz_for(stack: ChaosStack, seconds: float, real: dict[str, list[str]]
 
     while time.monotonic() < deadline:
         one()
-    return sent, unanswered
+    return sent, unanswered, slowest
 
 
 def burst(stack: ChaosStack, clients: int = 32, each: int = 20) -> tuple[int, list[str]]:
@@ -238,12 +247,19 @@ def http_fuzz(stack: ChaosStack, opts: Options) -> Result:
     first = stack.send("chaos/go", {"n": -1})
     runs = wait_for(lambda: stack.runs_of(first), 60, "the first run")
     real = {"id": [first, *[str(r["run_id"]) for r in runs], "chaos-three", "chaos-limited"]}
-    result.bad_inputs, unanswered = fuzz_for(stack, max(opts.seconds - 10, 5), real)
+    result.bad_inputs, unanswered, slowest = fuzz_for(stack, max(opts.seconds - 10, 5), real)
+    result.notes.append("slowest fuzz requests: " + "; ".join(
+        f"{ms:.0f} ms {what}" for ms, what in slowest))
     sent, ids = burst(stack)
     result.bad_inputs += sent
     load.event_ids.extend(ids)
     result.faults["concurrent clients"] = 32
+    answered = Check("every request answered")
+    answered.checked = result.bad_inputs
+    for _ in range(unanswered):
+        answered.violation()
     if unanswered:
-        result.notes.append(f"{unanswered} fuzz requests got no answer "
+        answered.examples = [w for ms, w in slowest if "(0)" in w][:3]
+        result.notes.append(f"{unanswered} fuzz requests got no answer within 30 s "
                             f"(connection closed or timed out)")
-    return finish(stack, result, [load], opts)
+    return finish(stack, result, [load], opts, lambda: [answered])

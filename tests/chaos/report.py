@@ -20,6 +20,7 @@ INVARIANT_ORDER = [
     "one debounced run per key",
     "replay hash equals live hash",
     "no 5xx from the API",
+    "every request answered",
     "/health within 100 ms",
     "engine and workers never exit unless killed",
 ]

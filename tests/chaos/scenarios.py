@@ -4,6 +4,7 @@ invariants from the API, the topics and the app's ledger."""
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import time
@@ -119,7 +120,8 @@ def finish(stack: ChaosStack, result: Result, loads: list[Load], opts: Options,
     health = stack.health_checks()
     latency = percentiles(read_samples(stack.tmp / "health.samples"))
     result.notes.append("/health latency ms: " + ", ".join(
-        f"{k} {v:.0f}" for k, v in latency.items()))
+        f"{k} {v:.0f}" for k, v in latency.items()) + "; machine load average (1 min) "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     result.checks += [stack.no_5xx, *health, stack.exits]
     if any(load.send_errors for load in loads):
         result.notes.append(f"sends not acknowledged: {sum(x.send_errors for x in loads)}")
