@@ -136,65 +136,57 @@ def _until(seconds: float) -> Callable[[], bool]:
 
 # --- kill loops -------------------------------------------------------------------------
 
-def engine_kill(stack: ChaosStack, opts: Options) -> Result:
-    """kill -9 the engine every few seconds under load; it restarts from its state."""
-    result = Result("engine-kill")
-    start(stack)
-    load = Load(stack, "chaos/go", opts.rate)
-    going = _until(opts.seconds)
-    while going():
-        time.sleep(opts.rng.uniform(4, 8))
-        stack.kill_engine()
-        time.sleep(opts.rng.uniform(0.5, 3))
-        stack.start_engine_proc()
-    return finish(stack, result, [load], opts)
-
-
-def worker_kill(stack: ChaosStack, opts: Options) -> Result:
-    """kill -9 one of two workers every few seconds under load; a new one replaces it."""
-    result = Result("worker-kill")
+def under_load(stack: ChaosStack, opts: Options, name: str, every: tuple[float, float],
+               inject: Callable[[int], None]) -> Result:
+    """Hold the load and call ``inject(k)`` every ``every`` seconds (at random between the
+    two) for the fault phase; then finish."""
+    result = Result(name)
     start(stack)
     load = Load(stack, "chaos/go", opts.rate)
     going, k = _until(opts.seconds), 0
     while going():
-        time.sleep(opts.rng.uniform(5, 9))
-        stack.kill_worker(k % 2)
+        time.sleep(opts.rng.uniform(*every))
+        inject(k)
         k += 1
     return finish(stack, result, [load], opts)
 
 
+def _bounce_engine(stack: ChaosStack, opts: Options, down_s: tuple[float, float]) -> None:
+    stack.kill_engine()
+    time.sleep(opts.rng.uniform(*down_s))  # the outage itself
+    stack.start_engine_proc()
+
+
+def engine_kill(stack: ChaosStack, opts: Options) -> Result:
+    """kill -9 the engine every few seconds under load; it restarts from its state."""
+    return under_load(stack, opts, "engine-kill", (4, 8),
+                      lambda k: _bounce_engine(stack, opts, (0.5, 3)))
+
+
+def worker_kill(stack: ChaosStack, opts: Options) -> Result:
+    """kill -9 one of two workers every few seconds under load; a new one replaces it."""
+    return under_load(stack, opts, "worker-kill", (5, 9), lambda k: stack.kill_worker(k % 2))
+
+
 def both_kill(stack: ChaosStack, opts: Options) -> Result:
     """Engine and worker kills interleaved at random under load."""
-    result = Result("engine+worker-kill")
-    start(stack)
-    load = Load(stack, "chaos/go", opts.rate)
-    going, k = _until(opts.seconds), 0
-    while going():
-        time.sleep(opts.rng.uniform(3, 6))
+    def inject(k: int) -> None:
         if opts.rng.random() < 0.5:
-            stack.kill_engine()
-            time.sleep(opts.rng.uniform(0.5, 2))
-            stack.start_engine_proc()
+            _bounce_engine(stack, opts, (0.5, 2))
         else:
             stack.kill_worker(k % 2)
-            k += 1
-    return finish(stack, result, [load], opts)
+    return under_load(stack, opts, "engine+worker-kill", (3, 6), inject)
 
 
 def rebalance_storm(stack: ChaosStack, opts: Options) -> Result:
     """Workers join and leave (SIGTERM) every few seconds, between one and four."""
-    result = Result("rebalance-storm")
-    start(stack)
-    load = Load(stack, "chaos/go", opts.rate)
-    going = _until(opts.seconds)
-    while going():
-        time.sleep(opts.rng.uniform(2, 4))
+    def inject(k: int) -> None:
         n = len(stack.workers_procs)
         if n < 4 and (n == 1 or opts.rng.random() < 0.5):
             stack.join_worker()
         else:
             stack.leave_worker()
-    return finish(stack, result, [load], opts)
+    return under_load(stack, opts, "rebalance-storm", (2, 4), inject)
 
 
 # --- an engine down while things come due ------------------------------------------------
@@ -262,8 +254,9 @@ def engine_outage(stack: ChaosStack, opts: Options) -> Result:
 
 # --- state damage ------------------------------------------------------------------------
 
-def damage(state: Path, rng: random.Random) -> tuple[str, str]:
-    """Delete one partition's database or corrupt it (a garbage CURRENT, a cut .sst)."""
+def damage(state: Path, rng: random.Random) -> str:
+    """Delete one partition's database or corrupt it (a garbage CURRENT, a cut .sst);
+    says which."""
     dbs = sorted(p for p in state.iterdir() if p.is_dir() and ".corrupt-" not in p.name)
     db = rng.choice(dbs)
     how = rng.choice(["deleted", "garbage CURRENT", "truncated sst"])
@@ -277,25 +270,17 @@ def damage(state: Path, rng: random.Random) -> tuple[str, str]:
     else:
         with ssts[-1].open("r+b") as f:
             f.truncate(ssts[-1].stat().st_size // 2)
-    return how, db.name
+    return how
 
 
 def state_damage(stack: ChaosStack, opts: Options) -> Result:
     """kill -9 the engine, delete or corrupt a partition's state, restart: it rebuilds
     from the topics and goes on."""
-    result = Result("state-damage")
-    start(stack)
-    load = Load(stack, "chaos/go", opts.rate)
-    going = _until(opts.seconds)
-    while going():
-        time.sleep(opts.rng.uniform(5, 9))
+    def inject(k: int) -> None:
         stack.kill_engine()
-        how, db = damage(stack.state, opts.rng)
-        stack.faults[f"state {how}"] += 1
-        result.notes.append(f"{how} {db}")
+        stack.faults[f"state {damage(stack.state, opts.rng)}"] += 1
         stack.start_engine_proc()
-    result.notes = result.notes[:10]
-    return finish(stack, result, [load], opts)
+    return under_load(stack, opts, "state-damage", (5, 9), inject)
 
 
 Scenario = Callable[[ChaosStack, Options], Result]
