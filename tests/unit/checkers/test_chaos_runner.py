@@ -63,3 +63,27 @@ def test_the_report_gives_each_invariant_per_scenario(tmp_path: Path,
     assert json.loads(js.read_text())["scenarios"][1]["bad_inputs"] == 42
     assert '"event_id": "e2"' in md.read_text() and "dead letters: 40" in md.read_text()
     assert "engine-kill" in capsys.readouterr().out
+
+
+def test_state_damage_deletes_or_corrupts_one_partition(tmp_path: Path) -> None:
+    import random
+
+    from tests.chaos.scenarios import damage
+
+    seen = set()
+    for seed in range(30):
+        state = tmp_path / str(seed)
+        for name in ("runs-0", "waits-0"):
+            (state / name).mkdir(parents=True)
+            (state / name / "CURRENT").write_bytes(b"MANIFEST-000001\n")
+            (state / name / "000007.sst").write_bytes(b"x" * 100)
+        how = damage(state, random.Random(seed))
+        seen.add(how)
+        dbs = {p.name: p for p in state.iterdir()}
+        if how == "deleted":
+            assert len(dbs) == 1
+        elif how == "garbage CURRENT":
+            assert sum((p / "CURRENT").read_bytes().startswith(b"\x00") for p in dbs.values()) == 1
+        else:
+            assert sorted((p / "000007.sst").stat().st_size for p in dbs.values()) == [50, 100]
+    assert seen == {"deleted", "garbage CURRENT", "truncated sst"}
