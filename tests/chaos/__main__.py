@@ -17,8 +17,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from tests.chaos.catalog import SCENARIOS, describe
 from tests.chaos.report import write
-from tests.chaos.scenarios import SCENARIOS, Options, Result, as_json, describe
+from tests.chaos.scenarios import Options, Result, as_json
 from tests.chaos.stack import ChaosStack
 
 # Per scenario, besides its fault phase: start, drain, replay (measured: 30-50 s).

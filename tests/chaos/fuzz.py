@@ -131,9 +131,10 @@ def requests(draw: st.DrawFn, real: dict[str, list[str]]) -> Request:
     path = template
     for slot in ("{id}", "{fake}", "{key}"):
         if slot in path:
-            choices = {"{id}": real.get("id", []), "{key}": [EVENT_KEY]}.get(slot, [])
-            value = draw(st.sampled_from(choices)) if choices and draw(st.booleans()) else \
-                draw(_segment())
+            choices: list[str] = {"{id}": real.get("id", []), "{key}": [EVENT_KEY]}.get(
+                slot, [])
+            use_real = bool(choices) and draw(st.booleans())
+            value = draw(st.sampled_from(choices)) if use_real else draw(_segment())
             path = path.replace(slot, urllib.parse.quote(value, safe=""))
     if draw(st.booleans()):
         query = draw(st.lists(st.tuples(st.sampled_from(QUERY_NAMES), _segment()), max_size=4))

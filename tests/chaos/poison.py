@@ -81,7 +81,7 @@ def dead_letters(stack: ChaosStack) -> int:
                   "enable.partition.eof": True})
     parts = list(range(stack.settings.partitions))
     c.assign([TopicPartition(stack.catalog.dlq, p, 0) for p in parts])
-    n, at_end = 0, set()
+    n, at_end = 0, set[int]()
     deadline = time.monotonic() + 30
     try:
         while len(at_end) < len(parts) and time.monotonic() < deadline:
@@ -90,7 +90,7 @@ def dead_letters(stack: ChaosStack) -> int:
                 if err is None:
                     n += 1
                 elif err.code() == KafkaError._PARTITION_EOF:
-                    at_end.add(m.partition())
+                    at_end.add(m.partition() or 0)
     finally:
         c.close()
     return n

@@ -103,11 +103,9 @@ def finish(stack: ChaosStack, result: Result, loads: list[Load], opts: Options,
     result.runs = sum(1 for r in runs if status(r) == "completed")
     result.load_seconds = main.seconds
     executions = stack.executions()
+    faults = stack.fault_ms + [t - REBALANCE_WINDOW_MS for t in stack.rebalance_ms]
     result.checks += [exactly_its_runs(by_event), no_run_stuck(runs),
-                      repeats_after_faults(runs, executions, stack.fault_ms)]
-    if stack.rebalance_ms:
-        result.checks[-1].merge(repeats_after_faults(
-            runs, executions, [t - REBALANCE_WINDOW_MS for t in stack.rebalance_ms]))
+                      repeats_after_faults(runs, executions, faults)]
     if extra is not None:
         result.checks += extra()
     stuck = [r for r in runs if status(r) not in TERMINAL]
@@ -213,8 +211,10 @@ def engine_outage(stack: ChaosStack, opts: Options) -> Result:
         # The answers below must find their waits registered (an event sent before its
         # wait registered is not for it, as in Inngest).
         waits = sent["wait"][-len(keys):]
-        wait_for(lambda w=waits: all(_waiting(stack, e) for e in w), 60, "the waits",
-                 every=0.2)
+
+        def registered(waits: list[str] = waits) -> bool:
+            return all(_waiting(stack, e) for e in waits)
+        wait_for(registered, 60, "the waits", every=0.2)
         time.sleep(opts.rng.uniform(0, 1))
         stack.kill_engine()
         stack.send_many("chaos/answer", [{"key": k} for k in keys[:3]])
@@ -281,36 +281,6 @@ def state_damage(stack: ChaosStack, opts: Options) -> Result:
         stack.faults[f"state {damage(stack.state, opts.rng)}"] += 1
         stack.start_engine_proc()
     return under_load(stack, opts, "state-damage", (5, 9), inject)
-
-
-Scenario = Callable[[ChaosStack, Options], Result]
-
-
-def _fuzz(stack: ChaosStack, opts: Options) -> Result:
-    from tests.chaos.fuzz import http_fuzz
-    return http_fuzz(stack, opts)
-
-
-def _poison(stack: ChaosStack, opts: Options) -> Result:
-    from tests.chaos.poison import poison
-    return poison(stack, opts)
-
-
-SCENARIOS: dict[str, Scenario] = {
-    "engine-kill": engine_kill,
-    "worker-kill": worker_kill,
-    "engine+worker-kill": both_kill,
-    "rebalance-storm": rebalance_storm,
-    "engine-outage": engine_outage,
-    "poison": _poison,
-    "http-fuzz": _fuzz,
-    "state-damage": state_damage,
-}
-
-
-def describe(name: str) -> str:
-    doc = SCENARIOS[name].__doc__ or ""
-    return " ".join(doc.split())
 
 
 def as_json(result: Result) -> dict[str, Any]:

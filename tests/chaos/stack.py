@@ -124,7 +124,7 @@ class ChaosStack(Stack):
     # --- workers ----------------------------------------------------------------------
 
     def start_worker_proc(self) -> subprocess.Popen[bytes]:
-        proc = self.spawn("worker", APP, "--quiet", "--concurrency", "100",
+        proc = self.spawn("-v", "worker", APP, "--quiet", "--concurrency", "100",
                           log=self._log("worker"))
         self.exits.checked += 1
         self.workers_procs.append(proc)
@@ -162,7 +162,7 @@ class ChaosStack(Stack):
             for proc in [self.engine_proc, *self.workers_procs]:
                 if proc is not None and proc.pid not in self.killed and proc.poll() is not None:
                     self.killed.add(proc.pid)  # count it once
-                    self.exits.violation({"pid": proc.pid, "args": proc.args[-3:],
+                    self.exits.violation({"pid": proc.pid, "args": str(proc.args)[-80:],
                                           "code": proc.returncode,
                                           "log": _tail(self.logs[proc.pid])})
 
@@ -228,8 +228,8 @@ class ChaosStack(Stack):
     def lag_zero(self, timeout: float) -> bool:
         def zero() -> bool:
             code, body = self.call("GET", "/health")
-            lag = (body or {}).get("consumer_lag") if code == 200 else None
-            return bool(lag) and lag.get("total") == 0
+            lag = body.get("consumer_lag") if code == 200 and isinstance(body, dict) else None
+            return isinstance(lag, dict) and lag.get("total") == 0
         try:
             wait_for(zero, timeout, "consumer lag zero", every=0.5)
             return True

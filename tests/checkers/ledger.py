@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import datetime
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,7 +94,7 @@ def repeats_after_faults(runs: Iterable[Mapping[str, Any]], executions: list[Exe
     return check
 
 
-def exactly_its_runs(runs_by_event: Mapping[str, list[Mapping[str, Any]]],
+def exactly_its_runs(runs_by_event: Mapping[str, Sequence[Mapping[str, Any]]],
                      expected: int = 1) -> Check:
     """Every acknowledged event has exactly ``expected`` runs (none lost, none twice)."""
     check = Check("every acked event has exactly its runs")

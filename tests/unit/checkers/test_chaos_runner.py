@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from tests.chaos.__main__ import duration, parse, scenario_list
+from tests.chaos.catalog import SCENARIOS
 from tests.chaos.report import markdown, write
-from tests.chaos.scenarios import SCENARIOS, Result, as_json
+from tests.chaos.scenarios import Result, as_json
 from tests.checkers.verdict import Check
 
 
