@@ -22,8 +22,9 @@ from tests.chaos.report import write
 from tests.chaos.scenarios import Options, Result, as_json
 from tests.chaos.stack import ChaosStack
 
-# Per scenario, besides its fault phase: start, drain, replay (measured: 30-50 s).
-OVERHEAD_S = 45
+# Per scenario, besides its fault phase: start, drain, replay (measured: 16-30 s, and the
+# last fault may end up to one interval after the phase).
+OVERHEAD_S = 40
 
 
 def duration(text: str) -> float:
