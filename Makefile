@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint bench install clean
+.PHONY: dev test lint bench chaos install clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,14 @@ dev: $(STAMP)
 test: $(STAMP)
 	sh scripts/install-browser.sh
 	$(BIN)/python -m pytest -q
+
+## chaos: the fault campaign (README, Reliability), not part of `make test`: 15 minutes on
+## the dev broker, or `make chaos DURATION=3m ONLY=engine-kill,poison`; writes
+## chaos-report.json and chaos-report.md, and fails on any violated invariant
+DURATION ?= 15m
+ONLY ?=
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos --duration $(DURATION) $(if $(ONLY),--only $(ONLY))
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

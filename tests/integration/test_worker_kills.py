@@ -3,18 +3,17 @@ kill never runs again after it, counted from a ledger every step execution write
 
 from __future__ import annotations
 
-import bisect
 import os
 import signal
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import sdk
+from tests.checkers.ledger import read_ledger, recorded_steps, repeats_after_faults
 from tests.integration.harness import Stack, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -64,16 +63,7 @@ class Load:
 
 def executed(ledger: Path, pid: int, since_ms: int) -> int:
     """How many step executions ``pid`` started after ``since_ms``."""
-    return sum(1 for e in read_ledger(ledger) if e[2] == pid and e[3] > since_ms)
-
-
-def read_ledger(path: Path) -> list[tuple[str, str, int, int]]:
-    """(run_id, step, pid, start_ms) per step execution."""
-    out = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        run_id, step, pid, start = line.split()
-        out.append((run_id, step, int(pid), int(start)))
-    return out
+    return sum(1 for e in read_ledger(ledger) if e.pid == pid and e.start_ms > since_ms)
 
 
 def test_steps_recorded_before_a_worker_kill_do_not_run_again(
@@ -114,30 +104,16 @@ def test_steps_recorded_before_a_worker_kill_do_not_run_again(
     client.close()
 
     executions = read_ledger(ledger)
-    by_step: dict[tuple[str, str], list[int]] = {}
-    for run_id, step, _, start in executions:
-        by_step.setdefault((run_id, step), []).append(start)
-    repeats_after_kill: Counter[int] = Counter()
-    examples = []
     for run in runs:
         assert run["status"] == "completed", run
-        recorded = {e["step_id"]: e["at"] for e in run["timeline"]
-                    if e["type"] == "step.completed"}
-        assert sorted(recorded) == ["a", "b", "c"], run["timeline"]
-        for step, recorded_at in recorded.items():
-            starts = by_step.get((run["run_id"], step), [])
-            assert starts, f"no ledger line for step {step} of run {run['run_id']}"
-            for start in starts:
-                # Charge each execution to the last kill before it started.
-                k = bisect.bisect_right(kills_ms, start) - 1
-                if k >= 0 and recorded_at < kills_ms[k]:
-                    repeats_after_kill[k] += 1
-                    if len(examples) < 5:
-                        examples.append((run["run_id"], step, recorded_at, kills_ms[k], start))
-    total = len(executions)
-    print(f"\n{len(runs)} runs, {total} step executions, {len(runs) * 3} steps; "
-          f"repeats of recorded steps per kill: {[repeats_after_kill[k] for k in range(KILLS)]}; "
-          f"all repeats: {total - len(by_step)}")
-    assert sum(repeats_after_kill.values()) == 0, (
-        f"steps recorded before a kill ran again after it: per kill "
-        f"{dict(repeats_after_kill)}; e.g. (run, step, recorded_at, kill, start) {examples}")
+        assert sorted(recorded_steps(run)) == ["a", "b", "c"], run["timeline"]
+    ran = {(e.run_id, e.step) for e in executions}
+    missing = [(r["run_id"], s) for r in runs for s in "abc" if (r["run_id"], s) not in ran]
+    assert not missing, f"no ledger line for these steps: {missing[:5]}"
+    repeats = repeats_after_faults(runs, executions, kills_ms)
+    print(f"\n{len(runs)} runs, {len(executions)} step executions, {len(runs) * 3} steps; "
+          f"repeats of recorded steps after a kill: {repeats.violations}; "
+          f"all repeats: {len(executions) - len(ran)}")
+    assert repeats.violations == 0, (
+        f"steps recorded before a kill ran again after it: {repeats.violations}; "
+        f"e.g. {repeats.examples}")

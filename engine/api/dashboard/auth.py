@@ -94,7 +94,12 @@ async def login_post(request: web.Request, keys: frozenset[str],
     if request.headers.get("Origin") and not same_origin(request):
         return login_page(request, "This form must be sent from this server's own page.",
                           status=403)
-    form = await request.post()
+    try:
+        form = await request.post()
+    except ValueError as exc:
+        # A multipart body without its boundary, bad url-encoding: the sender's fault,
+        # found by the fault campaign's HTTP fuzzing (it answered 500 before).
+        return login_page(request, f"The form could not be read: {exc}", status=400)
     key = str(form.get("key") or "").strip()
     if not key or not check(key, keys):
         return login_page(request, "API key not accepted (not one of the engine's "

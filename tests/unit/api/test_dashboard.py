@@ -79,6 +79,16 @@ def test_waterfall_has_attempts_and_sleeps_as_gaps() -> None:
     assert 49 < nap.width < 50
 
 
+def test_a_login_form_that_cannot_be_read_is_a_400() -> None:
+    async def t(c: TestClient[Any, Any], ing: FakeIngest) -> None:
+        for ctype, body in (("multipart/form-data; boundary=x", b"k\xe4\xe7["),
+                            ("multipart/form-data", b"--x\r\n")):
+            r = await c.post("/login", data=body, headers={"Content-Type": ctype})
+            assert r.status == 400, (ctype, await r.text())
+            assert "could not be read" in await r.text()
+    serve(t, dev=False)
+
+
 def test_login_cookie_reads_and_changes_only_from_this_origin() -> None:
     async def t(c: TestClient[Any, Any], ing: FakeIngest) -> None:
         r = await c.get("/functions", headers=HTML)
