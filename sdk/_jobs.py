@@ -37,6 +37,7 @@ class Jobs:
         self._held: dict[tuple[str, int], Job] = {}
         self.backlog: deque[Job] = deque()
         self._queued: dict[str, Job] = {}  # run id -> its task waiting in the backlog
+        self._running: dict[str, Job] = {}  # run id -> its newest task running here
 
     def add(self, task: records.Task, partition: int, offset: int) -> None:
         """Queue a task received at ``partition``/``offset``, unless it is a copy of a
@@ -49,6 +50,12 @@ class Jobs:
         if self._seqs.is_stale(task.run_id, task.seq):
             self._tracker.done(partition, offset)
             return
+        running = self._running.get(task.run_id)
+        if running is not None and running.task.seq < task.seq:
+            # The engine wrote this task after applying a report of the running one's seq
+            # (another worker's, after a takeover ran the same task twice): the running
+            # pass is obsolete and must not run ahead into steps this task will run.
+            running.revoked = True
         queued = self._queued.get(task.run_id)
         if queued is not None:
             if queued.task.seq > task.seq:
@@ -76,6 +83,7 @@ class Jobs:
                 continue
             self._seqs.started(task.run_id, task.seq)
             job.running = True
+            self._running[task.run_id] = job
             return job
         return None
 
@@ -83,12 +91,17 @@ class Jobs:
         """The job is done: every offset holding it may be committed."""
         for p, o in job.offsets:
             self._tracker.done(p, o)
+        self._forget(job)
+
+    def _forget(self, job: Job) -> None:
         self._held.pop((job.task.run_id, job.task.seq), None)
+        if self._running.get(job.task.run_id) is job:
+            del self._running[job.task.run_id]
 
     def abandon(self, job: Job) -> None:
         """The job stopped before its report went out: its offsets stay uncommitted, so
         this or another worker runs it again."""
-        self._held.pop((job.task.run_id, job.task.seq), None)
+        self._forget(job)
 
     def cancel(self, run_id: str, seq: int) -> None:
         """The run ended while task ``seq`` was dispatched: a running job of it stops

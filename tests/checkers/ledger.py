@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import datetime
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,20 +75,23 @@ def recorded_steps(run: Mapping[str, Any]) -> dict[str, int]:
 
 
 def repeats_after_faults(runs: Iterable[Mapping[str, Any]], executions: list[Execution],
-                         faults_ms: list[int]) -> Check:
+                         faults_ms: list[int],
+                         excused: Callable[[int, int, int], bool] | None = None) -> Check:
     """No step whose outcome was recorded before a fault (a kill, a rebalance) starts
     executing again after it. Each execution is charged to the last fault before its
-    start; one case per (run, recorded step)."""
+    start; one case per (run, recorded step). ``excused(pid, start_ms, recorded_ms)``
+    names executions the documented window allows (tests/checkers/takeovers.py)."""
     check = Check("recorded step never re-run")
     faults = sorted(faults_ms)
-    starts: dict[tuple[str, str], list[int]] = defaultdict(list)
+    starts: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
     for e in executions:
-        starts[(e.run_id, e.step)].append(e.start_ms)
+        starts[(e.run_id, e.step)].append((e.start_ms, e.pid))
     for run in runs:
         for step, recorded_at in recorded_steps(run).items():
-            repeats = [s for s in starts.get((str(run["run_id"]), step), [])
+            repeats = [s for s, pid in starts.get((str(run["run_id"]), step), [])
                        if (k := bisect.bisect_right(faults, s) - 1) >= 0
-                       and recorded_at < faults[k]]
+                       and recorded_at < faults[k]
+                       and not (excused is not None and excused(pid, s, recorded_at))]
             check.case(not repeats, {"run_id": run["run_id"], "step": step,
                                      "recorded_ms": recorded_at, "rerun_ms": repeats[:3]})
     return check

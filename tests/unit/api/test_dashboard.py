@@ -89,6 +89,18 @@ def test_a_login_form_that_cannot_be_read_is_a_400() -> None:
     serve(t, dev=False)
 
 
+def test_static_files_are_only_the_dashboards_own() -> None:
+    async def t(c: TestClient[Any, Any], ing: FakeIngest) -> None:
+        r = await c.get("/static/app.js")
+        assert r.status == 200 and "javascript" in r.headers["Content-Type"]
+        assert "textContent" in await r.text()
+        # A name too long for the file system was a 500 (found by the fault campaign).
+        for name in ("x" * 4000, "..%2Fapp.py", "nothing.css", "%00"):
+            r = await c.get(f"/static/{name}")
+            assert r.status == 404, (name, r.status)
+    serve(t, dev=True)
+
+
 def test_login_cookie_reads_and_changes_only_from_this_origin() -> None:
     async def t(c: TestClient[Any, Any], ing: FakeIngest) -> None:
         r = await c.get("/functions", headers=HTML)
