@@ -104,7 +104,10 @@ def finish(stack: ChaosStack, result: Result, loads: list[Load], opts: Options,
     result.load_seconds = main.seconds
     executions = stack.executions()
     faults = stack.fault_ms + [t - REBALANCE_WINDOW_MS for t in stack.rebalance_ms]
-    result.checks += [exactly_its_runs(by_event), no_run_stuck(runs),
+    # A scenario whose load never ran checks nothing: that is a failure, not a pass.
+    held = Check("load held (events acknowledged, runs completed)")
+    held.case(bool(ids) and result.runs > 0, {"events": len(ids), "completed": result.runs})
+    result.checks += [held, exactly_its_runs(by_event), no_run_stuck(runs),
                       repeats_after_faults(runs, executions, faults)]
     if extra is not None:
         result.checks += extra()

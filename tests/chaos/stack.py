@@ -196,11 +196,11 @@ class ChaosStack(Stack):
                 return out
 
     def send(self, name: str, data: dict[str, Any], event_id: str | None = None) -> str:
-        [sent] = self.sender.send(sdk.Event(name=name, data=data, id=event_id))
+        [sent] = self.sender.send_sync(sdk.Event(name=name, data=data, id=event_id))
         return str(sent)
 
     def send_many(self, name: str, datas: list[dict[str, Any]]) -> list[str]:
-        return [str(i) for i in self.sender.send([sdk.Event(name=name, data=d) for d in datas])]
+        return [str(i) for i in self.sender.send_sync([sdk.Event(name=name, data=d) for d in datas])]
 
     def executions(self) -> list[Execution]:
         return read_ledger(self.ledger)
