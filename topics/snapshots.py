@@ -21,12 +21,15 @@ at; keyed by the database key, so a compacted topic keeps each key's last value.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import msgpack
 
 from topics.codec import packb
+
+T = TypeVar("T")
 
 VERSION = 1
 CHUNK_BYTES = 256 * 1024
@@ -86,28 +89,38 @@ def encode(rec: SnapshotRecord) -> bytes:
                   "size": rec.size, "sha256": rec.sha256})
 
 
-def decode(raw: bytes | None) -> SnapshotRecord:
-    """One snapshot record; raises :class:`SnapshotError` for anything else."""
+def _decoded(raw: bytes | None, what: str, build: Callable[[dict[str, Any]], T]) -> T:
+    """``build`` over the versioned map in ``raw``; any failure is a
+    :class:`SnapshotError` naming ``what``."""
     try:
         m = msgpack.unpackb(raw or b"", raw=False)
         if not isinstance(m, dict) or m.get("v") != VERSION:
-            raise SnapshotError(f"not a version-{VERSION} snapshot record")
-        kind = m.get("kind")
-        if kind == BEGIN:
-            return Begin(str(m["id"]), str(m["table"]), int(m["partition"]), int(m["offset"]),
-                         int(m["ts"]))
-        if kind == CHUNK:
-            data = m["data"]
-            if not isinstance(data, bytes):
-                raise SnapshotError("chunk data is not bytes")
-            return Chunk(str(m["id"]), int(m["seq"]), data)
-        if kind == END:
-            return End(str(m["id"]), str(m["table"]), int(m["begin"]), int(m["chunks"]),
-                       int(m["entries"]), int(m["size"]), str(m["sha256"]))
+            raise SnapshotError(f"not a version-{VERSION} {what} record")
+        return build(m)
     except SnapshotError:
         raise
     except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
-        raise SnapshotError(f"undecodable snapshot record: {exc}") from None
+        raise SnapshotError(f"undecodable {what} record: {exc}") from None
+
+
+def decode(raw: bytes | None) -> SnapshotRecord:
+    """One snapshot record; raises :class:`SnapshotError` for anything else."""
+    return _decoded(raw, "snapshot", _snapshot_record)
+
+
+def _snapshot_record(m: dict[str, Any]) -> SnapshotRecord:
+    kind = m.get("kind")
+    if kind == BEGIN:
+        return Begin(str(m["id"]), str(m["table"]), int(m["partition"]), int(m["offset"]),
+                     int(m["ts"]))
+    if kind == CHUNK:
+        data = m["data"]
+        if not isinstance(data, bytes):
+            raise SnapshotError("chunk data is not bytes")
+        return Chunk(str(m["id"]), int(m["seq"]), data)
+    if kind == END:
+        return End(str(m["id"]), str(m["table"]), int(m["begin"]), int(m["chunks"]),
+                   int(m["entries"]), int(m["size"]), str(m["sha256"]))
     raise SnapshotError(f"unknown snapshot record kind {kind!r}")
 
 
@@ -234,18 +247,14 @@ def encode_history(rec: HistoryRecord) -> bytes:
 
 
 def decode_history(raw: bytes | None) -> HistoryRecord:
-    try:
-        m = msgpack.unpackb(raw or b"", raw=False)
-        if not isinstance(m, dict) or m.get("v") != VERSION:
-            raise SnapshotError(f"not a version-{VERSION} history record")
-        key, value = m["k"], m["val"]
-        if not isinstance(key, bytes) or not isinstance(value, bytes):
-            raise SnapshotError("history key and value must be bytes")
-        part, parts = int(m.get("part", 0)), int(m.get("parts", 1))
-        if not 0 <= part < parts:
-            raise SnapshotError(f"history part {part} of {parts}")
-        return HistoryRecord(key, value, int(m["at"]), part, parts)
-    except SnapshotError:
-        raise
-    except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
-        raise SnapshotError(f"undecodable history record: {exc}") from None
+    return _decoded(raw, "history", _history_record)
+
+
+def _history_record(m: dict[str, Any]) -> HistoryRecord:
+    key, value = m["k"], m["val"]
+    if not isinstance(key, bytes) or not isinstance(value, bytes):
+        raise SnapshotError("history key and value must be bytes")
+    part, parts = int(m.get("part", 0)), int(m.get("parts", 1))
+    if not 0 <= part < parts:
+        raise SnapshotError(f"history part {part} of {parts}")
+    return HistoryRecord(key, value, int(m["at"]), part, parts)
