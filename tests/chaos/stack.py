@@ -26,7 +26,7 @@ from engine.runtime.replay import replay
 from tests.checkers.health import health_within, read_samples
 from tests.checkers.ledger import TERMINAL, Execution, read_ledger, status
 from tests.checkers.verdict import Check
-from tests.integration.harness import ROOT, Stack, api_request, wait_for
+from tests.integration.harness import ROOT, Stack, api_request, terminate, wait_for
 
 APP = "tests.chaos.app:client"
 EVENT_KEY = "chaos-event-key"
@@ -146,12 +146,7 @@ class ChaosStack(Stack):
         proc = self.workers_procs.pop()
         self.killed.add(proc.pid)
         self.rebalance_ms.append(time.time_ns() // 1_000_000)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if not terminate(proc, 30):
             self.exits.violation({"worker": proc.pid, "what": "no exit 30 s after SIGTERM"})
         self.faults["worker leave"] += 1
 

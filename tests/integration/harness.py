@@ -38,6 +38,21 @@ ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-api-key"
 
 
+def terminate(proc: subprocess.Popen[Any], timeout: float = 20) -> bool:
+    """SIGTERM ``proc`` (if still running) and wait for it; kill it if it has not exited
+    within ``timeout``. True if it exited on its own."""
+    if proc.poll() is not None:
+        return True
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False
+
+
 def wait_for(condition: Callable[[], Any], timeout: float = 30, what: str = "condition",
              every: float = 0.02) -> Any:
     """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
@@ -180,13 +195,7 @@ class Stack:
             worker.stop()
             thread.join(30)
         for proc in self.children:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            terminate(proc)
         if self.engine is not None:
             self.engine.stop()
 

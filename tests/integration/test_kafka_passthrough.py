@@ -4,7 +4,6 @@ with secrets redacted; a bad one is one line and exit status 2."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.cli.devbroker import free_port
-from tests.integration.harness import ROOT, Stack, wait_for
+from tests.integration.harness import ROOT, Stack, terminate, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -56,11 +55,7 @@ def test_settings_reach_the_cli_engine_and_worker_clients(broker: str, tmp_path:
             assert "hunter2" not in text
     finally:
         for proc, _ in procs:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            terminate(proc, 30)
         stack.close()
 
 
