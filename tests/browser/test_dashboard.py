@@ -126,7 +126,7 @@ def test_cancel_a_waiting_run(browser: Any, dev: Server, stack: Stack) -> None:
     event_id = stack.send("dash/wait", {})
     run_id = wait_for(lambda: stack.runs_for(event_id) and stack.runs_for(event_id)[0]["run_id"],
                       30, "the waiting run")
-    wait_for(lambda: (stack.run(run_id) or {}).get("waiting", {}).get("kind") == "event", 30,
+    wait_for(lambda: ((stack.run(run_id) or {}).get("waiting") or {}).get("kind") == "event", 30,
              "the run waiting for its event")
     browser.get(f"{dev.url}/runs/{run_id}")
     assert "waiting for event dash/go" in text_of(browser, "#waiting")
