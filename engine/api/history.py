@@ -23,12 +23,13 @@ from confluent_kafka import KafkaException, Message
 
 from engine.api.event_body import BodyError, load_json
 from engine.api.ingest import IngestError
+from engine.api.offloop import json_built_off_loop
 from engine.api.topic_reader import CursorError, Found, TopicReader
 from engine.api.views import parse_time_ms, rfc3339
 from engine.clock import now_ms
 from engine.runtime.json_events import NotAnEvent, event_from_json
 from topics.catalog import Catalog, event_partition
-from topics.codec import DecodeError, decode
+from topics.codec import DecodeError, PayloadError, check_payload, decode
 from topics.ids import new_ulid, run_id_for
 from topics.records import CancellationCreated, DeadLetter, Event, InvokeRequested
 from topics.settings import Settings
@@ -246,7 +247,7 @@ async def list_events(request: web.Request) -> web.Response:
         return _bad(400, str(exc))
     except KafkaException as exc:
         return _bad(503, f"the events topic could not be read: {exc}")
-    return web.json_response(_page(found))
+    return await json_built_off_loop(_page, found)
 
 
 async def get_event(request: web.Request, name_hint: str | None = None) -> web.Response:
@@ -260,7 +261,7 @@ async def get_event(request: web.Request, name_hint: str | None = None) -> web.R
     if event is None:
         return _bad(404, f"event {event_id} not found in the events topic (its history "
                          f"reaches back as far as the topic's retention)")
-    return web.json_response({"data": event})
+    return await json_built_off_loop(lambda: {"data": event})
 
 
 async def list_dead_letters(request: web.Request) -> web.Response:
@@ -281,7 +282,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
         return _bad(400, str(exc))
     except KafkaException as exc:
         return _bad(503, f"the dlq topic could not be read: {exc}")
-    return web.json_response(_page(found))
+    return await json_built_off_loop(_page, found)
 
 
 def parse_invoke_body(body: bytes) -> dict[str, Any]:
@@ -303,6 +304,10 @@ def parse_invoke_body(body: bytes) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ValueError("'data' must be a JSON object")
+    try:  # the limits an event's data has: msgpack refused what they refuse with a 500
+        check_payload(data, what="'data'")
+    except PayloadError as exc:
+        raise ValueError(str(exc)) from None
     return data
 
 

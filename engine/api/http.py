@@ -33,9 +33,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import inspect
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any, Protocol
 
@@ -46,6 +46,7 @@ from engine.api.dashboard import auth as dash_auth
 from engine.api.dashboard import routes as dashboard
 from engine.api.event_body import SEED_HEADER, BodyError, load_json
 from engine.api.ingest import IngestError
+from engine.api.offloop import encode_json, json_built_off_loop
 from engine.api.request_body import HANDLER_ARGS, BodyProblem, read_body
 from engine.api.views import (
     MAX_CANCEL_REASON_CHARS,
@@ -123,9 +124,8 @@ def error(status: int, message: str) -> web.Response:
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
-    # default=str: a state value msgpack accepted but JSON does not (bytes) must not
-    # turn a read into a 500.
-    return web.json_response(body, status=status, dumps=partial(json.dumps, default=str))
+    return web.Response(body=encode_json(body), status=status,
+                        content_type="application/json")
 
 
 async def _query(request: web.Request, name: str, *args: Any) -> Any:
@@ -238,10 +238,7 @@ def _partial_fields(found: Any) -> dict[str, Any]:
 async def _find_run(request: web.Request, run_id: str) -> dict[str, Any] | web.Response:
     """The run, or the 404 to answer. When engines did not answer, the 404 says so
     (``partial``): the run may exist in a partition that was not read."""
-    if hasattr(request.app[QUERIES], "find_run"):
-        state, partial = await _query(request, "find_run", run_id)
-    else:
-        state, partial = await _query(request, "get_run", run_id), None
+    state, partial = await find_run_state(request, run_id)
     if state is not None:
         return state
     if partial is None:
@@ -254,13 +251,22 @@ async def _find_run(request: web.Request, run_id: str) -> dict[str, Any] | web.R
                   "status": 404, **fields}, status=404)
 
 
+async def find_run_state(request: web.Request, run_id: str) -> tuple[Any, Any]:
+    """(the run's state or None, a ``Partial`` or None): with several engines, a run not
+    found may sit on a partition whose engine did not answer."""
+    if hasattr(request.app[QUERIES], "find_run"):
+        found: tuple[Any, Any] = await _query(request, "find_run", run_id)
+        return found
+    return await _query(request, "get_run", run_id), None
+
+
 async def get_run(request: web.Request) -> web.Response:
     """``GET /v1/runs/{run_id}``."""
     run_id = request.match_info["run_id"]
     state = await _find_run(request, run_id)
     if isinstance(state, web.Response):
         return state
-    return _json({"data": run_view(state)})
+    return await json_built_off_loop(lambda: {"data": run_view(state)})
 
 
 async def run_trigger(request: web.Request) -> web.Response:
@@ -277,7 +283,8 @@ async def run_trigger(request: web.Request) -> web.Response:
 async def event_runs(request: web.Request) -> web.Response:
     """``GET /v1/events/{event_id}/runs``."""
     states = await _query(request, "runs_for_event", request.match_info["event_id"])
-    return _json({"data": [run_view(s) for s in states], **_partial_fields(states)})
+    return await json_built_off_loop(
+        lambda: {"data": [run_view(s) for s in states], **_partial_fields(states)})
 
 
 _LIST_PARAMS = ("limit", "cursor", "before", "function", "status", "since", "until")
@@ -357,10 +364,14 @@ async def list_runs(request: web.Request) -> web.Response:
         return error(400, str(exc))
     # One more than asked: whether it exists says if there is a next page.
     states = await _query(request, "list_runs", limit + 1, cursor, flt)
+    return await json_built_off_loop(_runs_page, states, limit)
+
+
+def _runs_page(states: list[dict[str, Any]], limit: int) -> dict[str, Any]:
     views = [run_view(s) for s in states[:limit]]
     following = views[-1]["run_id"] if len(states) > limit and views else None
-    return _json({"data": views, "next_cursor": following, "next": following,
-                  **_partial_fields(states)})
+    return {"data": views, "next_cursor": following, "next": following,
+            **_partial_fields(states)}
 
 
 async def cancel_run(request: web.Request) -> web.Response:
@@ -422,6 +433,22 @@ def _no_function(fn_id: str) -> web.Response:
                       f"ids are app_id-fn_id)")
 
 
+async def function_by_id(request: web.Request, function_id: str, app_id: str | None = None
+                         ) -> str | web.Response:
+    """The registered function a bulk request names, as its full id, else a 404.
+
+    Ids here are ``app_id-fn_id``; Inngest's REST API takes ``app_id`` and the bare
+    ``function_id`` apart, so that pair is accepted too. A name that matches no function
+    is refused: answering ``matched: 0`` would look like success while doing nothing."""
+    if await _query(request, "function", function_id) is not None:
+        return function_id
+    if app_id and not function_id.startswith(app_id + "-"):
+        full = f"{app_id}-{function_id}"
+        if await _query(request, "function", full) is not None:
+            return full
+    return _no_function(function_id)
+
+
 async def get_function(request: web.Request) -> web.Response:
     """``GET /v1/functions/{fn_id}``: one registered function, its config and its
     flow-control state (who holds and who waits, per gate and key); 404 if there is none."""
@@ -457,6 +484,12 @@ async def post_cancellation(request: web.Request) -> web.Response:
         flt, condition = cancellations.parse_request(load_json(body), now_ms())
     except (BodyError, ValueError) as exc:
         return error(400, str(exc))
+
+    if flt.function_id is not None:
+        found = await function_by_id(request, flt.function_id, flt.app_id)
+        if isinstance(found, web.Response):
+            return found
+        flt = replace(flt, function_id=found)
 
     async def page(limit: int, cursor: str | None, runs: RunFilter) -> list[RunState]:
         return list(await _query(request, "list_runs", limit, cursor, runs))

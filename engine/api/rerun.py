@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from engine.api.event_body import BodyError, load_json
-from engine.api.http import INGEST, _json, _query, _read_body, error
+from engine.api.http import INGEST, _json, _query, _read_body, error, function_by_id
 from engine.api.ingest import IngestError
 from engine.api.views import RunFilter, parse_status, parse_time_ms
 from engine.clock import now_ms
@@ -207,6 +207,10 @@ async def bulk_rerun(request: web.Request) -> web.Response:
         flt, dry_run = bulk_filter(payload)
     except RerunError as exc:
         return error(exc.status, str(exc))
+    if flt.function is not None:
+        found = await function_by_id(request, flt.function)
+        if isinstance(found, web.Response):
+            return found
     states: list[RunState] = await _query(request, "list_runs", MAX_BULK_RERUNS + 1, None,
                                           flt)
     if len(states) > MAX_BULK_RERUNS:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -20,6 +21,7 @@ import jinja2
 from aiohttp import web
 
 from engine.api.dashboard.waterfall import bars, duration_text
+from engine.api.event_body import BodyError, load_json
 from engine.api.function_views import trigger_text
 from engine.api.history import HISTORY, event_params
 from engine.api.ingest import IngestError
@@ -27,10 +29,13 @@ from engine.api.topic_reader import CursorError
 from engine.api.views import (
     RUN_STATUSES,
     RunFilter,
+    api_status,
     cancelled_text,
     parse_rfc3339,
     parse_status,
     parse_time_ms,
+    rfc3339,
+    run_status,
     run_view,
     waiting_text,
 )
@@ -57,9 +62,16 @@ _ENV.filters["trigger"] = trigger_text
 _ENV.filters["duration"] = duration_text
 
 
-def render(request: web.Request, name: str, status: int = 200, **ctx: Any) -> web.Response:
-    """A page from ``templates/``; every value is escaped by jinja2's autoescape."""
-    html = _ENV.get_template(name).render(path=request.path, dev=request.app[DEV], **ctx)
+async def render(request: web.Request, name: str, status: int = 200, **ctx: Any
+                 ) -> web.Response:
+    """A page from ``templates/``; every value is escaped by jinja2's autoescape.
+
+    Rendered on a thread: a big page is tens of milliseconds of Python, and on the
+    event loop it would hold up every request behind it, /health included (the fault
+    campaign measured /health at 400 ms while the fuzzer loaded pages)."""
+    template = _ENV.get_template(name)
+    html = await asyncio.to_thread(partial(template.render, path=request.path,
+                                           dev=request.app[DEV], **ctx))
     return _html(html, status)
 
 
@@ -89,14 +101,22 @@ async def _query(request: web.Request, name: str, *args: Any) -> Any:
     return await asyncio.to_thread(fn, *args)
 
 
-def _run_row(view: dict[str, Any]) -> dict[str, Any]:
-    start = parse_rfc3339(view.get("started_at"))
-    end = parse_rfc3339(view.get("ended_at"))
-    return {"run_id": view["run_id"], "function_id": view.get("function_id"),
-            "status": view.get("status"), "event_name": view.get("event_name") or "",
-            "event_id": view.get("event_id") or "",
-            "requested_at": view.get("requested_at") or "",
+def _run_row(state: dict[str, Any]) -> dict[str, Any]:
+    """A runs-table row, read from the state directly: a full run view (steps, attempts,
+    timeline) per row made the runs page cost tens of milliseconds of event loop."""
+    status = run_status(state)
+    event = state.get("event") or {}
+    start = None if status == "queued" else _ms(state.get("started_at"))
+    end = _ms(state.get("ended_at"))
+    return {"run_id": state.get("run_id"), "function_id": state.get("fn_id"),
+            "status": api_status(status), "event_name": event.get("name") or "",
+            "event_id": event.get("id") or "",
+            "requested_at": rfc3339(state.get("requested_at")) or "",
             "duration": duration_text(end - start) if start and end else ""}
+
+
+def _ms(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _runs_filter(query: Any) -> tuple[RunFilter, dict[str, str]]:
@@ -114,58 +134,86 @@ async def _runs(request: web.Request) -> dict[str, Any]:
     try:
         flt, form = _runs_filter(request.query)
     except ValueError as exc:
-        return {"rows": [], "next": None, "form": dict(request.query), "error": str(exc)}
+        return {"rows": [], "next": None, "form": dict(request.query), "error": str(exc),
+                "partial": None}
     q = form["q"]
     if q:  # a run id, else an event id
-        state = await _query(request, "get_run", q)
+        state, missing = await _find_run(request, q)
         states = [state] if state is not None else await _query(request, "runs_for_event", q)
-        return {"rows": [_run_row(run_view(s)) for s in states], "next": None,
-                "form": form, "error": None if states else f"no run or event {q!r} found"}
+        return {"rows": [_run_row(s) for s in states], "next": None, "form": form,
+                "error": None if states else f"no run or event {q!r} found",
+                "partial": partial_text(getattr(states, "partial", None) or missing)}
     states = await _query(request, "list_runs", PAGE_SIZE + 1, form["cursor"] or None, flt)
-    rows = [_run_row(run_view(s)) for s in states[:PAGE_SIZE]]
+    rows = [_run_row(s) for s in states[:PAGE_SIZE]]
     following = rows[-1]["run_id"] if len(states) > PAGE_SIZE and rows else None
     nxt = None
     if following:
         nxt = "?" + urlencode({**{k: v for k, v in form.items() if v}, "cursor": following})
-    return {"rows": rows, "next": nxt, "form": form, "error": None}
+    return {"rows": rows, "next": nxt, "form": form, "error": None,
+            "partial": partial_text(getattr(states, "partial", None))}
+
+
+async def _find_run(request: web.Request, run_id: str) -> tuple[Any, Any]:
+    from engine.api.http import find_run_state  # shared with /v1/runs/{id}
+
+    return await find_run_state(request, run_id)
+
+
+def partial_text(partial: Any) -> str | None:
+    """What a page says when some engine did not answer (docs/architecture.md, "Any
+    engine answers"): the page shows what the others hold, and says what is missing."""
+    if partial is None:
+        return None
+    fields = partial.fields()
+    silent = ", ".join(fields["missing_engines"]) or "none (partitions being reassigned)"
+    parts = ", ".join(str(p) for p in fields["missing_partitions"])
+    return (f"Partial answer: partitions {parts} were not read (engines that did not "
+            f"answer: {silent}); their runs are missing here. Reload to ask again.")
 
 
 async def runs_page(request: web.Request) -> web.Response:
     """``/``: runs newest first, filters, search, paging; live refresh on page one."""
     data = await _runs(request)
     functions = await _query(request, "functions")
-    return render(request, "runs.html", statuses=RUN_STATUSES,
-                  functions=[f["id"] for f in functions], **data)
+    return await render(request, "runs.html", statuses=RUN_STATUSES,
+                        functions=[f["id"] for f in functions], **data)
 
 
 async def runs_json(request: web.Request) -> web.Response:
     """``/ui/runs.json``: the runs page's rows, for its live refresh."""
     data = await _runs(request)
-    return web.json_response({"rows": data["rows"], "error": data["error"]})
+    return web.json_response({"rows": data["rows"], "error": data["error"],
+                              "partial": data["partial"]})
 
 
 async def run_page(request: web.Request) -> web.Response:
     """``/runs/{id}``: header, waterfall, steps, why it waits, actions."""
     run_id = request.match_info["run_id"]
-    state = await _query(request, "get_run", run_id)
+    state, missing = await _find_run(request, run_id)
     if state is None:
-        return render(request, "error.html", status=404, title="Run not found",
-                      message=f"No run {run_id} is known.")
+        return await render(request, "error.html", status=404, title="Run not found",
+                            message=f"No run {run_id} is known.",
+                            partial=partial_text(missing))
+    # A run of thousands of steps is a big view: built on a thread (see render).
+    ctx = await asyncio.to_thread(_run_context, state, now_ms())
+    return await render(request, "run.html", selected=request.query.get("step") or "", **ctx)
+
+
+def _run_context(state: dict[str, Any], now: int) -> dict[str, Any]:
+    """The run page's data: the run's view, its waterfall, and why it waits."""
     view = run_view(state)
-    now = now_ms()
     start = parse_rfc3339(view.get("started_at"))
     end = parse_rfc3339(view.get("ended_at"))
-    duration = duration_text((end or now) - start) if start else ""
-    trigger = state.get("events") or [state.get("event") or {}]
     status = view["status"]
     ended = status in ("Completed", "Failed", "Cancelled", "Skipped")
-    return render(request, "run.html", run=view, trigger=trigger, bars=bars(view, now),
-                  duration=duration, ended=ended,
-                  waiting=None if ended else waiting_text(view.get("waiting")) or None,
-                  cancelled=(cancelled_text(view.get("cancelled_by"))
-                             if status == "Cancelled" else None),
-                  selected=request.query.get("step") or "",
-                  trace_id=view.get("trace_id"))
+    return {"run": view, "trigger": state.get("events") or [state.get("event") or {}],
+            "bars": bars(view, now),
+            "duration": duration_text((end or now) - start) if start else "",
+            "ended": ended,
+            "waiting": None if ended else waiting_text(view.get("waiting")) or None,
+            "cancelled": (cancelled_text(view.get("cancelled_by"))
+                          if status == "Cancelled" else None),
+            "trace_id": view.get("trace_id")}
 
 
 async def events_page(request: web.Request) -> web.Response:
@@ -193,8 +241,8 @@ async def events_page(request: web.Request) -> web.Response:
             error = f"the events topic could not be read: {exc}"
     for event in events:
         states = await _query(request, "runs_for_event", event["id"])
-        event["runs"] = [_run_row(run_view(s)) for s in states]
-    return render(request, "events.html", events=events, form=form, next=nxt, error=error)
+        event["runs"] = [_run_row(s) for s in states]
+    return await render(request, "events.html", events=events, form=form, next=nxt, error=error)
 
 
 async def send_event(request: web.Request) -> web.Response:
@@ -204,14 +252,16 @@ async def send_event(request: web.Request) -> web.Response:
     if len(body) > MAX_SEND_BYTES:
         return _err(413, "the event is over 1 MiB")
     try:
-        payload = json.loads(body or b"{}")
-    except ValueError:
-        return _err(400, "the request is not JSON")
+        payload = load_json(body or b"{}")
+    except BodyError as exc:
+        return _err(400, str(exc))
     if not isinstance(payload, dict) or not isinstance(payload.get("name"), str):
         return _err(400, "give the event's name and its data (a JSON object)")
     event = {"name": payload["name"], "data": payload.get("data") or {}}
     try:
         ids = await request.app[INGEST].send_body(json.dumps(event).encode())
+    except RecursionError:  # decodable, yet one level too deep to encode again
+        return _err(400, "body is not valid JSON: nested too deeply")
     except IngestError as exc:
         return _err(exc.status, exc.message)
     return web.json_response({"ids": ids})
@@ -221,13 +271,21 @@ async def functions_page(request: web.Request) -> web.Response:
     """``/functions``: triggers, config, next cron tick, counts by status, Invoke."""
     functions = await _query(request, "functions")
     recent = await _query(request, "list_runs", COUNT_WINDOW, None, None)
+    # Thousands of run states: counted off the event loop (see render).
+    counts = await asyncio.to_thread(_status_counts, recent)
+    return await render(request, "functions.html", functions=functions, counts=counts,
+                        window=COUNT_WINDOW, window_full=len(recent) >= COUNT_WINDOW,
+                        partial=partial_text(getattr(recent, "partial", None)))
+
+
+def _status_counts(states: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Runs per function per status."""
     counts: dict[str, dict[str, int]] = {}
-    for state in recent:
-        status = run_view(state)["status"]
+    for state in states:
+        status = api_status(run_status(state))
         per = counts.setdefault(str(state.get("fn_id")), {})
         per[status] = per.get(status, 0) + 1
-    return render(request, "functions.html", functions=functions, counts=counts,
-                  window=COUNT_WINDOW, window_full=len(recent) >= COUNT_WINDOW)
+    return counts
 
 
 async def dead_letters_page(request: web.Request) -> web.Response:
@@ -247,7 +305,7 @@ async def dead_letters_page(request: web.Request) -> web.Response:
             error = str(exc)
         except Exception as exc:
             error = f"the dlq topic could not be read: {exc}"
-    return render(request, "dead_letters.html", letters=letters, next=nxt, error=error)
+    return await render(request, "dead_letters.html", letters=letters, next=nxt, error=error)
 
 
 def _err(status: int, message: str) -> web.Response:

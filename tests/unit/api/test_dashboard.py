@@ -141,8 +141,11 @@ def test_login_cookie_reads_and_changes_only_from_this_origin() -> None:
 
 def test_invoke_bad_input_is_4xx() -> None:
     async def t(c: TestClient[Any, Any], ing: FakeIngest) -> None:
+        deep = b'{"data": ' + b'{"a": ' * 600 + b"1" + b"}" * 600 + b"}"
         for body, status in ((b"[1]", 400), (b"{bad", 400), (b'{"data": 3}', 400),
-                             (b'{"x": {}}', 400)):
+                             (b'{"x": {}}', 400), (deep, 400),
+                             (b'{"data": {"n": 1e999}}', 400),
+                             (b'{"data": {"n": 99999999999999999999999}}', 400)):
             r = await c.post("/v1/functions/a-f/invoke", data=body)
             assert r.status == status and (await r.json())["error"], body
     serve(t)
@@ -162,3 +165,48 @@ def test_cursor_round_trip_and_bad_cursors() -> None:
 def test_an_api_invoke_of_a_removed_function_is_dropped_not_crashed() -> None:
     rec = InvokeRequested(fn_id="gone", data={}, event_id="E1", parent={}, ts=1)
     assert route_invoke(rec, Registry(), now_ms=2, backoff_base_ms=100) == []
+
+
+def test_send_event_nested_too_deeply_is_a_400() -> None:
+    # The fault campaign's fuzzer got a 500 from a deeply nested body.
+    async def t(c: TestClient[Any, Any], ing: FakeIngest) -> None:
+        for depth in (50, 900, 5000, 100_000):
+            body = '{"name": "x", "data": ' + '{"a": ' * depth + "1" + "}" * depth + "}"
+            r = await c.post("/ui/send-event", data=body.encode())
+            assert r.status < 500, (depth, r.status, await r.text())
+            if r.status != 200:
+                assert r.status == 400 and "nested" in (await r.json())["error"], depth
+        r = await c.post("/ui/send-event", data=b'{"a": ' * 5000)
+        assert r.status == 400
+    serve(t, dev=True)
+
+
+def test_pages_say_when_an_engine_did_not_answer() -> None:
+    # With several engines, a page built while one is silent lists what the others hold;
+    # it has to say that runs are missing rather than look complete.
+    from engine.cluster.merge import Gathered, Partial
+
+    missing = Partial(missing_engines=("http://10.0.0.2:8288",), missing_partitions=(2, 3))
+
+    class Silent(FakeQueries):
+        def list_runs(self, limit: int, cursor: str | None, flt: Any) -> Gathered:
+            return Gathered(super().list_runs(limit, cursor, flt), missing)
+
+        def find_run(self, run_id: str) -> tuple[Any, Partial | None]:
+            state = self.get_run(run_id)
+            return state, None if state is not None else missing
+
+    async def main() -> None:
+        app = make_app(Silent([state("R1")]), FakeIngest(), dev=True,
+                       event_keys=frozenset())
+        async with TestClient(TestServer(app)) as c:
+            for path, status in (("/", 200), ("/functions", 200), ("/runs/ELSEWHERE", 404)):
+                r = await c.get(path, headers=HTML)
+                page = await r.text()
+                assert r.status == status and 'id="partial"' in page, path
+                assert "partitions 2, 3 were not read" in page and "10.0.0.2" in page, path
+            r = await c.get("/runs/R1", headers=HTML)
+            assert r.status == 200 and 'id="partial"' not in await r.text()
+            r = await c.get("/ui/runs.json")
+            assert "partitions 2, 3" in (await r.json())["partial"]
+    asyncio.run(main())

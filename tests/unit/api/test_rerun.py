@@ -161,3 +161,32 @@ def test_kept_steps_follow_the_order_they_were_recorded_in() -> None:
     request = rerun_request(original, "N1", "c", 5000)
     assert request.kept_order == ["b", "a"]
     assert request.kept == {"a": {"name": "a", "output": 1}, "b": {"name": "b", "output": 2}}
+
+
+def test_bulk_paths_name_functions_as_inngest_does_and_refuse_unknown_ones() -> None:
+    # Inngest's REST API takes app_id and the bare function_id; an unknown function was
+    # answered 200 "matched: 0", which looks like success while doing nothing.
+    runs = [stepped("R1", fn_id="shop-charge", status="running"), stepped("R2", fn_id="x")]
+    runs[0]["app_id"] = "shop"
+
+    async def main() -> None:
+        app = make_app(Queries(runs, {"shop-charge", "x"}), Ingest(), dev=True,
+                       event_keys=frozenset())
+        async with TestClient(TestServer(app)) as c:
+            for body in ({"app_id": "shop", "function_id": "charge"},
+                         {"function_id": "shop-charge"},
+                         {"app_id": "shop", "function_id": "shop-charge"}):
+                r = await c.post("/v1/cancellations", json={**body, "dry_run": True})
+                assert r.status == 200, (body, await r.text())
+                answer = await r.json()
+                assert answer["matched"] == 1 and answer["run_ids"] == ["R1"], body
+            for path, body in (("/v1/cancellations", {"function_id": "charge"}),
+                               ("/v1/cancellations", {"app_id": "a", "function_id": "nosuch"}),
+                               ("/v1/reruns", {"function_id": "nosuch"})):
+                r = await c.post(path, json=body)
+                assert r.status == 404, (path, body, r.status)
+                assert "no function" in (await r.json())["error"]
+            r = await c.post("/v1/reruns", json={"function_id": "x", "dry_run": True})
+            assert r.status == 200 and (await r.json())["run_ids"] == ["R2"]
+
+    asyncio.run(main())
