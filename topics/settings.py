@@ -225,6 +225,9 @@ class Settings:
     # moved partition restores from there, not from all of ``runs`` (0: never; restore
     # then re-folds from offset 0). docs/architecture.md, "Restore".
     snapshot_interval_ms: int = 60_000
+    # Threads the engine's API runs queries, page building and topic reads on. Each
+    # busy one is a GIL contender the API's event loop waits behind (README, config).
+    api_threads: int = 2
 
     @staticmethod
     def from_env(env: Mapping[str, str], *, kafka_file_text: str | None = None,
@@ -263,7 +266,7 @@ class Settings:
         for name in ("partitions", "replication", "max_event_bytes", "max_record_bytes",
                      "max_depth", "max_step_output_bytes", "max_run_state_bytes",
                      "state_memtable_mb", "state_block_cache_mb", "pass_max_steps",
-                     "pass_max_ms", "peer_timeout_ms", "peer_heartbeat_ms"):
+                     "pass_max_ms", "peer_timeout_ms", "peer_heartbeat_ms", "api_threads"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.snapshot_interval_ms < 0:

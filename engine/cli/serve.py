@@ -58,7 +58,6 @@ from topics.settings import (
 DEV_STATE_MARKER = ".stepstream-dev-state"
 WORKER_STOP_GRACE_S = 10.0
 API_SWITCH_INTERVAL_S = 0.001
-API_THREADS = int(os.environ.get('STEPSTREAM_API_THREADS', '2'))
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,7 +332,7 @@ async def _serve(app: Any, host: str, port: int, engine: Any, settings: Settings
     # Queries, page building and topic reads run on these threads. Each busy one is
     # another contender for the GIL the event loop needs for every request: few
     # threads keep /health quick while a burst of heavy requests queues behind them.
-    loop.set_default_executor(ThreadPoolExecutor(max_workers=API_THREADS,
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=settings.api_threads,
                                                  thread_name_prefix="stepstream-api"))
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
