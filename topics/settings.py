@@ -227,7 +227,7 @@ class Settings:
     snapshot_interval_ms: int = 60_000
     # Threads the engine's API runs queries, page building and topic reads on. Each
     # busy one is a GIL contender the API's event loop waits behind (README, config).
-    api_threads: int = 2
+    api_threads: int = 1
 
     @staticmethod
     def from_env(env: Mapping[str, str], *, kafka_file_text: str | None = None,

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
 
 from aiohttp import web
 from confluent_kafka import KafkaException, Message
@@ -34,6 +37,8 @@ from topics.ids import new_ulid, run_id_for
 from topics.records import CancellationCreated, DeadLetter, Event, InvokeRequested
 from topics.settings import Settings
 
+T = TypeVar("T")
+
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 MAX_INVOKE_BODY_BYTES = 1024 * 1024
@@ -50,11 +55,21 @@ class History:
         self.bulk_cancels = TopicReader(
             settings, self.catalog.cancellations,
             partitions=self.catalog.spec(self.catalog.cancellations).partitions)
+        # Reads wait on the broker: on a thread of their own, not the API's query
+        # threads, so a slow fetch never holds up run queries (each reader serves one
+        # read at a time anyway).
+        self._reads = ThreadPoolExecutor(1, thread_name_prefix="stepstream-topic-reads")
+
+    async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` (one of this object's reads) on the readers' thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reads, partial(fn, *args, **kwargs))
 
     def close(self) -> None:
         self.events.close()
         self.dlq.close()
         self.bulk_cancels.close()
+        self._reads.shutdown(wait=False)
 
     def list_events(self, *, limit: int, cursor: str | None = None, name: str | None = None,
                     after: int | None = None, before: int | None = None) -> Found:
@@ -242,7 +257,7 @@ async def list_events(request: web.Request) -> web.Response:
         return _bad(400, str(exc))
     history = _history(request)
     try:
-        found = await asyncio.to_thread(history.list_events, limit=limit, **params)
+        found = await history.call(history.list_events, limit=limit, **params)
     except CursorError as exc:
         return _bad(400, str(exc))
     except KafkaException as exc:
@@ -255,7 +270,7 @@ async def get_event(request: web.Request, name_hint: str | None = None) -> web.R
     event_id = request.match_info["event_id"]
     history = _history(request)
     try:
-        event = await asyncio.to_thread(history.find_event, event_id, name_hint)
+        event = await history.call(history.find_event, event_id, name_hint)
     except KafkaException as exc:
         return _bad(503, f"the events topic could not be read: {exc}")
     if event is None:
@@ -276,7 +291,8 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     except ValueError as exc:
         return _bad(400, str(exc))
     try:
-        found = await asyncio.to_thread(_history(request).dead_letters, limit=limit,
+        history = _history(request)
+        found = await history.call(history.dead_letters, limit=limit,
                                         cursor=request.query.get("cursor") or None)
     except CursorError as exc:
         return _bad(400, str(exc))

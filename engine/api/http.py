@@ -508,7 +508,7 @@ async def list_cancellations(request: web.Request) -> web.Response:
     readers = request.app.get(history.HISTORY)
     if readers is None:
         return error(503, "this engine has no broker to read from")
-    recs = await asyncio.to_thread(partial(readers.cancellations, limit=limit))
+    recs = await readers.call(readers.cancellations, limit=limit)
     return _json({"data": [cancellations.view(r) for r in recs]})
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -104,6 +105,34 @@ def _init_worker() -> None:
     os.nice(10)
 
 
+def all_done(futures: Sequence[concurrent.futures.Future[Any]]) -> asyncio.Future[None]:
+    """An asyncio future done once every one of ``futures`` is: one callback on the loop
+    per batch (wrapping each future would put thousands on it when a big batch's
+    acknowledgements arrive together)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    left = [len(futures)]
+    lock = threading.Lock()
+
+    def settle() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def one_done(_: concurrent.futures.Future[Any]) -> None:
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(settle)
+
+    if not futures:
+        settle()
+    for fut in futures:
+        fut.add_done_callback(one_done)
+    return done
+
+
 class EventIngest:
     """Produces validated events to the ``events`` topic: key and partition from the
     event id, producer settings from :meth:`Settings.producer_tuning`.
@@ -176,9 +205,10 @@ class EventIngest:
         # Producing thousands of records is milliseconds of work per thousand, and a
         # full local queue waits: both belong off the event loop.
         futures = await asyncio.to_thread(self._produce, batch)
-        # Waited for in a thread too: wrapping each future would put thousands of
-        # callbacks on the loop at once when the acknowledgements arrive.
-        await asyncio.to_thread(concurrent.futures.wait, futures, self.delivery_timeout + 5)
+        # Not waited for on an API thread: that held one for each request's round trip
+        # to the broker (up to the delivery timeout), and queries queued behind it.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_done(futures), self.delivery_timeout + 5)
         return self._results(batch, futures)
 
     def send_sync(self, raw: Sequence[Any]) -> list[str]:

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -347,7 +348,7 @@ async def _serve(app: Any, host: str, port: int, engine: Any, settings: Settings
                                       preexec_fn=die_with_parent(signal.SIGTERM))
         banner(list(bound_urls(runner)), worker.pid if worker else None)
         wait_ready = getattr(engine, "wait_ready", lambda timeout: True)
-        ready = asyncio.create_task(asyncio.to_thread(wait_ready, 120))
+        ready = _in_daemon_thread(loop, wait_ready, 120)
         announced = False
         worker_reported = False
         while not stop.is_set():
@@ -373,6 +374,33 @@ async def _serve(app: Any, host: str, port: int, engine: Any, settings: Settings
         if worker is not None:
             await asyncio.to_thread(_stop_child, worker)
         await runner.cleanup()
+
+
+def _in_daemon_thread(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any
+                      ) -> asyncio.Future[Any]:
+    """``fn(*args)`` on a daemon thread of its own: waiting up to two minutes for the
+    partitions must neither take one of the API's few query threads nor hold up exit."""
+    done: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: Exception | None) -> None:
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)
+
+    def run() -> None:
+        result, error = None, None
+        try:
+            result = fn(*args)
+        except Exception as exc:
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="stepstream-ready", daemon=True).start()
+    return done
 
 
 def _stop_child(proc: subprocess.Popen[bytes]) -> None:

@@ -228,7 +228,7 @@ async def events_page(request: web.Request) -> web.Response:
     else:
         try:
             params = event_params({k: v for k, v in form.items() if v})
-            found = await asyncio.to_thread(history.list_events, limit=PAGE_SIZE, **params)
+            found = await history.call(history.list_events, limit=PAGE_SIZE, **params)
             events = found.items
             if found.cursor:
                 nxt = "?" + urlencode({**{k: v for k, v in form.items() if v},
@@ -297,7 +297,7 @@ async def dead_letters_page(request: web.Request) -> web.Response:
         error = "this engine has no broker to read the dlq topic from"
     else:
         try:
-            found = await asyncio.to_thread(history.dead_letters, limit=PAGE_SIZE,
+            found = await history.call(history.dead_letters, limit=PAGE_SIZE,
                                             cursor=request.query.get("cursor") or None)
             letters = found.items
             nxt = "?" + urlencode({"cursor": found.cursor}) if found.cursor else None
