@@ -361,6 +361,9 @@ async def _serve(app: Any, host: str, port: int, engine: Any, settings: Settings
             if not engine.alive:
                 say(f"engine stopped unexpectedly: {engine.error!r}")
                 return 1
+            check = getattr(engine, "check_progress", None)
+            if check is not None:
+                check()
             if worker is not None and not worker_reported and worker.poll() is not None:
                 worker_reported = True
                 say(f"worker exited with code {worker.returncode}; the engine and API keep "

@@ -61,6 +61,39 @@ def topic_lags(names: dict[str, str], parts: Iterable[tuple[str, int | None]]
     return out
 
 
+STALL_S = 30.0
+
+
+class ProgressWatch:
+    """Notices an input partition that has records waiting yet does not move: the fault
+    campaign once saw an engine stop starting runs for two minutes with nothing in its
+    log. Pure (the caller logs what :meth:`observe` returns), so it is tested alone."""
+
+    def __init__(self, after_s: float = STALL_S) -> None:
+        self.after_s = after_s
+        self._seen: dict[tuple[str, int], tuple[int, float, bool]] = {}
+
+    def observe(self, topic: str, partition: int, position: int, lag: int | None,
+                now: float) -> str | None:
+        """What to log about this sample of a partition: that it has stood still with
+        ``lag`` records waiting for ``after_s`` (once per stall), that it moves again,
+        or nothing."""
+        key = (topic, partition)
+        seen = self._seen.get(key)
+        if seen is None or seen[0] != position:
+            self._seen[key] = (position, now, False)
+            if seen is not None and seen[2]:
+                return (f"{topic}[{partition}] moves again after {now - seen[1]:.0f} s "
+                        f"at offset {seen[0]}")
+            return None
+        _, since, warned = seen
+        if lag and not warned and now - since >= self.after_s:
+            self._seen[key] = (position, since, True)
+            return (f"{topic}[{partition}] has not moved from offset {position} for "
+                    f"{now - since:.0f} s with {lag} record(s) waiting")
+        return None
+
+
 class LagMeter:
     """Samples the consumer's lag (:meth:`sample`, processor thread only) and keeps the
     latest answer for :meth:`report` (any thread)."""
@@ -76,6 +109,7 @@ class LagMeter:
         self._last: tuple[float, dict[str, int | None]] | None = None
         self._detail: list[tuple[str, int, int | None]] = []
         self._last_detail: list[tuple[str, int, int | None]] = []
+        self.watch = ProgressWatch()
 
     def assigned(self, partitions: Iterable[TopicPartition]) -> None:
         """The offsets partitions were assigned at (negative: the group's committed)."""
@@ -111,11 +145,15 @@ class LagMeter:
                     start, _high = consumer.get_watermark_offsets(c, cached=True)
                 self._starts[(c.topic, c.partition)] = start
         parts, detail = [], []
+        now = self.clock()
         for tp in positions:
             _low, high = consumer.get_watermark_offsets(tp, cached=True)
             lag = partition_lag(high, tp.offset, self._starts.get((tp.topic, tp.partition), -1))
             parts.append((tp.topic, lag))
             detail.append((self.topics[tp.topic], tp.partition, lag))
+            said = self.watch.observe(tp.topic, tp.partition, tp.offset, lag, now)
+            if said is not None:
+                log.warning("%s", said)
         self._detail = detail
         return topic_lags(self.topics, parts)
 

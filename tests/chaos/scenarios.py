@@ -107,8 +107,14 @@ def finish(stack: ChaosStack, result: Result, loads: list[Load], opts: Options,
     # A scenario whose load never ran checks nothing: that is a failure, not a pass.
     held = Check("load held (events acknowledged, runs completed)")
     held.case(bool(ids) and result.runs > 0, {"events": len(ids), "completed": result.runs})
-    result.checks += [held, exactly_its_runs(by_event), no_run_stuck(runs),
+    exact = exactly_its_runs(by_event)
+    result.checks += [held, exact, no_run_stuck(runs),
                       repeats_after_faults(runs, executions, faults)]
+    if exact.violations:  # events with no run: was the engine behind, or did it drop them?
+        result.notes.append(f"engine /health when runs were missing: "
+                            f"{stack.call('GET', '/health')[1]}")
+        result.notes.append(f"logs of the scenario (the engine logs a partition or a "
+                            f"processor that stands still): {stack.tmp}")
     if extra is not None:
         result.checks += extra()
     stuck = [r for r in runs if status(r) not in TERMINAL]
