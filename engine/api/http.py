@@ -244,7 +244,7 @@ async def _find_run(request: web.Request, run_id: str) -> dict[str, Any] | web.R
     if partial is None:
         return error(404, f"run {run_id} not found")
     fields = partial.fields()
-    silent = ", ".join(fields["missing_engines"]) or "none (partitions being reassigned)"
+    silent = partial.silent()
     return _json({"error": f"run {run_id} not found in the partitions read; partitions "
                            f"{fields['missing_partitions']} were not read (engines that "
                            f"did not answer: {silent}), so it may exist: ask again",

@@ -38,6 +38,10 @@ class Partial:
     missing_engines: tuple[str, ...]
     missing_partitions: tuple[int, ...]
 
+    def silent(self) -> str:
+        """The engines that did not answer, for a message (none: partitions moving)."""
+        return ", ".join(self.missing_engines) or "none (partitions being reassigned)"
+
     def fields(self) -> dict[str, Any]:
         """The fields an API answer carries when it is partial."""
         return {"partial": True, "missing_engines": list(self.missing_engines),

@@ -124,7 +124,7 @@ class LagMeter:
             return
         self._next = now + self.every_s
         try:
-            lags = self._measure(consumer)
+            lags = self._measure(consumer, now)
         except Exception:
             log.warning("could not measure consumer lag", exc_info=True)
             return
@@ -132,7 +132,7 @@ class LagMeter:
             self._last = (now, lags)
             self._last_detail = self._detail
 
-    def _measure(self, consumer: Any) -> dict[str, int | None]:
+    def _measure(self, consumer: Any, now: float) -> dict[str, int | None]:
         assignment = [tp for tp in consumer.assignment() if tp.topic in self.topics]
         positions = consumer.position(assignment) if assignment else []
         unknown = [TopicPartition(tp.topic, tp.partition) for tp in positions
@@ -145,7 +145,6 @@ class LagMeter:
                     start, _high = consumer.get_watermark_offsets(c, cached=True)
                 self._starts[(c.topic, c.partition)] = start
         parts, detail = [], []
-        now = self.clock()
         for tp in positions:
             _low, high = consumer.get_watermark_offsets(tp, cached=True)
             lag = partition_lag(high, tp.offset, self._starts.get((tp.topic, tp.partition), -1))

@@ -164,11 +164,9 @@ def partial_text(partial: Any) -> str | None:
     engine answers"): the page shows what the others hold, and says what is missing."""
     if partial is None:
         return None
-    fields = partial.fields()
-    silent = ", ".join(fields["missing_engines"]) or "none (partitions being reassigned)"
-    parts = ", ".join(str(p) for p in fields["missing_partitions"])
+    parts = ", ".join(str(p) for p in partial.missing_partitions)
     return (f"Partial answer: partitions {parts} were not read (engines that did not "
-            f"answer: {silent}); their runs are missing here. Reload to ask again.")
+            f"answer: {partial.silent()}); their runs are missing here. Reload to ask again.")
 
 
 async def runs_page(request: web.Request) -> web.Response:
