@@ -60,17 +60,20 @@ class SnapshotWriter:
                 if store.closed:
                     continue
                 at = store.next_offset()
-                if at == offset or at == 0:
-                    self.written[(table, p)] = (now, offset)  # nothing new to keep
-                    continue
-                try:
-                    end = self.write(table, p, store)
-                except Exception:
-                    # Not fatal: the previous snapshot still stands, the next is tried
-                    # an interval later (a restore meanwhile re-folds a longer tail).
-                    log.exception("%s[%d]: snapshot not written", table, p)
-                    self.written[(table, p)] = (now, offset)
-                    continue
+            if at == offset or at == 0:
+                self.written[(table, p)] = (now, offset)  # nothing new to keep
+                continue
+            # Written without the store's lock: this thread is the only one that writes
+            # live state or closes the store, so nothing changes under the snapshot,
+            # and API queries on the partition need not wait for its broker round trips.
+            try:
+                end = self.write(table, p, store)
+            except Exception:
+                # Not fatal: the previous snapshot still stands, the next is tried
+                # an interval later (a restore meanwhile re-folds a longer tail).
+                log.exception("%s[%d]: snapshot not written", table, p)
+                self.written[(table, p)] = (now, offset)
+                continue
             self.written[(table, p)] = (now, at)
             log.info("%s[%d]: snapshot %s at offset %d: %d entries, %d bytes", table, p,
                      end.snapshot_id, at, end.entries, end.size)
