@@ -261,16 +261,24 @@ class Processor:
     def _drain_registry(self) -> None:
         msgs = self.registry_consumer.consume(500, 0)
         if msgs:
-            self._apply_registry(msgs)
+            self._apply_registry(msgs, live=True)
 
-    def _apply_registry(self, msgs: list[Message]) -> None:
+    def _apply_registry(self, msgs: list[Message], live: bool = False) -> None:
         for m in msgs:
             if m.error():
                 continue
             if m.value() is None:
                 key = m.key()
                 if isinstance(key, bytes):
-                    self.registry.remove(key.decode())
+                    fn_id = key.decode(errors="replace")
+                    if live and fn_id in self.registry.functions:
+                        # Said out loud: from here its events start no run, which looks
+                        # like lost events to whoever did not remove it.
+                        log.warning("function %s removed from the registry (DELETE "
+                                    "/v1/functions or an app sync without it): its events "
+                                    "start no runs and its cron stops; runs in flight go on",
+                                    fn_id)
+                    self.registry.remove(fn_id)
                 continue
             try:
                 rec = decode(m.value(), max_bytes=self.settings.max_record_bytes,

@@ -12,6 +12,7 @@ from rich.table import Table
 
 INVARIANT_ORDER = [
     "every acked event has exactly its runs",
+    "the app's functions stay registered",
     "recorded step never re-run",
     "no run stuck",
     "flow-control limit never exceeded",

@@ -82,6 +82,20 @@ def _waiting(stack: ChaosStack, event_id: str) -> bool:
     return (runs[0].get("waiting") or {}).get("kind") == "event"
 
 
+def functions_kept(stack: ChaosStack, wait_s: float = 60) -> Check:
+    """Every function of the app is still registered at the end. A registry that lost
+    one would look like lost events (they would start no run), so it is told apart.
+    Waited for: an engine just restarted answers once it has read the registry."""
+    check = Check("the app's functions stay registered")
+    deadline = time.monotonic() + wait_s
+    while (missing := set(FUNCTIONS) - _functions(stack)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    check.checked = len(FUNCTIONS)
+    for fn_id in sorted(missing):
+        check.violation({"function": fn_id, "registered": sorted(_functions(stack))})
+    return check
+
+
 def stop_cron(stack: ChaosStack) -> None:
     """Remove the cron function so the state stops moving (for the replay hash)."""
     stack.call("DELETE", "/v1/functions/chaos-ticker")
@@ -95,6 +109,7 @@ def finish(stack: ChaosStack, result: Result, loads: list[Load], opts: Options,
         ids.extend(load.stop())
     if stack.engine_proc is None or stack.engine_proc.poll() is not None:
         stack.start_engine_proc()
+    registered = functions_kept(stack)
     stop_cron(stack)
     by_event = stack.settle(ids, opts.drain_s)
     by_event.update({e: [] for e in ids if e not in by_event})
@@ -108,7 +123,7 @@ def finish(stack: ChaosStack, result: Result, loads: list[Load], opts: Options,
     held = Check("load held (events acknowledged, runs completed)")
     held.case(bool(ids) and result.runs > 0, {"events": len(ids), "completed": result.runs})
     exact = exactly_its_runs(by_event)
-    result.checks += [held, exact, no_run_stuck(runs),
+    result.checks += [held, registered, exact, no_run_stuck(runs),
                       repeats_after_faults(runs, executions, faults)]
     if exact.violations:  # events with no run: was the engine behind, or did it drop them?
         result.notes.append(f"engine /health when runs were missing: "

@@ -173,6 +173,11 @@ def test_functions_list_show_remove_through_cli_and_api(
                                  engine.base)
         assert code == 0 and "function cat-echo removed" in out, err
         wait_for(lambda: "cat-echo" not in engine.function_ids(), 30, "cat-echo removed")
+        # The engine's log says so (at its default level): events that start nothing
+        # from here must not look lost.
+        wait_for(lambda: "function cat-echo removed from the registry" in
+                 (stack.tmp / "engine.log").read_text(errors="replace"), 30,
+                 "the removal in the engine's log")
         # An event both functions matched now starts only the one still registered.
         [event_id] = client.send_sync(sdk.Event(name="cat/report", data={}))
         done = wait_for(lambda: [r for r in engine.get(f"/v1/events/{event_id}/runs")[1]["data"]

@@ -88,3 +88,31 @@ def test_state_damage_deletes_or_corrupts_one_partition(tmp_path: Path) -> None:
         else:
             assert sorted((p / "000007.sst").stat().st_size for p in dbs.values()) == [50, 100]
     assert seen == {"deleted", "garbage CURRENT", "truncated sst"}
+
+
+def test_fuzzed_requests_use_real_ids_only_with_their_paths_own_method() -> None:
+    """A read turned into a DELETE with a real id is a valid request that removes the
+    load's own function; the fuzzer sends such method swaps with made-up ids only."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from tests.chaos.fuzz import ENDPOINTS, requests
+
+    real_ids = ["chaos-three", "chaos-limited", "01HREALRUNID0000000000000"]
+    reads = {template for method, template in ENDPOINTS if "{id}" in template}
+    assert {m for m, t in ENDPOINTS if t in reads} == {"GET"}
+    seen = {"real read": 0, "swapped": 0}
+
+    @settings(max_examples=800, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(requests({"id": real_ids}), st.just(None))
+    def check(req: Any, _: None) -> None:
+        carries_real = any(f"/{rid}" in req.path for rid in real_ids)
+        if req.method != "GET":
+            assert not carries_real, req
+            seen["swapped"] += req.path.startswith("/v1/functions/")
+        elif carries_real:
+            seen["real read"] += 1
+
+    check()
+    assert seen["real read"] > 0 and seen["swapped"] > 0  # both kinds were drawn
