@@ -1,6 +1,7 @@
 """Poison records on every topic the engine and workers read, under load: garbage bytes,
-JSON, empty values, tombstones, oversized values and records of the wrong kind. Nothing
-may exit, every partition goes on (the load's runs all finish)."""
+JSON, empty values, tombstones, oversized values and records of the wrong kind, under
+keys that are missing, empty or not UTF-8. Nothing may exit, every partition goes on
+(the load's runs all finish)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,13 @@ def poison_value(kind: str, rng: random.Random) -> bytes | None:
                                 "run_id": rng.choice(["", "r", 7]), "junk": [1, {"x": None}]}))
 
 
+def poison_key(rng: random.Random) -> bytes | None:
+    """Mostly a plain key; now and then none, an empty one or bytes that are not UTF-8
+    (a tombstone on ``functions`` names its function by its key)."""
+    return rng.choice([uuid.uuid4().hex.encode()] * 3 + [None, b"", b"\xff\xfe" +
+                                                        rng.randbytes(8)])
+
+
 def poison(stack: ChaosStack, opts: Options) -> Result:
     """Poison records (garbage, JSON, empty, tombstones, 9 MiB, wrong kind) on every
     partition of every topic read by the engine or the workers, under load."""
@@ -61,7 +69,7 @@ def poison(stack: ChaosStack, opts: Options) -> Result:
         # Oversized ones are few: each is 9 MiB in a memory-only broker.
         kind = opts.rng.choice([k for k in KINDS if k != "oversized"
                                 or tried[k] < 2 * len(topics)])
-        producer.produce(topic, poison_value(kind, opts.rng), uuid.uuid4().hex.encode(),
+        producer.produce(topic, poison_value(kind, opts.rng), poison_key(opts.rng),
                          partition=opts.rng.randrange(counts[topic]))
         producer.poll(0)
         tried[kind] += 1
