@@ -229,6 +229,35 @@ def _children(state: dict[str, Any]) -> list[dict[str, Any]]:
     return list(found.values())
 
 
+def run_span_ms(state: dict[str, Any]) -> tuple[int | None, int | None]:
+    """When the run started and ended (epoch ms; None for not yet): a queued run has no
+    start, whatever its state holds from before (a run re-queued for a slot)."""
+    start, end = state.get("started_at"), state.get("ended_at")
+    return (None if run_status(state) == "queued" or not _is_ms(start) else start,
+            end if _is_ms(end) else None)
+
+
+def _is_ms(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def run_summary(state: dict[str, Any]) -> dict[str, Any]:
+    """The fields of :func:`run_view` that need no steps, timeline or links: cheap enough
+    for a table of many runs (the dashboard's runs page)."""
+    event = state.get("event") or {}
+    start, end = run_span_ms(state)
+    return {
+        "run_id": state.get("run_id"),
+        "function_id": state.get("fn_id"),
+        "event_id": event.get("id"),
+        "event_name": event.get("name"),
+        "status": api_status(run_status(state)),
+        "requested_at": rfc3339(state.get("requested_at")),
+        "started_at": rfc3339(start),
+        "ended_at": rfc3339(end),
+    }
+
+
 def run_view(state: dict[str, Any]) -> dict[str, Any]:
     """The API's JSON for one run, from the internal run state.
 
@@ -250,20 +279,13 @@ def run_view(state: dict[str, Any]) -> dict[str, Any]:
     status = run_status(state)
     parent = state.get("parent")
     return {
-        "run_id": state.get("run_id"),
-        "function_id": state.get("fn_id"),
-        "event_id": event.get("id"),
+        **run_summary(state),
         # Every event the run was started with, in order: a batch's (or a collecting
         # debounce's) whole list; for a run of one event, that one.
         "event_ids": [e.get("id") for e in (state.get("events") or [event])
                       if isinstance(e, dict)],
-        "status": api_status(status),
         "output": state.get("output"),
-        "started_at": None if status == "queued" else rfc3339(state.get("started_at")),
-        "ended_at": rfc3339(state.get("ended_at")),
         "app_id": state.get("app_id"),
-        "event_name": event.get("name"),
-        "requested_at": rfc3339(state.get("requested_at")),
         # Errors recorded before codes existed, and the engine's own, get theirs here.
         "error": coded(state.get("error")),
         "attempt": state.get("attempt", 0),

@@ -10,7 +10,6 @@ calls from ``static/app.js`` to ``/v1`` paths and ``/ui/send-event``.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 from functools import partial
 from pathlib import Path
@@ -34,8 +33,9 @@ from engine.api.views import (
     parse_rfc3339,
     parse_status,
     parse_time_ms,
-    rfc3339,
+    run_span_ms,
     run_status,
+    run_summary,
     run_view,
     waiting_text,
 )
@@ -93,30 +93,20 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self';
 
 
 async def _query(request: web.Request, name: str, *args: Any) -> Any:
-    from engine.api.http import QUERIES  # the app's queries: shared with /v1
+    from engine.api.http import _query  # the app's queries: shared with /v1
 
-    fn = getattr(request.app[QUERIES], name)
-    if inspect.iscoroutinefunction(fn):
-        return await fn(*args)
-    return await asyncio.to_thread(fn, *args)
+    return await _query(request, name, *args)
 
 
 def _run_row(state: dict[str, Any]) -> dict[str, Any]:
-    """A runs-table row, read from the state directly: a full run view (steps, attempts,
+    """A runs-table row, from the run's summary: a full run view (steps, attempts,
     timeline) per row made the runs page cost tens of milliseconds of event loop."""
-    status = run_status(state)
-    event = state.get("event") or {}
-    start = None if status == "queued" else _ms(state.get("started_at"))
-    end = _ms(state.get("ended_at"))
-    return {"run_id": state.get("run_id"), "function_id": state.get("fn_id"),
-            "status": api_status(status), "event_name": event.get("name") or "",
-            "event_id": event.get("id") or "",
-            "requested_at": rfc3339(state.get("requested_at")) or "",
+    row = run_summary(state)
+    start, end = run_span_ms(state)
+    return {**{k: row[k] or "" for k in ("event_name", "event_id", "requested_at")},
+            "run_id": row["run_id"], "function_id": row["function_id"],
+            "status": row["status"],
             "duration": duration_text(end - start) if start and end else ""}
-
-
-def _ms(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _runs_filter(query: Any) -> tuple[RunFilter, dict[str, str]]:
