@@ -40,6 +40,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from engine.api import cancellations, history
 from engine.api.dashboard import auth as dash_auth
@@ -594,9 +595,34 @@ def event_keys_from_env(value: str | None) -> frozenset[str]:
     return frozenset(k.strip() for k in (value or "").split(",") if k.strip())
 
 
+class ClientErrorsInOneLine(logging.Filter):
+    """aiohttp logs a request it cannot parse (a bad header, a broken request line) as
+    an ERROR with a traceback, though it answers the client 400. That is the client's
+    error, not the server's: one INFO line without the traceback, so a fuzzer or a
+    port scanner does not bury real errors in the engine's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError) or (exc.code or 400) >= 500:
+            return True
+        said = record.getMessage().removeprefix("Error handling request from ")
+        reason = (str(exc.message).strip().splitlines() or [""])[0][:200]
+        record.msg = "bad HTTP request (from %s) answered %d: %s"
+        record.args = (said, exc.code or 400, reason)
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.exc_info = record.exc_text = None
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+
+
+_client_errors_filter = ClientErrorsInOneLine()
+
+
 async def start_server(app: web.Application, host: str, port: int) -> web.AppRunner:
     """Serve ``app`` on ``host:port`` (0 picks a free port; see :func:`bound_urls`).
     Stop with ``await runner.cleanup()``."""
+    server_log = logging.getLogger("aiohttp.server")
+    if _client_errors_filter not in server_log.filters:
+        server_log.addFilter(_client_errors_filter)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
