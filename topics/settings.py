@@ -172,26 +172,33 @@ def redact(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: "***" if any(p in k for p in SECRET_PARTS) else v for k, v in config.items()}
 
 
+def at_least(low: int, default: int, *, zero: str | None = None) -> Any:
+    """A whole-number setting's field with its lower bound (:meth:`Settings.validate`);
+    ``zero`` says what 0 means where it is allowed. Integer settings without one must
+    be 0 or more."""
+    return field(default=default, metadata={"min": low, "zero": zero})
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything that both sides of the wire must agree on, plus client tuning."""
 
     brokers: str | None = None
     prefix: str = "stepstream."
-    partitions: int = 8
-    replication: int = 1
-    max_event_bytes: int = 512 * KIB
+    partitions: int = at_least(1, 8)
+    replication: int = at_least(1, 1)
+    max_event_bytes: int = at_least(1, 512 * KIB)
     # Inngest's limits: 4 MB per step output, 32 MB per run (events + outputs). A run's
     # task carries large outputs by reference, so neither is bounded by the record size.
-    max_step_output_bytes: int = 4 * MIB
-    max_run_state_bytes: int = 32 * MIB
-    max_record_bytes: int = 8 * MIB
-    max_depth: int = 64
+    max_step_output_bytes: int = at_least(1, 4 * MIB)
+    max_run_state_bytes: int = at_least(1, 32 * MIB)
+    max_record_bytes: int = at_least(1, 8 * MIB)
+    max_depth: int = at_least(1, 64)
     # Above 0: the engine's and workers' producers log what they sent (records, produce
     # requests) at this interval and when they close (topics/producer_stats.py).
-    producer_stats_ms: int = 0
-    session_timeout_ms: int = 6000
-    heartbeat_interval_ms: int = 1000
+    producer_stats_ms: int = at_least(0, 0, zero="off")
+    session_timeout_ms: int = at_least(1, 6000)
+    heartbeat_interval_ms: int = at_least(1, 1000)
     # Tansu answers a fetch only when fetch.wait.max.ms has passed, so this bounds the
     # latency of every hop on the dev broker. Real Kafka wakes fetches on new data, so a
     # larger value there only saves idle requests.
@@ -201,13 +208,13 @@ class Settings:
     retry_backoff_base_ms: int = 1000
     # RocksDB memory of one engine process, shared by all its partition databases:
     # memtables are flushed to disk past the first, the second caches read blocks.
-    state_memtable_mb: int = 64
-    state_block_cache_mb: int = 16
+    state_memtable_mb: int = at_least(1, 64)
+    state_block_cache_mb: int = at_least(1, 16)
     # A worker runs ahead past completed steps without waiting for the engine; it hands
     # the run back after this many steps or this long in one pass (1 step: every step
     # makes a round trip through the engine, as before run-ahead).
-    pass_max_steps: int = 100
-    pass_max_ms: int = 10_000
+    pass_max_steps: int = at_least(1, 100)
+    pass_max_ms: int = at_least(1, 10_000)
     # Which runs' stepstream/function.* events go to the `events` topic: "listened"
     # (only those a registered trigger names; the rest reach only waits and cancel rules,
     # on `waits`) or "all" (every run's, as before; for consumers of `events`).
@@ -219,15 +226,15 @@ class Settings:
     # address it is bound to), how long an engine waits for its peers' answers, and how
     # often it advertises itself (docs/architecture.md, "Any engine answers").
     advertised_url: str | None = None
-    peer_timeout_ms: int = 2000
-    peer_heartbeat_ms: int = 2000
+    peer_timeout_ms: int = at_least(1, 2000)
+    peer_heartbeat_ms: int = at_least(1, 2000)
     # How often the engine writes each partition's live state to ``snapshots``, so a
     # moved partition restores from there, not from all of ``runs`` (0: never; restore
     # then re-folds from offset 0). docs/architecture.md, "Restore".
-    snapshot_interval_ms: int = 60_000
+    snapshot_interval_ms: int = at_least(0, 60_000, zero="off")
     # Threads the engine's API runs queries, page building and topic reads on. Each
     # busy one is a GIL contender the API's event loop waits behind (README, config).
-    api_threads: int = 1
+    api_threads: int = at_least(1, 1)
 
     @staticmethod
     def from_env(env: Mapping[str, str], *, kafka_file_text: str | None = None,
@@ -263,15 +270,15 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        for name in ("partitions", "replication", "max_event_bytes", "max_record_bytes",
-                     "max_depth", "max_step_output_bytes", "max_run_state_bytes",
-                     "state_memtable_mb", "state_block_cache_mb", "pass_max_steps",
-                     "pass_max_ms", "peer_timeout_ms", "peer_heartbeat_ms", "api_threads"):
-            if getattr(self, name) < 1:
-                raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.snapshot_interval_ms < 0:
-            raise SettingsError(f"snapshot_interval_ms must be 0 (off) or more, got "
-                                f"{self.snapshot_interval_ms}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type != "int" or value >= f.metadata.get("min", 0):
+                continue
+            low, zero = f.metadata.get("min", 0), f.metadata.get("zero")
+            if low == 0:
+                raise SettingsError(f"{f.name} must be 0{f' ({zero})' if zero else ''} "
+                                    f"or more, got {value}")
+            raise SettingsError(f"{f.name} must be at least {low}, got {value}")
         if self.lifecycle_events not in LIFECYCLE_EVENT_MODES:
             raise SettingsError(f"lifecycle_events must be one of {LIFECYCLE_EVENT_MODES}, "
                                 f"got {self.lifecycle_events!r}")
