@@ -1,5 +1,6 @@
-"""The guard that keeps a ``runs`` or ``waits`` partition from being folded past a
-missing offset (docs/architecture.md; README, Guarantees)."""
+"""The guard that keeps a ``runs`` or ``waits`` partition from being folded, and an
+``events`` partition from being routed, past a missing offset (docs/architecture.md;
+README, Guarantees)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,38 @@ class GapGuard:
     def __init__(self, consumer: Consumer) -> None:
         self.consumer = consumer
         self.gaps: dict[tuple[str, int], tuple[int, float]] = {}
+        # Per ``events`` partition: the offset after the last record routed (there is no
+        # store to hold it; routing keeps no state).
+        self.routed_to: dict[tuple[str, int], int] = {}
+
+    def assigned(self, topic: str, p: int, committed: int | None) -> None:
+        """An ``events`` partition assigned, read from ``committed`` (None: not known,
+        so its first records are taken as they come)."""
+        key = (topic, p)
+        self.gaps.pop(key, None)
+        if committed is None or committed < 0:
+            self.routed_to.pop(key, None)
+        else:
+            self.routed_to[key] = committed
+
+    def revoked(self, topic: str, p: int) -> None:
+        self.gaps.pop((topic, p), None)
+        self.routed_to.pop((topic, p), None)
+
+    def events_up_to_a_gap(self, topic: str, p: int, msgs: list[Message]) -> list[Message]:
+        """The fetched records of an ``events`` partition to route now: as
+        :meth:`up_to_a_gap`, from the offset after the last one routed. Skipping an
+        event there would lose its runs silently, as a skipped ``run.requested`` did.
+        Records below that offset are routed again, as before the guard: the consumer
+        only goes back when its position was reset, and a run's dedupe key makes a
+        second request of the same run a no-op."""
+        key = (topic, p)
+        expected = self.routed_to.get(key)
+        if expected is not None and msgs:
+            msgs = self.up_to_a_gap(topic, p, msgs, expected)
+        if msgs:
+            self.routed_to[key] = (msgs[-1].offset() or 0) + 1
+        return msgs
 
     def up_to_a_gap(self, topic: str, p: int, msgs: list[Message], expected: int
                      ) -> list[Message]:

@@ -299,8 +299,13 @@ class Processor:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         stateful = [tp for tp in partitions
                     if tp.topic in (self.catalog.runs, self.catalog.waits)]
+        routed = [tp for tp in partitions if tp.topic == self.catalog.events]
+        asked = [TopicPartition(tp.topic, tp.partition) for tp in [*stateful, *routed]]
         committed = {(tp.topic, tp.partition): tp.offset
-                     for tp in (consumer.committed(stateful, timeout=30) if stateful else [])}
+                     for tp in (consumer.committed(asked, timeout=30) if asked else [])}
+        for tp in routed:
+            self.gap_guard.assigned(tp.topic, tp.partition,
+                                    committed.get((tp.topic, tp.partition)))
         for tp in stateful:
             p = tp.partition
             runs = tp.topic == self.catalog.runs
@@ -375,6 +380,8 @@ class Processor:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
+            if tp.topic == self.catalog.events:
+                self.gap_guard.revoked(tp.topic, tp.partition)
             if tp.topic not in (self.catalog.runs, self.catalog.waits):
                 continue
             table = self.stores if tp.topic == self.catalog.runs else self.wait_stores
@@ -429,9 +436,16 @@ class Processor:
             assert topic is not None and p is not None and offset is not None
             if topic == self.catalog.events or topic in self.subscribed_sources:
                 events[(topic, p)].append(m)
-                commits[(topic, p)] = offset + 1
             else:
                 by_partition[(topic, p)].append(m)
+        for (topic, p), fetched in list(events.items()):
+            # Only our own topic: a source topic may be compacted or transactional, where
+            # offsets skip by design.
+            if topic == self.catalog.events:
+                fetched = events[(topic, p)] = self.gap_guard.events_up_to_a_gap(
+                    topic, p, fetched)
+            if fetched:
+                commits[(topic, p)] = (fetched[-1].offset() or 0) + 1
         # Events of different partitions arrive interleaved by fetch, not by when they
         # were sent: route them in send order (the producer's timestamp, then the id,
         # which one client makes monotonic), so runs that share a flow-control key are

@@ -67,3 +67,27 @@ def test_a_gap_below_the_log_start_or_that_stays_is_passed(monkeypatch: pytest.M
     assert p.up_to_a_gap("runs", 2, [Msg(9)], 5) == []
     monkeypatch.setattr(gaps, "GAP_WAIT_S", -1.0)  # waited long enough
     assert offsets(p.up_to_a_gap("runs", 2, [Msg(9)], 5)) == [9]
+
+
+def test_an_events_partition_is_routed_only_up_to_a_missing_offset() -> None:
+    # Skipping an event loses its runs as silently as skipping a run.requested did.
+    p = bare(Consumer())
+    p.assigned("events", 2, 100)  # read from its committed offset
+    assert offsets(p.events_up_to_a_gap("events", 2, [Msg(100), Msg(101)])) == [100, 101]
+    assert offsets(p.events_up_to_a_gap("events", 2, [Msg(105), Msg(106)])) == []
+    assert p.consumer.seeks == [("events", 2, 102)]  # type: ignore[attr-defined]
+    assert offsets(p.events_up_to_a_gap("events", 2, [Msg(o) for o in range(102, 107)])) == [
+        102, 103, 104, 105, 106]
+    assert p.routed_to[("events", 2)] == 107 and p.gaps == {}
+
+
+def test_an_events_partition_with_no_known_offset_takes_its_first_records() -> None:
+    p = bare(Consumer())
+    p.assigned("events", 0, None)  # nothing committed yet: no offset to hold it to
+    assert offsets(p.events_up_to_a_gap("events", 0, [Msg(7), Msg(8)])) == [7, 8]
+    assert p.consumer.seeks == []  # type: ignore[attr-defined]
+    p.revoked("events", 0)  # whoever owns it next starts from the committed offset
+    assert ("events", 0) not in p.routed_to
+    # A reset position (below what was routed) is read as it comes, as before the guard.
+    p.assigned("events", 0, 50)
+    assert offsets(p.events_up_to_a_gap("events", 0, [Msg(0), Msg(1)])) == [0, 1]
