@@ -272,7 +272,7 @@ class Settings:
     def validate(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.type != "int" or value >= f.metadata.get("min", 0):
+            if f.type not in ("int", int) or value >= f.metadata.get("min", 0):
                 continue
             low, zero = f.metadata.get("min", 0), f.metadata.get("zero")
             if low == 0:

@@ -603,8 +603,9 @@ class ClientErrorsInOneLine(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if not isinstance(exc, HttpProcessingError) or (exc.code or 400) >= 500:
-            return True
+        if (record.levelno < logging.ERROR or not isinstance(exc, HttpProcessingError)
+                or (exc.code or 400) >= 500):
+            return True  # aiohttp's own DEBUG line for a non-HTTP client stays as it is
         said = record.getMessage().removeprefix("Error handling request from ")
         reason = (str(exc.message).strip().splitlines() or [""])[0][:200]
         record.msg = "bad HTTP request (from %s) answered %d: %s"

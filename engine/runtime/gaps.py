@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 log = logging.getLogger("stepstream.processor")
 
@@ -26,16 +26,16 @@ class GapGuard:
         self.routed_to: dict[tuple[str, int], int] = {}
 
     def assigned(self, topic: str, p: int, committed: int | None) -> None:
-        """An ``events`` partition assigned, read from ``committed`` (None: not known,
-        so its first records are taken as they come)."""
+        """An ``events`` partition assigned, read from ``committed``. With nothing
+        committed the consumer starts at the log's start (auto.offset.reset=earliest):
+        offset 0, or, past retention, the gap below it is passed at once."""
         key = (topic, p)
         self.gaps.pop(key, None)
-        if committed is None or committed < 0:
-            self.routed_to.pop(key, None)
-        else:
-            self.routed_to[key] = committed
+        self.routed_to[key] = committed if committed is not None and committed >= 0 else 0
 
     def revoked(self, topic: str, p: int) -> None:
+        """Any partition revoked: a gap seen while it was owned is not timed on from
+        there if it comes back (its 10 s would have passed at once)."""
         self.gaps.pop((topic, p), None)
         self.routed_to.pop((topic, p), None)
 
@@ -45,13 +45,15 @@ class GapGuard:
         event there would lose its runs silently, as a skipped ``run.requested`` did.
         Records below that offset are routed again, as before the guard: the consumer
         only goes back when its position was reset, and a run's dedupe key makes a
-        second request of the same run a no-op."""
+        second request of the same run a no-op. A partition waiting on a gap holds back
+        only its own events; other partitions' go on (send order across partitions is
+        kept within a batch, not across a re-read)."""
         key = (topic, p)
         expected = self.routed_to.get(key)
         if expected is not None and msgs:
             msgs = self.up_to_a_gap(topic, p, msgs, expected)
         if msgs:
-            self.routed_to[key] = (msgs[-1].offset() or 0) + 1
+            self.routed_to[key] = max(m.offset() or 0 for m in msgs) + 1
         return msgs
 
     def up_to_a_gap(self, topic: str, p: int, msgs: list[Message], expected: int
@@ -78,11 +80,16 @@ class GapGuard:
         since = self.gaps.setdefault(key, (nxt, time.monotonic()))
         if since[0] != nxt:
             self.gaps[key] = since = (nxt, time.monotonic())
-        low, _high = self.consumer.get_watermark_offsets(TopicPartition(topic, p),
-                                                         timeout=5, cached=False)
+        try:
+            low, _high = self.consumer.get_watermark_offsets(TopicPartition(topic, p),
+                                                             timeout=5, cached=False)
+        except KafkaException as exc:  # a slow broker: the log start is not known now
+            log.warning("%s[%d]: log start not read (%s)", topic, p, exc)
+            low = -1
         if low > nxt or time.monotonic() - since[1] > GAP_WAIT_S:
-            log.error("%s[%d]: records from offset %d are not readable (log starts at %d);"
-                      " going on from offset %d", topic, p, nxt, low, msgs[-1].offset())
+            past = msgs[len(keep)].offset() or 0
+            log.error("%s[%d]: records from offset %d to %d are not readable (log starts "
+                      "at %d); going on past them", topic, p, nxt, past - 1, low)
             self.gaps.pop(key, None)
             return msgs
         log.warning("%s[%d]: fetched from offset %d while %d is not read yet; reading "

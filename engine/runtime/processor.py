@@ -380,8 +380,7 @@ class Processor:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
-            if tp.topic == self.catalog.events:
-                self.gap_guard.revoked(tp.topic, tp.partition)
+            self.gap_guard.revoked(tp.topic, tp.partition)
             if tp.topic not in (self.catalog.runs, self.catalog.waits):
                 continue
             table = self.stores if tp.topic == self.catalog.runs else self.wait_stores
@@ -445,7 +444,7 @@ class Processor:
                 fetched = events[(topic, p)] = self.gap_guard.events_up_to_a_gap(
                     topic, p, fetched)
             if fetched:
-                commits[(topic, p)] = (fetched[-1].offset() or 0) + 1
+                commits[(topic, p)] = max(m.offset() or 0 for m in fetched) + 1
         # Events of different partitions arrive interleaved by fetch, not by when they
         # were sent: route them in send order (the producer's timestamp, then the id,
         # which one client makes monotonic), so runs that share a flow-control key are

@@ -66,6 +66,8 @@ class SnapshotWriter:
             # Written without the store's lock: this thread is the only one that writes
             # live state or closes the store, so nothing changes under the snapshot,
             # and API queries on the partition need not wait for its broker round trips.
+            # (The history loader writes meanwhile, but only finished runs and the event
+            # index, which a snapshot leaves out, and never over a live run.)
             try:
                 end = self.write(table, p, store)
             except Exception:

@@ -37,6 +37,8 @@ STATE_CACHE_RUNS = 10_000
 
 # Per database: a memtable this large is flushed to disk (see StateMemory.options).
 MEMTABLE_FLUSH_MB = 4
+# Memtables a database may hold, the live one and those waiting to be flushed.
+MEMTABLES = 4
 
 
 class StateMemory:
@@ -64,6 +66,9 @@ class StateMemory:
         # stalled the engine's API for up to 0.4 s after a kill -9. A small memtable
         # flushes (in RocksDB's own threads) before its log grows past that.
         opts.set_write_buffer_size(MEMTABLE_FLUSH_MB << 20)
+        # Room for a big batch (thousands of states) while the last memtables flush:
+        # with RocksDB's default of two, writes would stop until a flush is done.
+        opts.set_max_write_buffer_number(MEMTABLES)
         opts.set_block_based_table_factory(self._table)
         return opts
 

@@ -134,10 +134,12 @@ def requests(draw: st.DrawFn, real: dict[str, list[str]]) -> Request:
         if slot in path:
             choices: list[str] = {"{id}": real.get("id", []), "{key}": [EVENT_KEY]}.get(
                 slot, [])
-            # Real ids only with the path's own method: a read turned into a DELETE
-            # with a real id is a valid request that removes the load's own function
-            # (it did, once: 1,484 events then had no run, rightly), not a bad input.
-            use_real = bool(choices) and method == own and draw(st.booleans())
+            # Real ids only with the path's own method (the event key with any): a read
+            # turned into a DELETE with a real id is a valid request that removes the
+            # load's own function (it did, once: 1,484 events then had no run, rightly),
+            # not a bad input.
+            use_real = (bool(choices) and (slot == "{key}" or method == own)
+                        and draw(st.booleans()))
             value = draw(st.sampled_from(choices)) if use_real else draw(_segment())
             path = path.replace(slot, urllib.parse.quote(value, safe=""))
     if draw(st.booleans()):

@@ -16,7 +16,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +62,10 @@ def dev_command(port: int, broker_port: int, state: Path) -> list[str]:
             "--port", str(port), "--broker-port", str(broker_port), "--state-dir", str(state)]
 
 
-@pytest.fixture(scope="module")
-def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
-    tmp_path = tmp_path_factory.mktemp("dev")
+@contextmanager
+def running_dev(tmp_path: Path, *extra: str) -> Iterator[Dev]:
+    """`stepstream dev` on the example app, in ``tmp_path``, until the block ends (then
+    stopped with Ctrl-C, which must leave no per-user or per-folder files behind)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEPSTREAM_")
            and k != "KAFKA_BOOTSTRAP_SERVERS"}
@@ -70,7 +73,7 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     env["HOME"] = str(tmp_path / "home")
     info = Dev(port, tmp_path, env, log=tmp_path / "dev.log")
     log = info.log.open("wb")
-    proc = subprocess.Popen(dev_command(port, free_port(), tmp_path / "state"),
+    proc = subprocess.Popen([*dev_command(port, free_port(), tmp_path / "state"), *extra],
                             cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     # The example module lives in the repository; the dev command runs from tmp_path
     # so its .stepstream/ files land there.
@@ -95,6 +98,12 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     for name in ("dev-broker", "dev-api"):
         assert not (tmp_path / ".stepstream" / name).exists()
         assert not (tmp_path / "home" / ".stepstream" / name).exists()
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
+    with running_dev(tmp_path_factory.mktemp("dev")) as info:
+        yield info
 
 
 def test_dev_runs_the_example_over_http_and_cli(dev: Dev) -> None:
@@ -247,3 +256,25 @@ def test_the_terminal_shows_failed_and_cancelled_runs_and_function_logs(dev: Dev
     # The validate step's own line says it is not retried; no traceback is printed.
     assert "step 'validate' failed, not retriable" in dev.log.read_text()
     assert "Traceback" not in dev.log.read_text()
+
+
+def test_dev_quiet_prints_neither_run_lines_nor_function_logs(tmp_path: Path) -> None:
+    # The same two runs as above: one fails, one logs through ctx.logger and completes.
+    with running_dev(tmp_path, "--quiet") as dev:
+        _, failing = call(dev.port, "/e/k", {"name": "shop/order.created",
+                                             "data": {"order_id": 0, "total": 1}})
+        _, logging_ = call(dev.port, "/e/k", {"name": "shop/order.created",
+                                              "data": {"order_id": 12, "total": 1}})
+        def ended_as(event_id: str, status: str) -> dict[str, Any] | None:
+            return next((r for r in runs_of(dev.port, event_id) if r["status"] == status),
+                        None)
+        ended = [wait_for(partial(ended_as, failing["ids"][0], "Failed"), 60,
+                          "the run of order 0 to fail"),
+                 wait_for(partial(ended_as, logging_["ids"][0], "Completed"), 60,
+                          "the run of order 12 to complete")]
+    text = dev.log.read_text()  # stopped: everything it would print is printed
+    assert "stepstream dev" in text and "Ctrl-C stops everything." in text
+    assert "--quiet silences them" not in text
+    for run in ended:
+        assert run["run_id"] not in text
+    assert "order 12 charged" not in text

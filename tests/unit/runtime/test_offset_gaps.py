@@ -81,13 +81,46 @@ def test_an_events_partition_is_routed_only_up_to_a_missing_offset() -> None:
     assert p.routed_to[("events", 2)] == 107 and p.gaps == {}
 
 
-def test_an_events_partition_with_no_known_offset_takes_its_first_records() -> None:
+def test_an_events_partition_with_nothing_committed_is_read_from_offset_0() -> None:
+    # auto.offset.reset=earliest: the consumer starts at the log's start, so the guard
+    # holds its first fetch to offset 0 too (fresh topics are where gaps were seen).
     p = bare(Consumer())
-    p.assigned("events", 0, None)  # nothing committed yet: no offset to hold it to
-    assert offsets(p.events_up_to_a_gap("events", 0, [Msg(7), Msg(8)])) == [7, 8]
-    assert p.consumer.seeks == []  # type: ignore[attr-defined]
-    p.revoked("events", 0)  # whoever owns it next starts from the committed offset
-    assert ("events", 0) not in p.routed_to
+    p.assigned("events", 0, None)
+    assert offsets(p.events_up_to_a_gap("events", 0, [Msg(3), Msg(4)])) == []
+    assert p.consumer.seeks == [("events", 0, 0)]  # type: ignore[attr-defined]
+    assert offsets(p.events_up_to_a_gap("events", 0, [Msg(o) for o in range(5)])) == [
+        0, 1, 2, 3, 4]
+    # Past retention the log starts later: that gap is passed at once, and logged.
+    p.revoked("events", 0)
+    p.assigned("events", 0, None)
+    p.consumer.low = 40  # type: ignore[attr-defined]
+    assert offsets(p.events_up_to_a_gap("events", 0, [Msg(40), Msg(41)])) == [40, 41]
     # A reset position (below what was routed) is read as it comes, as before the guard.
+    p.revoked("events", 0)
     p.assigned("events", 0, 50)
     assert offsets(p.events_up_to_a_gap("events", 0, [Msg(0), Msg(1)])) == [0, 1]
+
+
+def test_a_revoked_partitions_gap_is_timed_afresh_when_it_comes_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(gaps.time, "monotonic", lambda: clock[0])
+    p = bare(Consumer())
+    assert p.up_to_a_gap("runs", 3, [Msg(12)], 10) == []
+    p.revoked("runs", 3)
+    clock[0] += 60  # owned elsewhere meanwhile; back with the same offset to read
+    assert p.up_to_a_gap("runs", 3, [Msg(12)], 10) == []  # waited for, not passed
+    assert len(p.consumer.seeks) == 2  # type: ignore[attr-defined]
+
+
+def test_a_broker_that_does_not_say_where_the_log_starts_does_not_stop_the_engine(
+        ) -> None:
+    from confluent_kafka import KafkaException
+
+    class Slow(Consumer):
+        def get_watermark_offsets(self, tp: Any, timeout: float, cached: bool
+                                  ) -> tuple[int, int]:
+            raise KafkaException("timed out")
+    p = bare(Slow())
+    assert p.up_to_a_gap("events", 1, [Msg(12)], 10) == []
+    assert p.consumer.seeks == [("events", 1, 10)]  # type: ignore[attr-defined]
