@@ -55,8 +55,8 @@ class Engine:
     def check_progress(self, after_s: float = STALL_S) -> str | None:
         """Log, once, where the processor thread stands when its loop has not come round
         for ``after_s`` (its lag sample is taken every round), and log again when it
-        moves. Called by the serve loop; the fault campaign once saw an engine start no
-        runs for two minutes with nothing in its log. Returns what it logged."""
+        moves. Called by the serve loop: a processor stuck in one call otherwise shows
+        only as runs that never start. Returns what it logged."""
         report = self.processor.lag.report()
         if report is None or self._thread is None or self._thread.ident is None:
             return None

@@ -271,10 +271,12 @@ class Settings:
 
     def validate(self) -> None:
         for f in fields(self):
-            value = getattr(self, f.name)
-            if f.type not in ("int", int) or value >= f.metadata.get("min", 0):
+            if f.type not in ("int", int):
                 continue
-            low, zero = f.metadata.get("min", 0), f.metadata.get("zero")
+            value, low, zero = getattr(self, f.name), f.metadata.get("min", 0), \
+                f.metadata.get("zero")
+            if value >= low:
+                continue
             if low == 0:
                 raise SettingsError(f"{f.name} must be 0{f' ({zero})' if zero else ''} "
                                     f"or more, got {value}")

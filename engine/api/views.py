@@ -229,11 +229,15 @@ def _children(state: dict[str, Any]) -> list[dict[str, Any]]:
     return list(found.values())
 
 
-def run_span_ms(state: dict[str, Any]) -> tuple[int | None, int | None]:
+def run_span_ms(state: dict[str, Any], status: str | None = None
+                ) -> tuple[int | None, int | None]:
     """When the run started and ended (epoch ms; None for not yet): a queued run has no
-    start, whatever its state holds from before (a run re-queued for a slot)."""
+    start, whatever its state holds from before (a run re-queued for a slot).
+    ``status`` is the run's :func:`run_status`, if the caller has it already."""
     start, end = state.get("started_at"), state.get("ended_at")
-    return (None if run_status(state) == "queued" or not _is_ms(start) else start,
+    if status is None:
+        status = run_status(state)
+    return (None if status == "queued" or not _is_ms(start) else start,
             end if _is_ms(end) else None)
 
 
@@ -245,13 +249,14 @@ def run_summary(state: dict[str, Any]) -> dict[str, Any]:
     """The fields of :func:`run_view` that need no steps, timeline or links: cheap enough
     for a table of many runs (the dashboard's runs page)."""
     event = state.get("event") or {}
-    start, end = run_span_ms(state)
+    status = run_status(state)
+    start, end = run_span_ms(state, status)
     return {
         "run_id": state.get("run_id"),
         "function_id": state.get("fn_id"),
         "event_id": event.get("id"),
         "event_name": event.get("name"),
-        "status": api_status(run_status(state)),
+        "status": api_status(status),
         "requested_at": rfc3339(state.get("requested_at")),
         "started_at": rfc3339(start),
         "ended_at": rfc3339(end),

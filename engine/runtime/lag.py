@@ -65,13 +65,18 @@ STALL_S = 30.0
 
 
 class ProgressWatch:
-    """Notices an input partition that has records waiting yet does not move: the fault
-    campaign once saw an engine stop starting runs for two minutes with nothing in its
-    log. Pure (the caller logs what :meth:`observe` returns), so it is tested alone."""
+    """Notices an input partition that has records waiting yet does not move, which
+    otherwise shows only as runs that never start. Pure (the caller logs what
+    :meth:`observe` returns), so it is tested alone."""
 
     def __init__(self, after_s: float = STALL_S) -> None:
         self.after_s = after_s
         self._seen: dict[tuple[str, int], tuple[int, float, bool]] = {}
+
+    def forget(self, topic: str, partition: int) -> None:
+        """A partition (re)assigned: it is timed from its next sample, not from when it
+        was last seen here (it did not move meanwhile because it was not ours)."""
+        self._seen.pop((topic, partition), None)
 
     def observe(self, topic: str, partition: int, position: int, lag: int | None,
                 now: float) -> str | None:
@@ -115,6 +120,7 @@ class LagMeter:
         """The offsets partitions were assigned at (negative: the group's committed)."""
         for tp in partitions:
             self._starts[(tp.topic, tp.partition)] = tp.offset
+            self.watch.forget(tp.topic, tp.partition)
 
     def sample(self, consumer: Any) -> None:
         """Measure now if the last sample is older than ``every_s``. Never raises: the

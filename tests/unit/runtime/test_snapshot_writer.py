@@ -12,20 +12,11 @@ from typing import Any
 from engine.runtime.snapshot import SnapshotWriter
 from engine.store.partition import PartitionStore
 from tests.unit.runtime.test_apply import msgs
+from tests.unit.runtime.test_offset_gaps import Msg
 from tests.unit.runtime.test_restore_state import fold, requests
 from topics import snapshots as wire
 from topics.catalog import Catalog
 from topics.settings import Settings
-
-
-class Delivered:
-    """What a message's delivery callback is given: its offset."""
-
-    def __init__(self, offset: int) -> None:
-        self._offset = offset
-
-    def offset(self) -> int:
-        return self._offset
 
 
 class LockProbe:
@@ -62,7 +53,7 @@ class LockProbe:
     def flush(self, _timeout: float) -> int:
         self._probe()
         for i, cb in enumerate(self.callbacks):
-            cb(None, Delivered(100 + i))
+            cb(None, Msg(100 + i))
         self.callbacks.clear()
         return 0
 

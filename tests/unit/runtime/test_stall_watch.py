@@ -23,6 +23,14 @@ def test_a_partition_standing_still_with_records_waiting_is_reported_once() -> N
     assert w.observe("events", 3, 140, 0, now=200) is None
 
 
+def test_a_partition_assigned_again_is_timed_from_then() -> None:
+    w = ProgressWatch(after_s=30)
+    assert w.observe("runs", 1, 50, 4, now=0) is None
+    w.forget("runs", 1)  # revoked, then assigned back much later at the same offset
+    assert w.observe("runs", 1, 50, 4, now=500) is None
+    assert w.observe("runs", 1, 50, 4, now=531) is not None
+
+
 def test_an_idle_partition_is_not_a_stall() -> None:
     w = ProgressWatch(after_s=30)
     for now in (0, 40, 400):
